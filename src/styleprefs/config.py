@@ -1,0 +1,70 @@
+"""Every setting, as dataclasses that are saved into the session and validated once at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+# relu4_1 rather than relu4_2: it is already computed for the style loss, so the loss network can be
+# truncated there (about a third cheaper than running on to relu4_2/relu5_1), and AdaIN-style work
+# shows it keeps the photo's layout while leaving room for strokes.
+CONTENT_LAYER = "relu4_1"
+# The metric of the benchmarks (style distance) also looks at relu5_1, which training never sees.
+METRIC_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+class ConfigError(ValueError):
+    """A setting out of range: reported to the user as bad input."""
+
+
+@dataclass
+class TrainSettings:
+    """How the generator is trained by ``init`` and fine-tuned by ``refine``."""
+
+    steps: int = 400               # optimisation steps of ``init``
+    refine_steps: int = 120        # optimisation steps of ``refine``
+    size: int = 128                # training crop side, px
+    batch: int = 4                 # crops per step
+    style_size: int = 256          # long side the paintings are seen at (sets the stroke scale)
+    lr: float = 2e-3               # Adam learning rate of G
+    lr_discriminator: float = 2e-4
+    refine_lr: float = 5e-4
+    content_weight: float = 1.0    # λ_c
+    style_weight: float = 4.0      # λ_s, multiplied by each sample's strength from z
+    colour_weight: float = 40.0    # λ_col, multiplied by each sample's colour from z
+    tv_weight: float = 0.5         # λ_tv
+    adversarial_weight: float = 0.02  # λ_adv (small: the discriminator sharpens, the Grams steer)
+    generator_width: int = 16
+    generator_blocks: int = 5
+    personal_blend: float = 0.7    # weight of the chosen images' Grams in the personal style target
+
+    def validate(self) -> TrainSettings:
+        for name in ("steps", "refine_steps", "batch", "generator_width", "generator_blocks"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 32 <= self.size <= 1024:
+            raise ConfigError(f"size must be between 32 and 1024 px, got {self.size}")
+        if not 32 <= self.style_size <= 2048:
+            raise ConfigError(f"style size must be between 32 and 2048 px, got {self.style_size}")
+        if not 0.0 <= self.personal_blend <= 1.0:
+            raise ConfigError(f"personal blend must be in [0, 1], got {self.personal_blend}")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ProposalSettings:
+    """How candidates are rendered."""
+
+    n: int = 16
+    size: int = 256  # long side of the preview renders, px
+    shrink: float = 0.6  # refine: the proposal spread shrinks by this factor per round
+    min_spread: float = 0.25
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,54 @@
+"""What z means: the map from a latent z to the loss weights it trains for (Babaeizadeh & Ghiasi, 2020).
+
+Each sample's z sets its own loss weights, so the generator learns a whole family of stylisations
+and z becomes the dial the user explores:
+
+* ``stroke``   shifts weight between shallow and deep style layers: small, fine strokes ↔ large ones;
+* ``strength`` scales the style loss against the content loss: subtle ↔ bold;
+* ``colour``   weights a chroma loss to the photo: the painting's palette ↔ the photo's own colours;
+* ``blend``    (two or more paintings) mixes the paintings' Gram targets.
+
+z ~ N(0, I) is the prior; every dimension passes through a bounded squashing, so any z is valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+NAMED_DIMS = ("stroke", "strength", "colour")
+
+
+def z_dim(n_styles: int) -> int:
+    """Dimensions of z for a session with ``n_styles`` paintings (a blend axis per painting when > 1)."""
+    return len(NAMED_DIMS) + (n_styles if n_styles > 1 else 0)
+
+
+def dim_names(n_styles: int) -> list[str]:
+    return list(NAMED_DIMS) + ([f"blend{k + 1}" for k in range(n_styles)] if n_styles > 1 else [])
+
+
+@dataclass
+class LossWeights:
+    """Per-sample loss weights derived from z; every field has batch size B first."""
+
+    layers: torch.Tensor    # (B, L) style-layer weights, mean 1
+    strength: torch.Tensor  # (B,) style-loss multiplier
+    colour: torch.Tensor    # (B,) chroma-loss multiplier in (0, 1)
+    blend: torch.Tensor     # (B, K) mixture of the paintings, rows sum to 1
+
+
+def loss_weights(z: torch.Tensor, n_layers: int, n_styles: int) -> LossWeights:
+    """Map z (B, z_dim) to the loss weights each sample is trained with."""
+    z = z.float()
+    position = torch.linspace(-1.0, 1.0, n_layers, device=z.device)
+    tilt = 1.5 * torch.tanh(z[:, 0:1])
+    layers = torch.softmax(tilt * position, dim=1) * n_layers
+    strength = torch.exp(1.2 * torch.tanh(z[:, 1]))
+    colour = torch.sigmoid(2.0 * z[:, 2])
+    if n_styles > 1:
+        blend = torch.softmax(1.5 * z[:, 3 : 3 + n_styles], dim=1)
+    else:
+        blend = torch.ones(z.shape[0], 1, device=z.device)
+    return LossWeights(layers, strength, colour, blend)

