@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from .errors import BadInput
+
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 # relu4_1 rather than relu4_2: it is already computed for the style loss, so the loss network can be
 # truncated there (about a third cheaper than running on to relu4_2/relu5_1), and AdaIN-style work
@@ -13,7 +15,7 @@ CONTENT_LAYER = "relu4_1"
 METRIC_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput):
     """A setting out of range: reported to the user as bad input."""
 
 

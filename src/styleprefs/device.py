@@ -13,8 +13,10 @@ from functools import lru_cache
 
 import torch
 
+from .errors import BadInput
 
-class DeviceError(RuntimeError):
+
+class DeviceError(BadInput):
     """The requested device is not available."""
 
 

@@ -1,0 +1,234 @@
+"""Quality benchmark: ``apply`` against the Gatys baseline, on photos the training never saw.
+
+For each painting, a session is trained (``Session.init``) on some photos; on other photos, at the
+same short side, we score the photo itself, apply's output and a Gatys result (L-BFGS from the
+photo, same VGG) by style distance (mean over relu1_1…relu5_1 of ‖G(x)−G(s)‖_F / ‖G(s)‖_F), content
+distance at the content layer, and seconds per image.
+
+Target: apply removes at least 60 % as much style distance as Gatys does, in 1000× less time.
+
+    python benchmarks/quality.py            # the full run: about an hour on 2 CPU cores
+    python benchmarks/quality.py --quick    # a smoke run of a minute or two
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from gatys import DATA, features, gatys, loss_network, targets, time_to_reach
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from styleprefs.config import CONTENT_LAYER, TrainSettings
+from styleprefs.images import find_images, load_image, save_image
+from styleprefs.losses import content_distance, style_distance
+from styleprefs.session import Session
+
+ROOT = Path(__file__).resolve().parents[1]
+PAINTINGS = ("vangogh_starry_night", "hokusai_great_wave", "vangogh_cafe_terrace_at_night", "gauguin_arearea")
+# Not colour photos: a greyscale one, and an RGBA cut-out on a flat background.
+EXCLUDED_PHOTOS = ("skimage_camera_gray", "opencv_dog_rgba")
+TARGET_REMOVAL = 0.6   # apply's removed style distance / Gatys's, at least
+TARGET_SPEEDUP = 1000  # Gatys's seconds per image / apply's, at least
+
+console = Console()
+
+
+def split_photos(folder: Path, n_train: int, n_eval: int, seed: int) -> tuple[list[Path], list[Path]]:
+    """Disjoint training and evaluation photos, drawn in a fixed shuffled order of the colour photos."""
+    photos = [p for p in find_images([folder]) if p.stem not in EXCLUDED_PHOTOS]
+    if n_train + n_eval > len(photos):
+        raise SystemExit(f"{folder} has {len(photos)} usable photos, fewer than {n_train} + {n_eval}")
+    random.Random(seed).shuffle(photos)
+    return photos[:n_train], photos[n_train : n_train + n_eval]
+
+
+def median_seconds(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[torch.Tensor, float]:
+    """The result of ``fn`` and its median time over ``repeats`` runs after one warm-up run."""
+    result = fn()  # the first call pays for lazy loading and allocator warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return result, statistics.median(times)
+
+
+def train(painting: Path, photos: list[Path], folder: Path, settings: TrainSettings, seed: int) -> tuple[Session, float]:
+    """A fresh session for one painting, trained with a progress bar; returns it and its seconds."""
+    columns = (TextColumn(f"training on {painting.stem}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())
+    start = time.perf_counter()
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("init", total=settings.steps)
+        session = Session.init(folder, styles=[painting], contents=photos, settings=settings, device="cpu",
+                               seed=seed, force=True, on_progress=lambda p: bar.update(task, completed=p.step))
+    return session, time.perf_counter() - start
+
+
+def score(net, image: torch.Tensor, style_grams: dict, content_target: torch.Tensor) -> dict[str, float]:
+    with torch.no_grad():
+        activations = features(net, image)
+        return {"style": style_distance(activations, style_grams).item(),
+                "content": content_distance(activations[CONTENT_LAYER], content_target).item()}
+
+
+def mean(rows: list[dict], method: str, key: str) -> float:
+    return statistics.fmean(row[method][key] for row in rows)
+
+
+def summary(rows: list[dict]) -> dict[str, float | None]:
+    """Means over images, and the two ratios of the target computed from those means."""
+    out = {f"{method}_{key}": mean(rows, method, key)
+           for method in ("photo", "apply", "gatys") for key in ("style", "content", "seconds")}
+    removed_by_gatys = out["photo_style"] - out["gatys_style"]
+    out["removal_ratio"] = (out["photo_style"] - out["apply_style"]) / removed_by_gatys if removed_by_gatys > 0 else None
+    out["speedup"] = out["gatys_seconds"] / out["apply_seconds"]
+    reached = [row["gatys"]["seconds_to_apply_style"] for row in rows]
+    # Seconds Gatys needs to get as far as apply got: the speed benchmark's fairer yardstick.
+    out["gatys_seconds_to_apply_style"] = None if None in reached else statistics.fmean(reached)
+    return out
+
+
+def table(per_painting: dict[str, dict], overall: dict) -> Table:
+    t = Table(title="Style and content distance on unseen photos (lower style = more stylised)")
+    t.add_column("painting")
+    for header in ("style photo", "style apply", "style Gatys", "content apply", "content Gatys",
+                   "s/img apply", "s/img Gatys", "removed apply/Gatys", "speed-up"):
+        t.add_column(header, justify="right")
+
+    def row(name: str, s: dict, **style) -> None:
+        ratio = "—" if s["removal_ratio"] is None else f"{s['removal_ratio']:.2f}"
+        t.add_row(name, f"{s['photo_style']:.3f}", f"{s['apply_style']:.3f}", f"{s['gatys_style']:.3f}",
+                  f"{s['apply_content']:.3f}", f"{s['gatys_content']:.3f}", f"{s['apply_seconds']:.3f}",
+                  f"{s['gatys_seconds']:.1f}", ratio, f"{s['speedup']:.0f}×", **style)
+
+    for name, s in per_painting.items():
+        row(name, s)
+    row("mean", overall, style="bold", end_section=True)
+    return t
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DATA, help="folder with style/ and content/ (default ../shared/data)")
+    p.add_argument("--paintings", nargs="+", help=f"stems in style/ (default: {' '.join(PAINTINGS)})")
+    p.add_argument("--train-photos", type=int, help="photos each session is trained on (default 8)")
+    p.add_argument("--eval-photos", type=int, help="other photos it is scored on (default 8)")
+    p.add_argument("--steps", type=int, help=f"init steps (default {TrainSettings().steps}, the package's)")
+    p.add_argument("--gatys-steps", type=int, help="L-BFGS loss evaluations per image (default 80)")
+    p.add_argument("--size", type=int, help="short side of the evaluation photos, px (default 256)")
+    p.add_argument("--repeats", type=int, help="timed runs of stylise per image, after a warm-up (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="folder for sessions and images (default .bench/quality)")
+    p.add_argument("--json-out", type=Path, help="all figures as JSON (default benchmarks/results/quality.json)")
+    p.add_argument("--quick", action="store_true", help="a tiny smoke run: 1 painting, 2+1 photos, few steps, 64 px")
+    args = p.parse_args(argv)
+    quick = {"paintings": list(PAINTINGS[:1]), "train_photos": 2, "eval_photos": 1, "steps": 4, "gatys_steps": 4,
+             "size": 64, "repeats": 1, "out": ROOT / ".bench" / "quality-quick",
+             "json_out": ROOT / ".bench" / "quality-quick" / "quality.json"}
+    full = {"paintings": list(PAINTINGS), "train_photos": 8, "eval_photos": 8, "steps": TrainSettings().steps,
+            "gatys_steps": 80, "size": 256, "repeats": 3, "out": ROOT / ".bench" / "quality",
+            "json_out": ROOT / "benchmarks" / "results" / "quality.json"}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if not (args.data / "style").is_dir() or not (args.data / "content").is_dir():
+        console.print(f"skipped: no benchmark images at {args.data.resolve()} (use --data)")
+        return 0
+    settings = TrainSettings(steps=args.steps)
+    if args.quick:  # small crops and batches: the smoke run checks the plumbing, not the quality
+        settings.size, settings.batch = 64, 2
+    paintings = []
+    for name in args.paintings:
+        found = [p for p in find_images([args.data / "style"]) if p.stem == name]
+        if not found:
+            console.print(f"[red]no painting named {name!r} in {args.data / 'style'}[/red]")
+            return 2
+        paintings.append(found[0])
+    train_photos, eval_photos = split_photos(args.data / "content", args.train_photos, args.eval_photos, args.seed)
+    console.print(f"training photos: {', '.join(p.stem for p in train_photos)}")
+    console.print(f"evaluation photos: {', '.join(p.stem for p in eval_photos)}")
+
+    net = loss_network()
+    photos = {p.stem: load_image(p, short_side=args.size) for p in eval_photos}
+    report = {
+        "settings": {"paintings": [p.stem for p in paintings], "size": args.size, "gatys_steps": args.gatys_steps,
+                     "repeats": args.repeats, "seed": args.seed, "train": settings.to_dict(), "quick": args.quick},
+        "train_photos": [p.name for p in train_photos], "eval_photos": [p.name for p in eval_photos],
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                        "load_average_at_start": os.getloadavg()[0]},
+        "per_image": [], "per_painting": {}, "train_seconds": {},
+    }
+    for painting in paintings:
+        session, train_seconds = train(painting, train_photos, args.out / "sessions" / painting.stem, settings, args.seed)
+        report["train_seconds"][painting.stem] = round(train_seconds, 1)
+        report["bf16"] = session.status()["bf16"]
+        # The painting as training saw it: the same long side, so strokes have the same scale.
+        style = load_image(painting, max_side=settings.style_size)
+        rows = []
+        for k, (name, photo) in enumerate(photos.items(), start=1):
+            console.print(f"{painting.stem} × {name} ({k}/{len(photos)})", end=" ")
+            style_grams, content_target = targets(net, photo, style)
+            applied, apply_seconds = median_seconds(lambda photo=photo: session.stylise(photo), args.repeats)
+            baseline, history = gatys(photo, style, steps=args.gatys_steps, net=net)
+            apply_scores = score(net, applied, style_grams, content_target)
+            row = {"painting": painting.stem, "image": name,
+                   "photo": {**score(net, photo, style_grams, content_target), "seconds": 0.0},
+                   "apply": {**apply_scores, "seconds": apply_seconds},
+                   "gatys": {**score(net, baseline, style_grams, content_target), "seconds": history[-1][1],
+                             "seconds_to_apply_style": time_to_reach(history, apply_scores["style"]),
+                             "history": [(step, round(t, 3), round(d, 4)) for step, t, d in history]}}
+            rows.append(row)
+            console.print(f"style {row['photo']['style']:.3f} → apply {row['apply']['style']:.3f} "
+                          f"({apply_seconds:.2f} s), Gatys {row['gatys']['style']:.3f} ({history[-1][1]:.0f} s)")
+            if k == 1:
+                save_image(torch.cat([photo, applied, baseline], dim=2),
+                           args.out / f"{painting.stem}__{name}__photo-apply-gatys.png")
+        report["per_image"] += rows
+        report["per_painting"][painting.stem] = summary(rows)
+        write_json(report, args.json_out)  # after every painting, so an interrupted run keeps its figures
+
+    overall = summary(report["per_image"])
+    report["overall"] = overall
+    report["target"] = {"removal_ratio_at_least": TARGET_REMOVAL, "speedup_at_least": TARGET_SPEEDUP,
+                        "met": overall["removal_ratio"] is not None and overall["removal_ratio"] >= TARGET_REMOVAL
+                        and overall["speedup"] >= TARGET_SPEEDUP}
+    write_json(report, args.json_out)
+
+    console.print(table(report["per_painting"], overall))
+    ratio = "undefined (Gatys removed nothing)" if overall["removal_ratio"] is None else f"{overall['removal_ratio']:.2f}"
+    console.print(f"style distance removed, apply / Gatys: {ratio} (target ≥ {TARGET_REMOVAL})")
+    console.print(f"seconds per image, Gatys / apply: {overall['speedup']:.0f}× (target ≥ {TARGET_SPEEDUP}×)")
+    reach = overall["gatys_seconds_to_apply_style"]
+    if reach is not None:
+        console.print(f"Gatys needs {reach:.1f} s per image on average to reach apply's style distance")
+    verdict = "[green]target met[/green]" if report["target"]["met"] else "[red]target not met[/red]"
+    console.print(f"{verdict}; figures in {args.json_out}, images in {args.out}")
+    return 0
+
+
+def write_json(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The command line: parse options, call the Session, render progress and results with rich."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .config import TrainSettings
+from .errors import StyleprefsError
+
+app = typer.Typer(
+    help="Learn your own version of a painting's style from the candidates you pick, then stylise folders with it.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+err = Console(stderr=True)
+
+SessionOpt = Annotated[Path, typer.Option(
+    "--session", envvar="STYLEPREFS_SESSION", help="Session folder (default: $STYLEPREFS_SESSION, else ./styleprefs-session).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object describing what was done on stdout.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu or cuda.")]
+DEFAULT_SESSION = Path("styleprefs-session")
+
+
+
+def _run(as_json: bool, debug: bool, work: Callable[[], dict], human: Callable[[dict], None]) -> None:
+    """Run a command body: one JSON object or human output, one clear line on error."""
+    try:
+        result = work()
+    except StyleprefsError as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]: the session is as it was before this command")
+        raise typer.Exit(130) from None
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+    else:
+        human(result)
+    if result.get("failed"):
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _progress(quiet: bool = False):
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+    with Progress(*columns, console=err, disable=quiet, transient=False) as progress:
+        yield progress
+
+
+def _training_reporter(progress: Progress, description: str):
+    task = None
+
+    def report(p) -> None:
+        nonlocal task
+        if task is None:
+            task = progress.add_task(description, total=p.total, completed=p.step - 1, info="")
+        info = "  ".join(f"{k} {v:.3f}" for k, v in p.losses.items() if k in ("content", "style", "colour", "adv"))
+        progress.update(task, completed=p.step, info=info)
+    return report
+
+
+def _next(text: str) -> None:
+    err.print(f"next: [bold cyan]{text}[/]")
+
+
+@app.command()
+def init(
+    style: Annotated[list[Path], typer.Option("--style", help="A painting (repeat for a blend of several).")],
+    content: Annotated[list[Path], typer.Option("--content", help="Photos: files or folders (searched recursively).")],
+    steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Training crop size in px.")] = None,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same session).")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing session.")] = False,
+    session: SessionOpt = DEFAULT_SESSION,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Create a session: train the generator G(content, z) and the discriminator on your photos."""
+    from .session import Session
+
+    def work() -> dict:
+        defaults = TrainSettings()
+        settings = TrainSettings(steps=steps if steps is not None else defaults.steps,
+                                 size=size if size is not None else defaults.size)
+        started = time.perf_counter()
+        with _progress() as progress:
+            s = Session.init(session, style, content, settings, device=device, seed=seed, force=force,
+                             on_progress=_training_reporter(progress, "init"))
+        return {"command": "init", "session": str(s.store.root.resolve()), "steps": settings.steps,
+                "seconds": round(time.perf_counter() - started, 1), "device": s.runtime.name, "bf16": s.runtime.bf16,
+                "styles": [x["path"] for x in s.config["styles"]], "contents": len(s.config["contents"])}
+
+    def human(r: dict) -> None:
+        err.print(f"trained {r['steps']} steps in {r['seconds']} s on {r['device']}; session at {r['session']}")
+        _next("styleprefs propose")
+    _run(as_json, debug, work, human)
+
+
+@app.command()
+def propose(
+    n: Annotated[int, typer.Option("--n", help="Number of candidates.")] = 16,
+    size: Annotated[Optional[int], typer.Option(help="Long side of the candidates in px (default 256).")] = None,
+    preview: Annotated[Optional[Path], typer.Option(help="Photo to render the candidates on (default: the first content photo).")] = None,
+    device: DeviceOpt = "auto",
+    session: SessionOpt = DEFAULT_SESSION,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Render N candidates, each from its own z, and a numbered contact sheet."""
+    from .session import Session
+
+    def work() -> dict:
+        started = time.perf_counter()
+        s = Session.open(session, device)
+        with s.store.lock():
+            r = s.propose(n=n, size=size, preview=preview)
+        return {"command": "propose", "round": r.index, "candidates": [str(p) for p in r.candidates],
+                "sheet": str(r.sheet), "seconds": round(time.perf_counter() - started, 2)}
+
+    def human(r: dict) -> None:
+        err.print(f"round {r['round']}: {len(r['candidates'])} candidates in {r['seconds']} s")
+        err.print(f"contact sheet: [bold]{r['sheet']}[/]", highlight=False)
+        _next("styleprefs select N [N ...]   (the numbers on the sheet)")
+    _run(as_json, debug, work, human)
+
+
+@app.command()
+def select(
+    indices: Annotated[list[str], typer.Argument(help="Numbers of the candidates you like (as on the contact sheet).")],
+    session: SessionOpt = DEFAULT_SESSION,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Record the candidates you like in the latest round (selecting again replaces the choice)."""
+    from .errors import BadInput
+    from .session import Session
+
+    def work() -> dict:
+        try:
+            numbers = [int(i) for i in indices]
+        except ValueError:
+            raise BadInput(f"candidate numbers must be whole numbers, got {' '.join(indices)}") from None
+        s = Session.open(session, "cpu")
+        with s.store.lock():
+            r = s.select(numbers)
+        return {"command": "select", "round": r.index, "chosen": r.selection,
+                "selection": str(r.folder / "selection.json")}
+
+    def human(r: dict) -> None:
+        err.print(f"round {r['round']}: chose {' '.join(map(str, r['chosen']))}")
+        _next("styleprefs refine")
+    _run(as_json, debug, work, human)
+
+
+@app.command()
+def refine(
+    steps: Annotated[Optional[int], typer.Option(help="Fine-tuning steps (default from the session).")] = None,
+    device: DeviceOpt = "auto",
+    session: SessionOpt = DEFAULT_SESSION,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Learn from your picks: move the proposals toward them and fine-tune G on your personal style."""
+    from .session import Session
+
+    def work() -> dict:
+        s = Session.open(session, device)
+        with s.store.lock(), _progress() as progress:
+            r = s.refine(steps, on_progress=_training_reporter(progress, "refine"))
+        return {"command": "refine", **r, "preferred_z": s.status()["preferred_z"]}
+
+    def human(r: dict) -> None:
+        err.print(f"refined for {r['steps']} steps in {r['seconds']} s (rounds {r['rounds']}); "
+                  f"checkpoint {r['checkpoint']}")
+        _next("styleprefs propose   or   styleprefs apply PHOTOS --out DIR")
+    _run(as_json, debug, work, human)
+
+
+@app.command()
+def apply(
+    inputs: Annotated[list[Path], typer.Argument(help="Photos: files or folders.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (names mirror the inputs).")],
+    size: Annotated[Optional[int], typer.Option(help="Cap on the long side in px (default: own size up to 2048).")] = None,
+    pick: Annotated[Optional[str], typer.Option(help="Use the z of a proposal, ROUND:INDEX, instead of the learned one.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="png or jpg.")] = "png",
+    device: DeviceOpt = "auto",
+    session: SessionOpt = DEFAULT_SESSION,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Stylise photos with the learned generator, one forward pass per image."""
+    from .session import Session
+
+    def work() -> dict:
+        s = Session.open(session, device)
+        with _progress() as progress:
+            task = progress.add_task("apply", total=None, info="")
+
+            def report(k: int, total: int, path: Path) -> None:
+                progress.update(task, total=total, completed=k, info=path.name)
+            r = s.apply(inputs, out, size=size, pick=pick, fmt=fmt, on_progress=report)
+        return {"command": "apply", "outputs": [str(p) for p in r.outputs], "seconds": round(r.seconds, 2),
+                "failed": [{"input": str(p), "error": e} for p, e in r.skipped]}
+
+    def human(r: dict) -> None:
+        for f in r["failed"]:
+            err.print(f"[yellow]skipped[/] {f['error']}", highlight=False)
+        err.print(f"wrote {len(r['outputs'])} image(s) to {out} in {r['seconds']} s"
+                  + (f"; {len(r['failed'])} failed" if r["failed"] else ""))
+    _run(as_json, debug, work, human)
+
+
+@app.command()
+def status(
+    session: SessionOpt = DEFAULT_SESSION,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Show the session: rounds, selections, training so far, device and paths."""
+    from .session import Session
+
+    def human(r: dict) -> None:
+        table = Table(title="styleprefs session", show_header=False)
+        for key, value in r.items():
+            table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+        Console().print(table)
+    _run(as_json, debug, lambda: {"command": "status", **Session.open(session, "cpu").status()}, human)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"styleprefs {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """styleprefs: init → propose → select → refine → … → apply."""
+
+
+def main() -> None:
+    os.environ.setdefault("KMP_WARNINGS", "0")
+    app()

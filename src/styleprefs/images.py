@@ -1,0 +1,174 @@
+"""Image I/O: finding and decoding photos (EXIF, modes), resizing, atomic saving, the contact sheet."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from .errors import BadInput
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+DEFAULT_MAX_PIXELS = 100_000_000  # refuse larger images before decoding them (decompression bombs)
+MIN_SIDE = 16
+
+
+class ImageError(BadInput):
+    """An input image that cannot be used; the message names the file and says why."""
+
+
+def find_images(paths: list[Path]) -> list[Path]:
+    """The image files among ``paths``, folders searched recursively, in a stable order."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif path.is_file():
+            found.append(path)
+        elif path.exists():
+            raise ImageError(f"{path}: not a file or folder")
+        else:
+            raise ImageError(f"{path}: no such file or folder")
+    if not found:
+        raise ImageError(f"no images found in {', '.join(map(str, paths))}")
+    return found
+
+
+def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image upright (EXIF orientation applied) as RGB; the first frame of an animation."""
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image")
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > max_pixels:
+                raise ImageError(
+                    f"{path}: {img.width}×{img.height} is over the limit of {max_pixels:,} pixels")
+            if getattr(img, "n_frames", 1) > 1:
+                warnings.warn(f"{path}: animated image, using its first frame", stacklevel=2)
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except ImageError:
+        raise
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode to 8-bit RGB; transparency is flattened onto white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(arr / (256.0 if arr.max() > 255 else 1.0), 0, 255).astype(np.uint8))
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def resize(img: Image.Image, max_side: int | None = None, short_side: int | None = None) -> Image.Image:
+    """Scale so the long side is at most ``max_side`` or the short side equals ``short_side``."""
+    w, h = img.size
+    scale = 1.0
+    if short_side is not None:
+        scale = short_side / min(w, h)
+    if max_side is not None:
+        scale = min(scale if short_side is not None else 1.0, max_side / max(w, h))
+    if abs(scale - 1.0) < 1e-9:
+        return img
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB → float tensor (3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """Float tensor (3, H, W) in [0, 1] → PIL RGB."""
+    arr = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr, "RGB")
+
+
+def load_image(path: Path, max_side: int | None = None, short_side: int | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """Decode, orient and resize an image to a (3, H, W) tensor in [0, 1]."""
+    img = resize(open_image(path, max_pixels), max_side, short_side)
+    if min(img.size) < MIN_SIDE:
+        raise ImageError(f"{path}: {img.width}×{img.height} is too small (at least {MIN_SIDE} px a side)")
+    return to_tensor(img)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_image(image: torch.Tensor | Image.Image, path: Path, quality: int = 95) -> None:
+    """Write an image atomically; the format follows the suffix (PNG or JPEG)."""
+    img = image if isinstance(image, Image.Image) else to_pil(image)
+    fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    options = {"quality": quality, "subsampling": 0} if fmt == "JPEG" else {}
+    atomic_write(Path(path), lambda tmp: img.save(tmp, format=fmt, **options))
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def contact_sheet(images: list[torch.Tensor], labels: list[str], columns: int | None = None,
+                  cell: int = 256, title: str | None = None) -> Image.Image:
+    """A grid of thumbnails, each with a large, legible label in a dark badge at its top-left."""
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    gap, header = 6, (44 if title else 0)
+    sheet = Image.new("RGB", (columns * (cell + gap) + gap, header + rows * (cell + gap) + gap), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((gap + 4, 8), title, fill=(235, 235, 235), font=_font(26))
+    label_font = _font(max(18, cell // 7))
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        thumb = ImageOps.contain(to_pil(image), (cell, cell), Image.Resampling.LANCZOS)
+        x = gap + (i % columns) * (cell + gap)
+        y = header + gap + (i // columns) * (cell + gap)
+        sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
+        box = draw.textbbox((0, 0), label, font=label_font)
+        pad = 6
+        draw.rectangle((x, y, x + box[2] + 2 * pad, y + box[3] + 2 * pad), fill=(0, 0, 0))
+        draw.text((x + pad, y + pad - box[1] // 2), label, fill=(255, 235, 59), font=label_font)
+    return sheet
+
+
+def downscale_batch(images: torch.Tensor, factor: float) -> torch.Tensor:
+    """Area-downscale a (B, 3, H, W) batch by ``factor`` (≥ 1)."""
+    if factor <= 1:
+        return images
+    size = (max(1, round(images.shape[-2] / factor)), max(1, round(images.shape[-1] / factor)))
+    return F.interpolate(images, size=size, mode="area")

@@ -1,0 +1,414 @@
+"""The Session: init / propose / select / refine / apply / status, usable from Python without the CLI.
+
+On disk (see README, "The session directory"):
+
+    config.json                 how the session was made: settings, inputs and their sha256, versions
+    state.json                  rounds, selections, steps so far, the current checkpoint (written last)
+    style_grams.safetensors     the paintings' Gram matrices, layer → (K, C, C)
+    checkpoints/NNN/            generator, discriminator and proposal distribution after init / each refine
+    rounds/NNN/                 proposals.safetensors (their z), candidate-XX.png, sheet.png,
+                                selection.json and chosen_grams.safetensors
+    history.json                every command that changed the session
+
+Files are written first and ``state.json`` is replaced last, atomically, so an interrupted command
+leaves the previous state whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__, controls, images
+from .config import STYLE_LAYERS, ProposalSettings, TrainSettings
+from .device import Runtime, resolve
+from .errors import BadInput, StyleprefsError
+from .networks import Discriminator, Generator
+from .preference import ProposalDistribution, recency_weights
+from .store import SCHEMA_VERSION, NoSession, SessionError, Store
+from .training import CropSampler, Progress, Trainer, blended_targets, gram_stats, loss_network
+
+ProgressFn = Callable[[Progress], None]
+MAX_APPLY_SIDE = 2048
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _inputs(paths: list[Path]) -> list[dict]:
+    return [{"path": str(p.resolve()), "sha256": _sha256(p)} for p in paths]
+
+
+@dataclass
+class Round:
+    """One propose round as stored: its folder, the z of every candidate and the picks (1-based)."""
+
+    index: int
+    folder: Path
+    z: torch.Tensor
+    candidates: list[Path]
+    sheet: Path
+    selection: list[int] | None = None
+
+
+@dataclass
+class ApplyResult:
+    outputs: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Session:
+    """A styleprefs session folder, loaded: its settings, state and networks."""
+
+    def __init__(self, store: Store, runtime: Runtime):
+        self.store, self.runtime = store, runtime
+        self.config = store.read_json("config.json")
+        self.state = store.read_json("state.json")
+        self.settings = TrainSettings.from_dict(self.config["settings"])
+        self.proposal_settings = ProposalSettings(**self.config.get("proposal_settings", {}))
+        self.n_styles = len(self.config["styles"])
+        self._generator: Generator | None = None
+
+    # ----------------------------------------------------------------- creation and loading
+    @classmethod
+    def open(cls, path: Path, device: str = "auto") -> Session:
+        store = Store(Path(path))
+        store.check()
+        return cls(store, resolve(device))
+
+    @classmethod
+    def init(cls, path: Path, styles: list[Path], contents: list[Path], settings: TrainSettings | None = None,
+             device: str = "auto", seed: int = 0, force: bool = False,
+             on_progress: ProgressFn | None = None) -> Session:
+        """Train the base generator and discriminator and create the session folder at ``path``."""
+        root = Path(path)
+        settings = (settings or TrainSettings()).validate()
+        if root.exists() and not root.is_dir():
+            raise BadInput(f"{root}: is a file, not a session folder")
+        if Store(root).exists() and not force:
+            raise BadInput(f"a session already exists at {root} (use --force to replace it)")
+        if root.is_dir() and not Store(root).exists() and any(root.iterdir()):
+            raise BadInput(f"{root}: folder is not empty and is not a styleprefs session; choose another --session")
+        style_paths = [p for s in styles for p in images.find_images([s])]
+        content_paths = images.find_images(list(contents))
+        runtime = resolve(device)
+
+        torch.manual_seed(seed)
+        style_images = [images.load_image(p, max_side=settings.style_size) for p in style_paths]
+        content_images = [images.load_image(p, max_side=4 * settings.size) for p in content_paths]
+        net = loss_network(runtime)
+        style_grams = gram_stats(net, style_images, runtime)
+        n_styles = len(style_paths)
+        generator = Generator(controls.z_dim(n_styles), settings.generator_width, settings.generator_blocks)
+        discriminator = Discriminator()
+        trainer = Trainer(runtime.module(generator), runtime.module(discriminator), net, settings, runtime,
+                          n_styles, settings.lr)
+        rng = torch.Generator().manual_seed(seed)
+        dim = controls.z_dim(n_styles)
+        started = time.perf_counter()
+        for progress in trainer.run("init", settings.steps, CropSampler(content_images, settings.size),
+                                    CropSampler(style_images, settings.size),
+                                    lambda b, g: torch.randn(b, dim, generator=g),
+                                    blended_targets(style_grams, n_styles), rng):
+            if on_progress:
+                on_progress(progress)
+        seconds = time.perf_counter() - started
+
+        # Write the whole session beside the target, then swap it in: a failed or replaced init
+        # never leaves a half-written session behind.
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.init-", dir=root.parent))
+        try:
+            store = Store(staging)
+            store.write_json("config.json", {
+                "schema_version": SCHEMA_VERSION, "styleprefs_version": __version__, "torch_version": torch.__version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": seed, "device": runtime.name,
+                "bf16": runtime.bf16, "styles": _inputs(style_paths), "contents": _inputs(content_paths),
+                "settings": settings.to_dict(), "proposal_settings": ProposalSettings().__dict__,
+                "z_names": controls.dim_names(n_styles),
+            })
+            store.write_tensors("style_grams.safetensors", style_grams)
+            _write_checkpoint(store, "checkpoints/000", generator, discriminator, ProposalDistribution.prior(dim))
+            store.write_json("state.json", {"checkpoint": "checkpoints/000", "rounds": [], "refines": [],
+                                            "steps": {"init": settings.steps, "refine": 0}})
+            store.append_history({"command": "init", "steps": settings.steps, "seconds": round(seconds, 1)})
+            if root.exists():
+                trash = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+                root.rename(trash / "session")
+                staging.rename(root)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                staging.rename(root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return cls.open(root, device)
+
+    # ----------------------------------------------------------------- networks and state
+    @property
+    def checkpoint(self) -> str:
+        return self.state["checkpoint"]
+
+    def generator(self) -> Generator:
+        """The current generator, loaded once and kept."""
+        if self._generator is None:
+            g = Generator(controls.z_dim(self.n_styles), self.settings.generator_width, self.settings.generator_blocks)
+            _load(g, self.store, f"{self.checkpoint}/generator.safetensors")
+            self._generator = self.runtime.module(g).eval()
+        return self._generator
+
+    def proposal_distribution(self) -> ProposalDistribution:
+        return ProposalDistribution.from_tensors(self.store.read_tensors(f"{self.checkpoint}/proposal.safetensors"))
+
+    def preferred_z(self) -> torch.Tensor:
+        """The z ``apply`` uses by default: the centre of the learned proposal distribution."""
+        return self.proposal_distribution().mean
+
+    def rounds(self) -> list[Round]:
+        result = []
+        for entry in self.state["rounds"]:
+            folder = self.store.path(entry["folder"])
+            z = self.store.read_tensors(f"{entry['folder']}/proposals.safetensors")["z"]
+            result.append(Round(entry["index"], folder, z,
+                                [folder / name for name in entry["candidates"]], folder / "sheet.png",
+                                entry.get("selection")))
+        return result
+
+    def _commit(self, state: dict, event: dict) -> None:
+        self.store.write_json("state.json", state)
+        self.state = state
+        self.store.append_history(event)
+
+    # ----------------------------------------------------------------- the loop
+    @torch.inference_mode()
+    def stylise(self, image: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Stylise one (3, H, W) image in [0, 1] at ``z`` (default: the preferred z)."""
+        z = self.preferred_z() if z is None else z
+        with self.runtime.autocast():
+            out = self.generator()(self.runtime.images(image[None]), z[None].to(self.runtime.device))
+        return out[0].float().cpu()
+
+    def propose(self, n: int | None = None, size: int | None = None, preview: Path | None = None) -> Round:
+        """Render ``n`` candidates, each from its own z, plus a numbered contact sheet; start a round."""
+        n = n or self.proposal_settings.n
+        size = size or self.proposal_settings.size
+        if not 1 <= n <= 64:
+            raise BadInput(f"--n must be between 1 and 64, got {n}")
+        if not 32 <= size <= 2048:
+            raise BadInput(f"--size must be between 32 and 2048 px, got {size}")
+        preview_path = Path(preview) if preview else Path(self.config["contents"][0]["path"])
+        photo = images.load_image(preview_path, max_side=size)
+        index = len(self.state["rounds"]) + 1
+        z = self.proposal_distribution().sample(n, seed=self.config["seed"] * 1000 + index)
+        rendered = [self.stylise(photo, zi) for zi in z]
+        name = f"rounds/{index:03d}"
+        folder = self.store.path(name)
+        candidates = [f"candidate-{i:02d}.png" for i in range(1, n + 1)]
+        self.store.write_tensors(f"{name}/proposals.safetensors", {"z": z})
+        for image, file in zip(rendered, candidates, strict=True):
+            images.save_image(image, folder / file)
+        sheet = images.contact_sheet(rendered, [str(i) for i in range(1, n + 1)],
+                                     title=f"round {index}: styleprefs select N [N ...]")
+        images.save_image(sheet, folder / "sheet.png")
+        entry = {"index": index, "folder": name, "candidates": candidates, "n": n, "size": size,
+                 "preview": str(preview_path.resolve()), "checkpoint": self.checkpoint, "selection": None}
+        state = {**self.state, "rounds": [*self.state["rounds"], entry]}
+        self._commit(state, {"command": "propose", "round": index, "n": n})
+        return self.rounds()[-1]
+
+    def select(self, indices: list[int]) -> Round:
+        """Record the chosen candidates (1-based) of the latest round and their Gram statistics."""
+        if not self.state["rounds"]:
+            raise BadInput("nothing to select from: run `styleprefs propose` first")
+        entry = self.state["rounds"][-1]
+        if not indices:
+            raise BadInput("select needs at least one candidate number")
+        bad = [i for i in indices if not 1 <= i <= entry["n"]]
+        if bad:
+            raise BadInput(f"no candidate {bad[0]} in round {entry['index']}: choose from 1 to {entry['n']}")
+        if len(set(indices)) != len(indices):
+            raise BadInput(f"candidate numbers repeat: {' '.join(map(str, indices))}")
+        folder = self.store.path(entry["folder"])
+        chosen = [images.load_image(folder / entry["candidates"][i - 1]) for i in indices]
+        grams = gram_stats(loss_network(self.runtime), chosen, self.runtime)
+        self.store.write_tensors(f"{entry['folder']}/chosen_grams.safetensors", grams)
+        self.store.write_json(f"{entry['folder']}/selection.json", {"round": entry["index"], "chosen": indices})
+        rounds = [*self.state["rounds"][:-1], {**entry, "selection": indices}]
+        self._commit({**self.state, "rounds": rounds}, {"command": "select", "round": entry["index"],
+                                                         "chosen": indices})
+        return self.rounds()[-1]
+
+    def refine(self, steps: int | None = None, on_progress: ProgressFn | None = None) -> dict:
+        """Learn from all selections: move the proposal distribution, build the personal style
+        target from the chosen images' Grams, fine-tune G and D; saves a new checkpoint."""
+        steps = self.settings.refine_steps if steps is None else steps
+        if steps < 0:
+            raise BadInput(f"--steps must be at least 0, got {steps}")
+        selected = [r for r in self.rounds() if r.selection]
+        consumed = {i for refine in self.state["refines"] for i in refine["rounds"]}
+        if not selected or all(r.index in consumed for r in selected):
+            raise BadInput("no new selection to learn from: run `styleprefs propose`, then `styleprefs select N ...`")
+        chosen_z = [r.z[[i - 1 for i in r.selection]] for r in selected]
+        ps = self.proposal_settings
+        distribution = self.proposal_distribution().update(chosen_z, ps.shrink, ps.min_spread)
+        style_grams = self.store.read_tensors("style_grams.safetensors")
+        personal = self.personal_target(selected, style_grams, distribution.mean)
+
+        rt, s = self.runtime, self.settings
+        generator = self.generator()
+        discriminator = Discriminator()
+        _load(discriminator, self.store, f"{self.checkpoint}/discriminator.safetensors")
+        net = loss_network(rt)
+        trainer = Trainer(generator, rt.module(discriminator), net, s, rt, self.n_styles, s.refine_lr)
+        contents = [images.load_image(Path(c["path"]), max_side=4 * s.size) for c in self.config["contents"]]
+        styles = [images.load_image(Path(c["path"]), max_side=s.style_size) for c in self.config["styles"]]
+        chosen_images = [images.load_image(r.candidates[i - 1]) for r in selected for i in r.selection]
+        base_targets = blended_targets(style_grams, self.n_styles)
+        dim = distribution.mean.numel()
+        half = s.batch // 2
+
+        def sample_z(batch: int, g: torch.Generator) -> torch.Tensor:
+            # Half the batch near the preferred z (personal target), half from the prior so the
+            # rest of the z space is not forgotten.
+            near = distribution.mean + distribution.spread * torch.randn(batch - half, dim, generator=g)
+            return torch.cat([near, torch.randn(half, dim, generator=g)])
+
+        def targets(z: torch.Tensor) -> dict[str, torch.Tensor]:
+            base = base_targets(z)
+            return {name: torch.cat([personal[name].to(z.device).expand(z.shape[0] - half, -1, -1),
+                                     base[name][z.shape[0] - half:]]) for name in base}
+
+        rng = torch.Generator().manual_seed(self.config["seed"] + 7919 * (len(self.state["refines"]) + 1))
+        started = time.perf_counter()
+        for progress in trainer.run("refine", steps, CropSampler(contents, s.size),
+                                    CropSampler(styles + chosen_images, s.size), sample_z, targets, rng):
+            if on_progress:
+                on_progress(progress)
+        seconds = time.perf_counter() - started
+
+        name = f"checkpoints/{len(self.state['refines']) + 1:03d}"
+        _write_checkpoint(self.store, name, generator, discriminator, distribution)
+        self.store.write_tensors(f"{name}/personal_grams.safetensors", personal)
+        refine = {"checkpoint": name, "rounds": [r.index for r in selected], "steps": steps,
+                  "seconds": round(seconds, 1), "previous": self.checkpoint}
+        state = {**self.state, "checkpoint": name, "refines": [*self.state["refines"], refine],
+                 "steps": {**self.state["steps"], "refine": self.state["steps"]["refine"] + steps}}
+        self._commit(state, {"command": "refine", **refine})
+        self._generator = None
+        return refine
+
+    def personal_target(self, selected: list[Round], style_grams: dict[str, torch.Tensor],
+                        z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per layer: β·(recency-weighted mean Gram of the chosen images) + (1−β)·(paintings' Gram at z)."""
+        weights = recency_weights(len(selected))
+        chosen = [self.store.read_tensors(f"{r.folder.relative_to(self.store.root)}/chosen_grams.safetensors")
+                  for r in selected]
+        painting = blended_targets(style_grams, self.n_styles)(z[None])
+        beta = self.settings.personal_blend
+        return {name: beta * sum(w * grams[name].mean(0) for w, grams in zip(weights, chosen))
+                + (1 - beta) * painting[name][0] for name in STYLE_LAYERS}
+
+    def resolve_pick(self, pick: str) -> torch.Tensor:
+        """The z of ``ROUND:INDEX`` (both 1-based)."""
+        try:
+            round_index, candidate = (int(part) for part in pick.split(":"))
+        except ValueError:
+            raise BadInput(f"--pick must look like ROUND:INDEX (e.g. 2:7), got {pick!r}") from None
+        rounds = self.rounds()
+        if not 1 <= round_index <= len(rounds):
+            raise BadInput(f"no round {round_index}: the session has {len(rounds)} round(s)")
+        z = rounds[round_index - 1].z
+        if not 1 <= candidate <= z.shape[0]:
+            raise BadInput(f"no candidate {candidate} in round {round_index}: choose from 1 to {z.shape[0]}")
+        return z[candidate - 1]
+
+    def apply(self, inputs: list[Path], out: Path, size: int | None = None, pick: str | None = None,
+              fmt: str = "png", on_progress: Callable[[int, int, Path], None] | None = None) -> ApplyResult:
+        """Stylise files and folders into ``out``, mirroring their names; never writes over an input."""
+        if fmt not in ("png", "jpg"):
+            raise BadInput(f"--format must be png or jpg, got {fmt!r}")
+        if size is not None and not images.MIN_SIDE <= size <= 8192:
+            raise BadInput(f"--size must be between {images.MIN_SIDE} and 8192 px, got {size}")
+        z = self.resolve_pick(pick) if pick else self.preferred_z()
+        jobs = _output_names(inputs, Path(out), fmt)
+        result = ApplyResult()
+        started = time.perf_counter()
+        for k, (source, target) in enumerate(jobs, start=1):
+            try:
+                image = images.load_image(source, max_side=size or MAX_APPLY_SIDE)
+                images.save_image(self.stylise(image, z), target)
+                result.outputs.append(target)
+            except images.ImageError as exc:
+                result.skipped.append((source, str(exc)))
+            if on_progress:
+                on_progress(k, len(jobs), source)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def status(self) -> dict:
+        rounds = self.state["rounds"]
+        z = self.preferred_z()
+        return {
+            "session": str(self.store.root.resolve()),
+            "round": len(rounds),
+            "proposals": sum(r["n"] for r in rounds),
+            "selections": {r["index"]: r["selection"] for r in rounds if r.get("selection")},
+            "refines": len(self.state["refines"]),
+            "steps": self.state["steps"],
+            "device": self.runtime.name,
+            "bf16": self.runtime.bf16,
+            "styles": [s["path"] for s in self.config["styles"]],
+            "contents": len(self.config["contents"]),
+            "checkpoint": self.checkpoint,
+            "preferred_z": dict(zip(self.config["z_names"], [round(v, 3) for v in z.tolist()])),
+            "latest_sheet": str(self.store.path(rounds[-1]["folder"]) / "sheet.png") if rounds else None,
+        }
+
+
+def _write_checkpoint(store: Store, name: str, generator: Generator, discriminator: Discriminator,
+                      distribution: ProposalDistribution) -> None:
+    store.write_tensors(f"{name}/generator.safetensors", generator.state_dict())
+    store.write_tensors(f"{name}/discriminator.safetensors", discriminator.state_dict())
+    store.write_tensors(f"{name}/proposal.safetensors", distribution.to_tensors())
+
+
+def _load(module: torch.nn.Module, store: Store, name: str) -> None:
+    tensors = store.read_tensors(name)
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise SessionError(f"{store.path(name)}: does not match the network ({str(exc).splitlines()[0]})") from None
+
+
+def _output_names(inputs: list[Path], out: Path, fmt: str) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: folder inputs keep their relative paths under ``out``."""
+    pairs = []
+    for item in map(Path, inputs):
+        found = images.find_images([item])
+        for source in found:
+            relative = source.relative_to(item) if item.is_dir() else Path(source.name)
+            pairs.append((source, out / relative.with_suffix(f".{fmt}")))
+    sources = {p.resolve() for p, _ in pairs}
+    for source, target in pairs:
+        if target.resolve() in sources:
+            raise BadInput(f"--out {out} would write over the input {source}; choose another folder")
+    targets = [t.resolve() for _, t in pairs]
+    if len(set(targets)) != len(targets):
+        duplicate = next(t for t in targets if targets.count(t) > 1)
+        raise BadInput(f"two inputs would both be written to {duplicate}; rename one or apply them separately")
+    return pairs
+
+
+__all__ = ["ApplyResult", "NoSession", "Round", "Session", "SessionError", "StyleprefsError"]

@@ -1,0 +1,112 @@
+"""The session folder on disk: atomic JSON and safetensors writes, schema version, the lock.
+
+Tensors only ever go through safetensors and settings through JSON, so a session someone hands
+you cannot run code when it is opened.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import BadInput, StyleprefsError
+from .images import atomic_write
+
+SCHEMA_VERSION = 1
+CONFIG = "config.json"
+
+
+class SessionError(StyleprefsError):
+    """A session file is missing, damaged or from a newer version; the message names the file."""
+
+
+class NoSession(BadInput):
+    """There is no session where one was expected."""
+
+
+class Store:
+    """Reads and writes the files of one session folder."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def exists(self) -> bool:
+        return self.path(CONFIG).is_file()
+
+    def check(self) -> None:
+        """Refuse a folder that is not a styleprefs session, or one from a newer schema."""
+        if self.root.exists() and not self.root.is_dir():
+            raise NoSession(f"{self.root}: is a file, not a session folder")
+        if not self.exists():
+            raise NoSession(f"no session at {self.root} (run `styleprefs init` first, or pass --session)")
+        version = self.read_json(CONFIG).get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise SessionError(f"{self.path(CONFIG)}: schema version {version!r} is newer than this "
+                               f"styleprefs understands ({SCHEMA_VERSION}); upgrade styleprefs")
+
+    def read_json(self, name: str) -> dict:
+        path = self.path(name)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SessionError(f"{path}: missing from the session") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SessionError(f"{path}: damaged JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise SessionError(f"{path}: damaged (expected a JSON object)")
+        return data
+
+    def write_json(self, name: str, data: dict) -> None:
+        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        atomic_write(self.path(name), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def read_tensors(self, name: str) -> dict[str, torch.Tensor]:
+        path = self.path(name)
+        if not path.is_file():
+            raise SessionError(f"{path}: missing from the session")
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise SessionError(f"{path}: damaged safetensors file ({exc})") from None
+
+    def write_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        atomic_write(self.path(name), lambda tmp: save_file(data, tmp))
+
+    def append_history(self, entry: dict) -> None:
+        history = self.read_json("history.json") if self.path("history.json").exists() else {"events": []}
+        history["events"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry})
+        self.write_json("history.json", history)
+
+    @contextmanager
+    def lock(self, timeout: float = 30.0):
+        """Exclusive lock for commands that change the session; waits up to ``timeout`` seconds."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                        raise StyleprefsError(f"{self.root} is locked by {holder}; try again when it finishes")
+                    time.sleep(0.2)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+            yield
+        finally:
+            os.close(fd)

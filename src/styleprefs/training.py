@@ -1,0 +1,161 @@
+"""The training loops of ``init`` and ``refine``; they yield progress and never print.
+
+One step: draw content crops and a z per crop, let z set each sample's loss weights
+(:mod:`styleprefs.controls`), and minimise
+
+    λ_c·L_content + λ_s·strength(z)·Σ_l w_l(z)·L_style,l + λ_col·colour(z)·L_colour + λ_tv·L_tv + λ_adv·L_adv
+
+for G, then one non-saturating GAN step for the PatchGAN D on crops of the paintings (and, after
+``select``, of the chosen images) against the generated batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import controls, losses
+from .config import CONTENT_LAYER, STYLE_LAYERS, TrainSettings
+from .device import Runtime
+from .networks import Discriminator, Generator
+from .vgg import VGG19Features
+
+# Draws a batch of z; the batch size and the random generator are given.
+ZSampler = Callable[[int, torch.Generator], torch.Tensor]
+# Maps a batch of z to its per-sample target Grams, layer → (B, C, C).
+TargetFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+
+
+@dataclass
+class Progress:
+    """One training step's report, for a progress bar or a log."""
+
+    phase: str
+    step: int
+    total: int
+    seconds: float
+    losses: dict[str, float]
+
+
+class CropSampler:
+    """Random crops, flips and scales of images decoded once and kept in memory."""
+
+    def __init__(self, images: list[torch.Tensor], size: int, min_scale: float = 0.6):
+        # Scale each image so its short side is at most 2×size: a crop covers a sensible part of it.
+        self.images = [self._fit(img, 2 * size) for img in images]
+        self.size = size
+        self.min_scale = min_scale
+
+    @staticmethod
+    def _fit(image: torch.Tensor, short: int) -> torch.Tensor:
+        h, w = image.shape[-2:]
+        scale = short / min(h, w)
+        if scale >= 1:
+            return image
+        return F.interpolate(image[None], scale_factor=scale, mode="area", recompute_scale_factor=False)[0]
+
+    def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        crops = []
+        for _ in range(batch):
+            image = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
+            h, w = image.shape[-2:]
+            short = min(h, w)
+            side = max(1, round(short * (self.min_scale + (1 - self.min_scale) * float(torch.rand(1, generator=generator)))))
+            top = int(torch.randint(h - side + 1, (1,), generator=generator))
+            left = int(torch.randint(w - side + 1, (1,), generator=generator))
+            crop = image[:, top : top + side, left : left + side]
+            crop = F.interpolate(crop[None], size=(self.size, self.size), mode="bilinear", antialias=True,
+                                 align_corners=False)[0]
+            if float(torch.rand(1, generator=generator)) < 0.5:
+                crop = crop.flip(-1)
+            crops.append(crop.clamp(0, 1))
+        return torch.stack(crops)
+
+
+def loss_network(runtime: Runtime) -> VGG19Features:
+    """VGG19 truncated after the deepest layer that training uses."""
+    layers = tuple(dict.fromkeys((*STYLE_LAYERS, CONTENT_LAYER)))
+    return runtime.module(VGG19Features(layers))
+
+
+@torch.no_grad()
+def gram_stats(net: VGG19Features, images: list[torch.Tensor], runtime: Runtime,
+               layers: tuple[str, ...] = STYLE_LAYERS) -> dict[str, torch.Tensor]:
+    """Gram matrices of each image, layer → (N, C, C), fp32 on the CPU (computed one image at a time)."""
+    per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    for image in images:
+        with runtime.autocast():
+            features = net(runtime.images(image[None]))
+        for name in layers:
+            per_layer[name].append(losses.gram(features[name])[0].float().cpu())
+    return {name: torch.stack(grams) for name, grams in per_layer.items()}
+
+
+def blended_targets(style_grams: dict[str, torch.Tensor], n_styles: int) -> TargetFn:
+    """Targets for ``init``: each sample's Grams are its z's blend of the paintings' Grams."""
+    def targets(z: torch.Tensor) -> dict[str, torch.Tensor]:
+        blend = controls.loss_weights(z, len(STYLE_LAYERS), n_styles).blend.to(z.device)
+        return {name: torch.einsum("bk,kij->bij", blend, grams.to(z.device)) for name, grams in style_grams.items()}
+    return targets
+
+
+class Trainer:
+    """Holds G, D, the loss network and their optimisers; ``run`` yields one Progress per step."""
+
+    def __init__(self, generator: Generator, discriminator: Discriminator, net: VGG19Features,
+                 settings: TrainSettings, runtime: Runtime, n_styles: int, lr: float):
+        self.g, self.d, self.net = generator, discriminator, net
+        self.settings, self.runtime, self.n_styles = settings, runtime, n_styles
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=settings.lr_discriminator, betas=(0.5, 0.999))
+
+    def step(self, content: torch.Tensor, real: torch.Tensor, z: torch.Tensor,
+             targets: dict[str, torch.Tensor]) -> dict[str, float]:
+        s, rt = self.settings, self.runtime
+        weights = controls.loss_weights(z, len(STYLE_LAYERS), self.n_styles)
+        with rt.autocast():
+            with torch.no_grad():
+                content_features = self.net(content)[CONTENT_LAYER]
+            output = self.g(content, z)
+            features = self.net(output)
+            fake_logits = self.d(output)
+        l_content = losses.content_loss(features[CONTENT_LAYER], content_features)
+        l_style = losses.style_loss(features, targets, weights.layers)
+        l_colour = losses.colour_loss(output, content)
+        l_tv = losses.total_variation(output)
+        l_adv = losses.generator_adversarial_loss(fake_logits)
+        total = (s.content_weight * l_content + s.style_weight * weights.strength * l_style
+                 + s.colour_weight * weights.colour * l_colour + s.tv_weight * l_tv
+                 + s.adversarial_weight * l_adv).mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_g.step()
+
+        # The discriminator learns to tell painting (and chosen) crops from generated ones.
+        with rt.autocast():
+            l_d = losses.discriminator_loss(self.d(real), self.d(output.detach()))
+        self.opt_d.zero_grad(set_to_none=True)
+        l_d.backward()
+        self.opt_d.step()
+        return {"total": total.item(), "content": l_content.mean().item(), "style": l_style.mean().item(),
+                "colour": l_colour.mean().item(), "adv": l_adv.mean().item(), "disc": l_d.item()}
+
+    def run(self, phase: str, steps: int, content: CropSampler, real: CropSampler,
+            sample_z: ZSampler, targets: TargetFn, generator: torch.Generator,
+            first_step: int = 0) -> Iterator[Progress]:
+        self.g.train()
+        self.d.train()
+        rt, batch = self.runtime, self.settings.batch
+        start = time.perf_counter()
+        for step in range(first_step, steps):
+            crops = rt.images(content.sample(batch, generator))
+            real_crops = rt.images(real.sample(batch, generator))
+            z = sample_z(batch, generator).to(rt.device)
+            report = self.step(crops, real_crops, z, targets(z))
+            yield Progress(phase, step + 1, steps, time.perf_counter() - start, report)
+        self.g.eval()
+        self.d.eval()

@@ -1,0 +1,54 @@
+"""Shared fixtures: small images made here or shipped in examples/, and the optional shared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(2)
+
+
+def make_photo(path: Path, size=(96, 72), seed: int = 0, mode: str = "RGB") -> Path:
+    """A small synthetic 'photo': smooth gradients plus a few shapes, so it has edges and colour."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    base = np.stack([x, y, 1 - x * y], -1) * 200 + rng.uniform(0, 40, 3)
+    for _ in range(4):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(5, 20)
+        mask = (np.mgrid[0:h, 0:w][1] - cx) ** 2 + (np.mgrid[0:h, 0:w][0] - cy) ** 2 < r * r
+        base[mask] = rng.uniform(0, 255, 3)
+    img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+@pytest.fixture
+def painting() -> Path:
+    return EXAMPLES / "paintings" / "vangogh_starry_night.jpg"
+
+
+@pytest.fixture
+def photos() -> list[Path]:
+    return sorted((EXAMPLES / "photos").iterdir())
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA

@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from styleprefs import controls
+from styleprefs.networks import Discriminator, Generator
+
+
+@pytest.fixture(scope="module")
+def generator():
+    torch.manual_seed(0)
+    g = Generator(z_dim=3, width=8, n_residual=2).eval()
+    # Give FiLM non-zero weights, as training would, so z reaches the output.
+    for name, p in g.named_parameters():
+        if "to_scale_shift" in name or "noise_scale" in name:
+            torch.nn.init.normal_(p, std=0.3)
+    return g
+
+
+@pytest.mark.parametrize("h,w", [(64, 64), (65, 67), (33, 90), (17, 21)])
+def test_generator_keeps_any_size(generator, h, w):
+    out = generator(torch.rand(1, 3, h, w), torch.zeros(1, 3))
+    assert out.shape == (1, 3, h, w)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_same_z_same_output_and_different_z_different_output(generator):
+    x = torch.rand(1, 3, 48, 48)
+    z1, z2 = torch.randn(1, 3), torch.randn(1, 3)
+    with torch.no_grad():
+        a, b, c = generator(x, z1), generator(x, z1), generator(x, z2)
+    assert torch.equal(a, b)
+    assert (a - c).abs().mean() > 1e-3
+
+
+def test_batch_matches_single_samples(generator):
+    x = torch.rand(2, 3, 40, 40)
+    z = torch.randn(2, 3)
+    with torch.no_grad():
+        batch = generator(x, z)
+        singles = torch.cat([generator(x[i : i + 1], z[i : i + 1]) for i in range(2)])
+    assert torch.allclose(batch, singles, atol=1e-5)
+
+
+def test_channels_last_gives_the_same_image(generator):
+    x = torch.rand(1, 3, 40, 40)
+    z = torch.randn(1, 3)
+    with torch.no_grad():
+        a = generator(x, z)
+        g_cl = Generator(3, 8, 2).eval()
+        g_cl.load_state_dict(generator.state_dict())
+        g_cl = g_cl.to(memory_format=torch.channels_last)
+        b = g_cl(x.contiguous(memory_format=torch.channels_last), z)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_discriminator_gives_a_grid_of_patch_logits():
+    d = Discriminator(width=8)
+    logits = d(torch.rand(2, 3, 64, 64))
+    assert logits.shape == (2, 1, 8, 8)
+
+
+def test_loss_weights_from_z():
+    z = torch.tensor([[-3.0, -3.0, -3.0, 2.0, 0.0], [3.0, 3.0, 3.0, 0.0, 2.0]])
+    w = controls.loss_weights(z, n_layers=4, n_styles=2)
+    assert torch.allclose(w.layers.mean(1), torch.ones(2))
+    assert w.layers[0, 0] > w.layers[0, -1]  # negative stroke: fine strokes, shallow layers weigh more
+    assert w.layers[1, -1] > w.layers[1, 0]
+    assert w.strength[1] > 5 * w.strength[0]
+    assert 0 < w.colour[0] < 0.01 < 0.99 < w.colour[1] < 1
+    assert torch.allclose(w.blend.sum(1), torch.ones(2))
+    assert w.blend[0, 0] > 0.9 and w.blend[1, 1] > 0.9
+    assert controls.z_dim(1) == 3 and controls.z_dim(3) == 6

