@@ -58,7 +58,8 @@ def gatys(
     content_weight: float = CONTENT_WEIGHT,
     net: VGG19Features | None = None,
 ) -> tuple[torch.Tensor, list[Record]]:
-    """Minimise λ_c·content + λ_s·style over the image, from the photo, in ``steps`` loss evaluations.
+    """Minimise λ_c·content + λ_s·style over the image, from the photo, in ``steps`` loss evaluations
+    (the last line search may overrun the budget by a few).
 
     Returns the image and one record per evaluation, the first being the photo itself; the clock
     starts before the targets are computed, so it counts everything this image costs.

@@ -34,6 +34,7 @@ from styleprefs.config import CONTENT_LAYER, TrainSettings
 from styleprefs.images import find_images, load_image, save_image
 from styleprefs.losses import content_distance, style_distance
 from styleprefs.session import Session
+from styleprefs.vgg import VGG19Features
 
 ROOT = Path(__file__).resolve().parents[1]
 PAINTINGS = ("vangogh_starry_night", "hokusai_great_wave", "vangogh_cafe_terrace_at_night", "gauguin_arearea")
@@ -42,7 +43,8 @@ EXCLUDED_PHOTOS = ("skimage_camera_gray", "opencv_dog_rgba")
 TARGET_REMOVAL = 0.6   # apply's removed style distance / Gatys's, at least
 TARGET_SPEEDUP = 1000  # Gatys's seconds per image / apply's, at least
 
-console = Console()
+# Piped to a file, rich would wrap the table at 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=132)
 
 
 def split_photos(folder: Path, n_train: int, n_eval: int, seed: int) -> tuple[list[Path], list[Path]]:
@@ -65,7 +67,8 @@ def median_seconds(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[torch.
     return result, statistics.median(times)
 
 
-def train(painting: Path, photos: list[Path], folder: Path, settings: TrainSettings, seed: int) -> tuple[Session, float]:
+def train(painting: Path, photos: list[Path], folder: Path, settings: TrainSettings,
+          seed: int) -> tuple[Session, float]:
     """A fresh session for one painting, trained with a progress bar; returns it and its seconds."""
     columns = (TextColumn(f"training on {painting.stem}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
@@ -77,7 +80,8 @@ def train(painting: Path, photos: list[Path], folder: Path, settings: TrainSetti
     return session, time.perf_counter() - start
 
 
-def score(net, image: torch.Tensor, style_grams: dict, content_target: torch.Tensor) -> dict[str, float]:
+def score(net: VGG19Features, image: torch.Tensor, style_grams: dict, content_target: torch.Tensor) -> dict[str, float]:
+    """The benchmark's two figures for one image: style distance and content distance."""
     with torch.no_grad():
         activations = features(net, image)
         return {"style": style_distance(activations, style_grams).item(),
@@ -92,8 +96,9 @@ def summary(rows: list[dict]) -> dict[str, float | None]:
     """Means over images, and the two ratios of the target computed from those means."""
     out = {f"{method}_{key}": mean(rows, method, key)
            for method in ("photo", "apply", "gatys") for key in ("style", "content", "seconds")}
+    removed_by_apply = out["photo_style"] - out["apply_style"]
     removed_by_gatys = out["photo_style"] - out["gatys_style"]
-    out["removal_ratio"] = (out["photo_style"] - out["apply_style"]) / removed_by_gatys if removed_by_gatys > 0 else None
+    out["removal_ratio"] = removed_by_apply / removed_by_gatys if removed_by_gatys > 0 else None
     out["speedup"] = out["gatys_seconds"] / out["apply_seconds"]
     reached = [row["gatys"]["seconds_to_apply_style"] for row in rows]
     # Seconds Gatys needs to get as far as apply got: the speed benchmark's fairer yardstick.
@@ -103,9 +108,9 @@ def summary(rows: list[dict]) -> dict[str, float | None]:
 
 def table(per_painting: dict[str, dict], overall: dict) -> Table:
     t = Table(title="Style and content distance on unseen photos (lower style = more stylised)")
-    t.add_column("painting")
+    t.add_column("painting", no_wrap=True)
     for header in ("style photo", "style apply", "style Gatys", "content apply", "content Gatys",
-                   "s/img apply", "s/img Gatys", "removed apply/Gatys", "speed-up"):
+                   "s/img apply", "s/img Gatys", "removed ratio", "speed-up"):
         t.add_column(header, justify="right")
 
     def row(name: str, s: dict, **style) -> None:
@@ -130,6 +135,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gatys-steps", type=int, help="L-BFGS loss evaluations per image (default 80)")
     p.add_argument("--size", type=int, help="short side of the evaluation photos, px (default 256)")
     p.add_argument("--repeats", type=int, help="timed runs of stylise per image, after a warm-up (default 3)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="folder for sessions and images (default .bench/quality)")
     p.add_argument("--json-out", type=Path, help="all figures as JSON (default benchmarks/results/quality.json)")
@@ -152,9 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "style").is_dir() or not (args.data / "content").is_dir():
         console.print(f"skipped: no benchmark images at {args.data.resolve()} (use --data)")
         return 0
-    settings = TrainSettings(steps=args.steps)
-    if args.quick:  # small crops and batches: the smoke run checks the plumbing, not the quality
-        settings.size, settings.batch = 64, 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        # Measured here: with 2 threads on 2 busy cores, stylise at 64 px took 0.93 s instead of 0.02 s.
+        console.print(f"[yellow]the load average is {load:.1f}: other processes compete for the CPU, so the "
+                      "timings will be inflated (thread contention slows small images most)[/yellow]")
+    # The smoke run trains on small crops and batches: it checks the plumbing, not the quality.
+    settings = TrainSettings(steps=args.steps, **({"size": 64, "batch": 2} if args.quick else {}))
     paintings = []
     for name in args.paintings:
         found = [p for p in find_images([args.data / "style"]) if p.stem == name]
@@ -174,13 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         "train_photos": [p.name for p in train_photos], "eval_photos": [p.name for p in eval_photos],
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                        "load_average_at_start": os.getloadavg()[0]},
+                        "load_average_at_start": load},
         "per_image": [], "per_painting": {}, "train_seconds": {},
     }
     for painting in paintings:
-        session, train_seconds = train(painting, train_photos, args.out / "sessions" / painting.stem, settings, args.seed)
+        folder = args.out / "sessions" / painting.stem
+        session, train_seconds = train(painting, train_photos, folder, settings, args.seed)
         report["train_seconds"][painting.stem] = round(train_seconds, 1)
-        report["bf16"] = session.status()["bf16"]
+        report["environment"]["bf16"] = session.status()["bf16"]
         # The painting as training saw it: the same long side, so strokes have the same scale.
         style = load_image(painting, max_side=settings.style_size)
         rows = []
@@ -214,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(report, args.json_out)
 
     console.print(table(report["per_painting"], overall))
-    ratio = "undefined (Gatys removed nothing)" if overall["removal_ratio"] is None else f"{overall['removal_ratio']:.2f}"
+    removal = overall["removal_ratio"]
+    ratio = "undefined (Gatys removed nothing)" if removal is None else f"{removal:.2f}"
     console.print(f"style distance removed, apply / Gatys: {ratio} (target ≥ {TARGET_REMOVAL})")
     console.print(f"seconds per image, Gatys / apply: {overall['speedup']:.0f}× (target ≥ {TARGET_SPEEDUP}×)")
     reach = overall["gatys_seconds_to_apply_style"]

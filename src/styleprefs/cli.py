@@ -140,7 +140,7 @@ def propose(
     _run(as_json, debug, work, human)
 
 
-@app.command()
+@app.command(context_settings={"ignore_unknown_options": True})
 def select(
     indices: Annotated[list[str], typer.Argument(help="Numbers of the candidates you like (as on the contact sheet).")],
     session: SessionOpt = DEFAULT_SESSION,

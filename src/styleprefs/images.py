@@ -140,6 +140,12 @@ def save_image(image: torch.Tensor | Image.Image, path: Path, quality: int = 95)
 
 
 def _font(size: int) -> ImageFont.ImageFont:
+    """A bold sans font where the system has one, else Pillow's built-in scalable font."""
+    for name in ("DejaVuSans-Bold.ttf", "LiberationSans-Bold.ttf", "Arial Bold.ttf"):
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
     return ImageFont.load_default(size=size)
 
 
@@ -153,7 +159,7 @@ def contact_sheet(images: list[torch.Tensor], labels: list[str], columns: int | 
     draw = ImageDraw.Draw(sheet)
     if title:
         draw.text((gap + 4, 8), title, fill=(235, 235, 235), font=_font(26))
-    label_font = _font(max(18, cell // 7))
+    label_font = _font(max(20, cell // 5))
     for i, (image, label) in enumerate(zip(images, labels, strict=True)):
         thumb = ImageOps.contain(to_pil(image), (cell, cell), Image.Resampling.LANCZOS)
         x = gap + (i % columns) * (cell + gap)

@@ -1,0 +1,157 @@
+"""The whole loop through the command line, on real networks at tiny sizes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from styleprefs.cli import app
+from tests.conftest import make_photo
+
+runner = CliRunner()
+
+
+def run(*args, expect=0):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == expect, (result.exit_code, result.output, result.exception)
+    return result
+
+
+def run_json(*args):
+    result = run(*args, "--json")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory, ):
+    """A session trained for a few steps at 64 px on two made photos and a real painting."""
+    root = tmp_path_factory.mktemp("cli")
+    photos = root / "photos"
+    make_photo(photos / "a.png", seed=1)
+    make_photo(photos / "sub" / "b.jpg", seed=2)
+    painting = Path(__file__).resolve().parents[1] / "examples" / "paintings" / "vangogh_starry_night.jpg"
+    s = root / "session"
+    out = run_json("init", "--style", painting, "--content", photos, "--steps", 3, "--size", 64,
+                   "--device", "cpu", "--session", s)
+    return {"root": root, "session": s, "photos": photos, "painting": painting, "init": out}
+
+
+def test_init_creates_a_complete_session(session):
+    s = session["session"]
+    assert session["init"]["steps"] == 3 and session["init"]["contents"] == 2
+    for name in ("config.json", "state.json", "history.json", "style_grams.safetensors",
+                 "checkpoints/000/generator.safetensors", "checkpoints/000/discriminator.safetensors",
+                 "checkpoints/000/proposal.safetensors"):
+        assert (s / name).is_file(), name
+    config = json.loads((s / "config.json").read_text())
+    assert config["schema_version"] == 1 and len(config["contents"]) == 2
+    assert all(len(c["sha256"]) == 64 for c in config["contents"] + config["styles"])
+    assert config["settings"]["steps"] == 3
+    assert not [p for p in s.parent.iterdir() if p.name.startswith(".session")]  # no staging left
+
+
+def test_the_whole_loop(session):
+    s, root = session["session"], session["root"]
+    first = run_json("propose", "--n", 4, "--size", 64, "--session", s)
+    assert first["round"] == 1 and len(first["candidates"]) == 4
+    assert [Path(p).name for p in first["candidates"]] == [f"candidate-0{i}.png" for i in range(1, 5)]
+    for p in first["candidates"] + [first["sheet"]]:
+        assert Image.open(p).size[0] > 0
+    picked = run_json("select", 1, 3, "--session", s)
+    assert picked["chosen"] == [1, 3]
+    picked = run_json("select", 2, 3, "--session", s)  # selecting again replaces
+    assert picked["chosen"] == [2, 3]
+    assert (s / "rounds/001/chosen_grams.safetensors").is_file()
+
+    refined = run_json("refine", "--steps", 2, "--device", "cpu", "--session", s)
+    assert refined["checkpoint"] == "checkpoints/001" and refined["rounds"] == [1]
+    assert (s / "checkpoints/001/generator.safetensors").is_file()
+    assert (s / "checkpoints/000/generator.safetensors").is_file()  # the previous state is kept
+
+    second = run_json("propose", "--n", 4, "--size", 64, "--session", s)
+    assert second["round"] == 2
+
+    out = root / "styled"
+    applied = run_json("apply", session["photos"], "--out", out, "--size", 80, "--session", s)
+    assert sorted(Path(p).relative_to(out).as_posix() for p in applied["outputs"]) == ["a.png", "sub/b.png"]
+    assert Image.open(out / "a.png").size == (80, 60)  # aspect ratio kept, long side capped
+    picked = run_json("apply", session["photos"] / "a.png", "--out", root / "pick", "--pick", "1:2",
+                      "--format", "jpg", "--session", s)
+    assert Path(picked["outputs"][0]).name == "a.jpg"
+
+    status = run_json("status", "--session", s)
+    assert status["round"] == 2 and status["refines"] == 1 and status["proposals"] == 8
+    assert status["selections"] == {"1": [2, 3]}
+    assert status["steps"] == {"init": 3, "refine": 2}
+    history = json.loads((s / "history.json").read_text())["events"]
+    assert [e["command"] for e in history] == ["init", "propose", "select", "select", "refine", "propose"]
+
+
+def test_refine_without_a_new_selection_is_refused(session):
+    s = session["session"]
+    run_json("propose", "--n", 2, "--size", 48, "--session", s)
+    result = run("refine", "--steps", 1, "--session", s, expect=2)
+    assert "no new selection" in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["0"], "no candidate 0"), (["5"], "no candidate 5"), (["-1"], "no candidate -1"),
+    (["1", "1"], "repeat"), (["x"], "whole numbers"),
+])
+def test_bad_indices_are_refused(session, args, message):
+    s = session["session"]
+    run_json("propose", "--n", 4, "--size", 48, "--session", s)
+    before = (s / "state.json").read_bytes()
+    result = run("select", *args, "--session", s, expect=2)
+    assert message in result.output
+    assert (s / "state.json").read_bytes() == before
+
+
+def test_commands_before_init_say_what_to_do(tmp_path):
+    for args in (["propose"], ["select", "1"], ["refine"], ["status"], ["apply", tmp_path, "--out", tmp_path / "o"]):
+        result = run(*args, "--session", tmp_path / "none", expect=2)
+        assert "no session" in result.output and "styleprefs init" in result.output
+
+
+def test_init_refuses_to_overwrite_and_missing_inputs(session, tmp_path):
+    result = run("init", "--style", session["painting"], "--content", session["photos"],
+                 "--session", session["session"], expect=2)
+    assert "already exists" in result.output and "--force" in result.output
+    result = run("init", "--style", tmp_path / "missing.jpg", "--content", session["photos"],
+                 "--session", tmp_path / "new", expect=2)
+    assert "missing.jpg: no such file" in result.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_apply_never_writes_over_its_inputs(session, tmp_path):
+    photos = tmp_path / "in"
+    make_photo(photos / "p.png")
+    before = (photos / "p.png").read_bytes()
+    result = run("apply", photos, "--out", photos, "--session", session["session"], expect=2)
+    assert "would write over the input" in result.output
+    assert (photos / "p.png").read_bytes() == before
+
+
+def test_apply_skips_bad_images_and_exits_1(session, tmp_path):
+    photos = tmp_path / "mixed"
+    make_photo(photos / "good.png")
+    (photos / "bad.jpg").write_text("not a jpeg")
+    result = runner.invoke(app, ["apply", str(photos), "--out", str(tmp_path / "o"), "--json",
+                                 "--session", str(session["session"])])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [Path(p).name for p in data["outputs"]] == ["good.png"]
+    assert "bad.jpg" in data["failed"][0]["input"]
+
+
+def test_real_entry_point_prints_one_line_and_no_traceback(tmp_path):
+    env = {**os.environ, "STYLEPREFS_SESSION": str(tmp_path / "nowhere")}
+    proc = subprocess.run([sys.executable, "-m", "styleprefs", "status"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "no session" in proc.stderr

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from styleprefs import images
+from tests.conftest import make_photo
+
+
+def test_find_images_walks_folders_in_a_stable_order(tmp_path):
+    make_photo(tmp_path / "b" / "2.png")
+    make_photo(tmp_path / "b" / "1.jpg")
+    make_photo(tmp_path / "a.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    found = images.find_images([tmp_path])
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.png", "b/1.jpg", "b/2.png"]
+
+
+def test_find_images_names_a_missing_path(tmp_path):
+    with pytest.raises(images.ImageError, match="no such file"):
+        images.find_images([tmp_path / "nope.jpg"])
+    with pytest.raises(images.ImageError, match="no images found"):
+        images.find_images([tmp_path])
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "CMYK"])
+def test_every_mode_loads_as_rgb(tmp_path, mode):
+    suffix = ".jpg" if mode == "CMYK" else ".png"
+    path = make_photo(tmp_path / f"x{suffix}", mode=mode)
+    t = images.load_image(path)
+    assert t.shape == (3, 72, 96) and t.dtype == torch.float32
+    assert 0 <= t.min() and t.max() <= 1
+
+
+def test_sixteen_bit_png_keeps_its_range(tmp_path):
+    arr = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(arr).save(path)
+    t = images.load_image(path)
+    assert t.max() > 0.95 and t.min() < 0.05
+
+
+def test_transparency_is_flattened_onto_white(tmp_path):
+    img = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
+    img.save(tmp_path / "clear.png")
+    assert torch.allclose(images.load_image(tmp_path / "clear.png"), torch.ones(3, 32, 32))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (80, 40), (10, 200, 30))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise when displayed
+    img.save(tmp_path / "rotated.jpg", exif=exif)
+    assert images.load_image(tmp_path / "rotated.jpg").shape == (3, 80, 40)
+
+
+def test_bad_files_raise_one_clear_error(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    (tmp_path / "folder.png").mkdir()
+    good = make_photo(tmp_path / "good.png")
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:200])
+    for name in ("empty.jpg", "text.jpg", "folder.png", "cut.png"):
+        with pytest.raises(images.ImageError, match=name):
+            images.load_image(tmp_path / name)
+
+
+def test_pixel_limit_is_checked_before_decoding(tmp_path):
+    path = make_photo(tmp_path / "big.png", size=(200, 100))
+    with pytest.raises(images.ImageError, match="over the limit"):
+        images.load_image(path, max_pixels=10_000)
+
+
+def test_resize_keeps_aspect_ratio():
+    img = Image.new("RGB", (400, 100))
+    assert images.resize(img, max_side=200).size == (200, 50)
+    assert images.resize(img, short_side=50).size == (200, 50)
+    assert images.resize(img, max_side=1000).size == (400, 100)  # never enlarged by a cap
+
+
+def test_save_is_atomic_and_round_trips(tmp_path):
+    t = torch.rand(3, 20, 30)
+    images.save_image(t, tmp_path / "out.png")
+    assert torch.allclose(images.load_image(tmp_path / "out.png"), t, atol=1 / 255)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temporary file left behind
+
+
+def test_contact_sheet_has_a_cell_per_image_and_legible_labels():
+    tiles = [torch.full((3, 50, 50), i / 16) for i in range(16)]
+    sheet = images.contact_sheet(tiles, [str(i + 1) for i in range(16)], cell=128)
+    assert sheet.size[0] == 4 * (128 + 6) + 6
+    arr = np.asarray(sheet)
+    # The label badges are bright yellow text: many such pixels in the first cell's corner.
+    corner = arr[6:50, 6:50]
+    assert ((corner[..., 0] > 200) & (corner[..., 1] > 200) & (corner[..., 2] < 120)).sum() > 30
