@@ -20,7 +20,8 @@ from styleprefs.images import load_image, save_image
 from styleprefs.losses import content_distance, content_loss, gram, style_distance, style_loss
 from styleprefs.vgg import VGG19Features
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data"
 
 STYLE_WEIGHT = 10.0   # λ_s on the mean relative Gram error over relu1_1…relu5_1
 CONTENT_WEIGHT = 1.0  # λ_c on the relative feature error at CONTENT_LAYER
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=80, help="loss evaluations of L-BFGS")
     parser.add_argument("--style-weight", type=float, default=STYLE_WEIGHT)
     parser.add_argument("--content-weight", type=float, default=CONTENT_WEIGHT)
-    parser.add_argument("--out", type=Path, default=Path(".bench/gatys"), help="folder for the PNG")
+    parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "gatys", help="folder for the PNG")
     args = parser.parse_args(argv)
 
     if not (args.data / "style").is_dir() or not (args.data / "content").is_dir():
@@ -131,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     content = load_image(content_path, short_side=args.size)
     style = load_image(style_path, max_side=args.style_size)
 
-    result, history = gatys(content, style, args.steps, args.style_weight, args.content_weight)
     net = loss_network()
+    result, history = gatys(content, style, args.steps, args.style_weight, args.content_weight, net)
     _, content_target = targets(net, content, style)
     with torch.no_grad():
         distance = content_distance(features(net, result)[CONTENT_LAYER], content_target).item()

@@ -7,7 +7,7 @@ distance at the content layer, and seconds per image.
 
 Target: apply removes at least 60 % as much style distance as Gatys does, in 1000× less time.
 
-    python benchmarks/quality.py            # the full run: about an hour on 2 CPU cores
+    python benchmarks/quality.py            # the full run: one to two hours on 2 idle CPU cores
     python benchmarks/quality.py --quick    # a smoke run of a minute or two
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from gatys import DATA, features, gatys, loss_network, targets, time_to_reach
+from gatys import DATA, ROOT, features, gatys, loss_network, targets, time_to_reach
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -36,7 +36,6 @@ from styleprefs.losses import content_distance, style_distance
 from styleprefs.session import Session
 from styleprefs.vgg import VGG19Features
 
-ROOT = Path(__file__).resolve().parents[1]
 PAINTINGS = ("vangogh_starry_night", "hokusai_great_wave", "vangogh_cafe_terrace_at_night", "gauguin_arearea")
 # Not colour photos: a greyscale one, and an RGBA cut-out on a flat background.
 EXCLUDED_PHOTOS = ("skimage_camera_gray", "opencv_dog_rgba")
