@@ -23,7 +23,7 @@ class ConfigError(BadInput):
 class TrainSettings:
     """How the generator is trained by ``init`` and fine-tuned by ``refine``."""
 
-    steps: int = 400               # optimisation steps of ``init``
+    steps: int = 300               # optimisation steps of ``init``
     refine_steps: int = 120        # optimisation steps of ``refine``
     size: int = 128                # training crop side, px
     batch: int = 4                 # crops per step
@@ -32,10 +32,10 @@ class TrainSettings:
     lr_discriminator: float = 2e-4
     refine_lr: float = 5e-4
     content_weight: float = 1.0    # λ_c
-    style_weight: float = 4.0      # λ_s, multiplied by each sample's strength from z
-    colour_weight: float = 40.0    # λ_col, multiplied by each sample's colour from z
+    style_weight: float = 1.0      # λ_s, multiplied by each sample's strength from z
+    colour_weight: float = 200.0   # λ_col, multiplied by each sample's colour from z
     tv_weight: float = 0.5         # λ_tv
-    adversarial_weight: float = 0.02  # λ_adv (small: the discriminator sharpens, the Grams steer)
+    adversarial_weight: float = 0.01  # λ_adv (small: the discriminator sharpens, the Grams steer)
     generator_width: int = 16
     generator_blocks: int = 5
     personal_blend: float = 0.7    # weight of the chosen images' Grams in the personal style target

@@ -33,10 +33,9 @@ class ProposalDistribution:
 
     def update(self, chosen: list[torch.Tensor], shrink: float, min_spread: float) -> ProposalDistribution:
         """Re-centre on the chosen z of every round (a list, oldest first) and narrow the spread."""
-        weights = torch.cat([torch.full((z.shape[0],), RECENCY**i) for i, z in enumerate(chosen)])
-        points = torch.cat(chosen)
-        weights = weights / weights.sum()
-        mean = (weights[:, None] * points).sum(0)
+        # Each round's picks share that round's recency weight.
+        per_round = recency_weights(len(chosen))
+        mean = sum(w * z.mean(0) for w, z in zip(per_round, chosen))
         spread = (self.spread * shrink).clamp_min(min_spread)
         return ProposalDistribution(mean, spread)
 

@@ -81,6 +81,7 @@ class Session:
         self.proposal_settings = ProposalSettings(**self.config.get("proposal_settings", {}))
         self.n_styles = len(self.config["styles"])
         self._generator: Generator | None = None
+        self._distribution: ProposalDistribution | None = None
 
     # ----------------------------------------------------------------- creation and loading
     @classmethod
@@ -170,7 +171,10 @@ class Session:
         return self._generator
 
     def proposal_distribution(self) -> ProposalDistribution:
-        return ProposalDistribution.from_tensors(self.store.read_tensors(f"{self.checkpoint}/proposal.safetensors"))
+        if self._distribution is None:
+            tensors = self.store.read_tensors(f"{self.checkpoint}/proposal.safetensors")
+            self._distribution = ProposalDistribution.from_tensors(tensors)
+        return self._distribution
 
     def preferred_z(self) -> torch.Tensor:
         """The z ``apply`` uses by default: the centre of the learned proposal distribution."""
@@ -306,7 +310,7 @@ class Session:
         state = {**self.state, "checkpoint": name, "refines": [*self.state["refines"], refine],
                  "steps": {**self.state["steps"], "refine": self.state["steps"]["refine"] + steps}}
         self._commit(state, {"command": "refine", **refine})
-        self._generator = None
+        self._generator, self._distribution = None, None
         return refine
 
     def personal_target(self, selected: list[Round], style_grams: dict[str, torch.Tensor],

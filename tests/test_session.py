@@ -1,0 +1,80 @@
+"""The Session as a Python API: save/load round trip, replacing, and what it refuses."""
+
+import json
+
+import pytest
+import torch
+
+from styleprefs.config import TrainSettings
+from styleprefs.errors import BadInput
+from styleprefs.session import Session
+from styleprefs.store import SessionError
+from tests.conftest import make_photo
+
+TINY = TrainSettings(steps=2, size=48, batch=2, refine_steps=1)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    photo = make_photo(root / "photo.png", seed=3)
+    painting = make_photo(root / "painting.png", seed=4, size=(80, 80))
+    s = Session.init(root / "s", [painting], [photo], TINY, device="cpu", seed=5)
+    return root, s, photo, painting
+
+
+def test_a_reopened_session_renders_the_same_images(made):
+    root, s, photo, _ = made
+    image = torch.rand(3, 40, 56)
+    z = torch.randn(3)
+    again = Session.open(root / "s", device="cpu")
+    assert torch.equal(s.stylise(image, z), again.stylise(image, z))
+    assert again.settings == TINY
+    assert torch.equal(again.preferred_z(), torch.zeros(3))
+
+
+def test_same_seed_same_session(made, tmp_path):
+    root, s, photo, painting = made
+    twin = Session.init(tmp_path / "twin", [painting], [photo], TINY, device="cpu", seed=5)
+    image, z = torch.rand(3, 32, 32), torch.randn(3)
+    assert torch.allclose(twin.stylise(image, z), s.stylise(image, z), atol=1e-6)
+
+
+def test_force_replaces_and_an_unrelated_folder_is_refused(made, tmp_path):
+    _, _, photo, painting = made
+    target = tmp_path / "s"
+    Session.init(target, [painting], [photo], TINY, device="cpu")
+    with pytest.raises(BadInput, match="already exists"):
+        Session.init(target, [painting], [photo], TINY, device="cpu")
+    replaced = Session.init(target, [painting], [photo], TrainSettings(steps=1, size=48, batch=2),
+                            device="cpu", force=True)
+    assert replaced.state["steps"]["init"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # nothing staged or trashed left over
+    other = tmp_path / "documents"
+    other.mkdir()
+    (other / "letter.txt").write_text("keep me")
+    with pytest.raises(BadInput, match="not a styleprefs session"):
+        Session.init(other, [painting], [photo], TINY, device="cpu", force=True)
+    assert (other / "letter.txt").read_text() == "keep me"
+
+
+def test_a_damaged_generator_is_named_on_load(made, tmp_path):
+    root, s, _, _ = made
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "s", copy)
+    weights = copy / "checkpoints/000/generator.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(SessionError, match="generator.safetensors"):
+        Session.open(copy, device="cpu").stylise(torch.rand(3, 32, 32))
+    (copy / "state.json").write_text("{")
+    with pytest.raises(SessionError, match="state.json"):
+        Session.open(copy, device="cpu")
+
+
+def test_config_records_inputs_and_settings(made):
+    root, _, photo, painting = made
+    config = json.loads((root / "s" / "config.json").read_text())
+    assert config["contents"][0]["path"] == str(photo.resolve())
+    assert config["styles"][0]["path"] == str(painting.resolve())
+    assert config["settings"]["size"] == 48 and config["z_names"] == ["stroke", "strength", "colour"]
