@@ -78,3 +78,13 @@ def test_config_records_inputs_and_settings(made):
     assert config["contents"][0]["path"] == str(photo.resolve())
     assert config["styles"][0]["path"] == str(painting.resolve())
     assert config["settings"]["size"] == 48 and config["z_names"] == ["stroke", "strength", "colour"]
+
+
+def test_two_paintings_add_blend_axes(made, tmp_path):
+    root, _, photo, painting = made
+    second = make_photo(root / "painting2.png", seed=9, size=(64, 80))
+    s = Session.init(tmp_path / "two", [painting, second], [photo], TINY, device="cpu")
+    assert s.config["z_names"] == ["stroke", "strength", "colour", "blend1", "blend2"]
+    r = s.propose(n=3, size=48)
+    assert r.z.shape == (3, 5) and len(r.candidates) == 3
+    assert s.stylise(torch.rand(3, 40, 40)).shape == (3, 40, 40)

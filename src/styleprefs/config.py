@@ -24,7 +24,7 @@ class TrainSettings:
     """How the generator is trained by ``init`` and fine-tuned by ``refine``."""
 
     steps: int = 300               # optimisation steps of ``init``
-    refine_steps: int = 120        # optimisation steps of ``refine``
+    refine_steps: int = 100        # optimisation steps of ``refine``
     size: int = 128                # training crop side, px
     batch: int = 4                 # crops per step
     style_size: int = 256          # long side the paintings are seen at (sets the stroke scale)

@@ -43,9 +43,9 @@ def loss_weights(z: torch.Tensor, n_layers: int, n_styles: int) -> LossWeights:
     """Map z (B, z_dim) to the loss weights each sample is trained with."""
     z = z.float()
     position = torch.linspace(-1.0, 1.0, n_layers, device=z.device)
-    tilt = 1.5 * torch.tanh(z[:, 0:1])
+    tilt = 2.0 * torch.tanh(z[:, 0:1])
     layers = torch.softmax(tilt * position, dim=1) * n_layers
-    strength = torch.exp(1.2 * torch.tanh(z[:, 1]))
+    strength = torch.exp(1.6 * torch.tanh(z[:, 1]))
     colour = torch.sigmoid(2.0 * z[:, 2])
     if n_styles > 1:
         blend = torch.softmax(1.5 * z[:, 3 : 3 + n_styles], dim=1)

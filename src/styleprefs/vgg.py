@@ -13,7 +13,6 @@ from importlib import resources
 
 import torch
 from torch import nn
-from torchvision.models import vgg19
 
 WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -78,6 +77,8 @@ class VGG19Features(nn.Module):
         if unknown:
             raise ValueError(f"unknown VGG19 layers: {sorted(unknown)}")
         self.layers = tuple(layers)
+        from torchvision.models import vgg19  # imported here: torchvision costs ~1 s at start-up
+
         depth = max(FEATURE_NAMES.index(name) for name in layers) + 1
         full = vgg19(weights=None).features
         full.load_state_dict(load_state_dict())

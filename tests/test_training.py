@@ -1,0 +1,61 @@
+"""The training loop on real networks at tiny sizes: crops, targets, and that it actually learns."""
+
+import torch
+
+from styleprefs import controls, images
+from styleprefs.config import CONTENT_LAYER, STYLE_LAYERS, TrainSettings
+from styleprefs.device import resolve
+from styleprefs.losses import content_loss, style_loss
+from styleprefs.networks import Discriminator, Generator
+from styleprefs.training import CropSampler, Trainer, blended_targets, gram_stats, loss_network
+
+
+def test_crops_have_the_training_size_and_range():
+    sampler = CropSampler([torch.rand(3, 300, 200), torch.rand(3, 50, 70)], size=64)
+    crops = sampler.sample(6, torch.Generator().manual_seed(0))
+    assert crops.shape == (6, 3, 64, 64) and 0 <= crops.min() and crops.max() <= 1
+    # Big images are shrunk once, up front, so each crop covers a sensible part of the picture.
+    assert min(sampler.images[0].shape[-2:]) == 128
+
+
+def test_blended_targets_mix_the_paintings_grams():
+    grams = {"relu1_1": torch.stack([torch.eye(4), 3 * torch.eye(4)])}
+    targets = blended_targets(grams, n_styles=2)
+    z = torch.tensor([[0.0, 0.0, 0.0, 9.0, -9.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    t = targets(z)["relu1_1"]
+    assert torch.allclose(t[0], torch.eye(4), atol=1e-3)  # all painting 1
+    assert torch.allclose(t[1], 2 * torch.eye(4), atol=1e-3)  # an even blend
+
+
+def test_a_short_training_moves_g_toward_the_style(painting, photos):
+    torch.manual_seed(0)
+    rt = resolve("cpu")
+    settings = TrainSettings(size=64, batch=2)
+    net = loss_network(rt)
+    style = images.load_image(painting, max_side=96)
+    grams = gram_stats(net, [style], rt)
+    assert grams["relu3_1"].shape == (1, 256, 256)
+    g, d = Generator(controls.z_dim(1), 8, 2), Discriminator(width=8)
+    trainer = Trainer(rt.module(g), rt.module(d), net, settings, rt, 1, lr=settings.lr)
+    test_photo = images.load_image(photos[1], max_side=64)[None]
+    z = torch.zeros(1, 3)
+    weights = controls.loss_weights(z, len(STYLE_LAYERS), 1).layers
+
+    def style_and_content() -> tuple[float, float]:
+        with torch.no_grad():
+            out, ref = net(g(test_photo, z)), net(test_photo)
+            return (style_loss(out, {k: v for k, v in grams.items()}, weights).item(),
+                    content_loss(out[CONTENT_LAYER], ref[CONTENT_LAYER]).item())
+
+    style_before, content_before = style_and_content()
+    progress = list(trainer.run("init", 40, CropSampler([images.load_image(p, max_side=96) for p in photos], 64),
+                                CropSampler([style], 64), lambda b, gen: torch.randn(b, 3, generator=gen),
+                                blended_targets(grams, 1), torch.Generator().manual_seed(0)))
+    assert [p.step for p in progress] == list(range(1, 41)) and progress[-1].total == 40
+    assert set(progress[0].losses) >= {"content", "style", "colour", "adv", "disc"}
+    style_after, content_after = style_and_content()
+    # The objective at z = 0 on a photo it never trained on: content + style, as weighted in training.
+    strength = controls.loss_weights(z, len(STYLE_LAYERS), 1).strength.item()
+    before = content_before + settings.style_weight * strength * style_before
+    after = content_after + settings.style_weight * strength * style_after
+    assert after < 0.8 * before, (content_before, style_before, content_after, style_after)
