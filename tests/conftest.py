@@ -11,7 +11,6 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -45,10 +44,3 @@ def painting() -> Path:
 @pytest.fixture
 def photos() -> list[Path]:
     return sorted((EXAMPLES / "photos").iterdir())
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not present")
-    return SHARED_DATA

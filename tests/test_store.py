@@ -67,3 +67,16 @@ def test_history_appends(tmp_path):
     events = json.loads(store.path("history.json").read_text())["events"]
     assert [e["command"] for e in events] == ["init", "propose"]
     assert all("time" in e for e in events)
+
+
+def test_a_second_writer_waits_then_says_who_holds_the_lock(tmp_path):
+    import os
+
+    from styleprefs.errors import StyleprefsError
+    store = make_store(tmp_path)
+    with store.lock():
+        with pytest.raises(StyleprefsError, match=f"locked by pid {os.getpid()}"):
+            with Store(store.root).lock(timeout=0.3):
+                pass
+    with Store(store.root).lock(timeout=0.3):  # free again once released
+        pass

@@ -127,8 +127,7 @@ def propose(
 
     def work() -> dict:
         started = time.perf_counter()
-        s = Session.open(session, device)
-        with s.store.lock():
+        with Session.editing(session, device) as s:
             r = s.propose(n=n, size=size, preview=preview)
         return {"command": "propose", "round": r.index, "candidates": [str(p) for p in r.candidates],
                 "sheet": str(r.sheet), "seconds": round(time.perf_counter() - started, 2)}
@@ -156,8 +155,7 @@ def select(
             numbers = [int(i) for i in indices]
         except ValueError:
             raise BadInput(f"candidate numbers must be whole numbers, got {' '.join(indices)}") from None
-        s = Session.open(session, "cpu")
-        with s.store.lock():
+        with Session.editing(session, "cpu") as s:
             r = s.select(numbers)
         return {"command": "select", "round": r.index, "chosen": r.selection,
                 "selection": str(r.folder / "selection.json")}
@@ -180,10 +178,9 @@ def refine(
     from .session import Session
 
     def work() -> dict:
-        s = Session.open(session, device)
-        with s.store.lock(), _progress() as progress:
+        with Session.editing(session, device) as s, _progress() as progress:
             r = s.refine(steps, on_progress=_training_reporter(progress, "refine"))
-        return {"command": "refine", **r, "preferred_z": s.status()["preferred_z"]}
+            return {"command": "refine", **r, "preferred_z": s.status()["preferred_z"]}
 
     def human(r: dict) -> None:
         err.print(f"refined for {r['steps']} steps in {r['seconds']} s (rounds {r['rounds']}); "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from .errors import BadInput
 
@@ -69,4 +69,3 @@ class ProposalSettings:
     size: int = 256  # long side of the preview renders, px
     shrink: float = 0.6  # refine: the proposal spread shrinks by this factor per round
     min_spread: float = 0.25
-    extra: dict = field(default_factory=dict)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from .errors import BadInput
@@ -170,11 +169,3 @@ def contact_sheet(images: list[torch.Tensor], labels: list[str], columns: int | 
         draw.rectangle((x, y, x + box[2] + 2 * pad, y + box[3] + 2 * pad), fill=(0, 0, 0))
         draw.text((x + pad, y + pad - box[1] // 2), label, fill=(255, 235, 59), font=label_font)
     return sheet
-
-
-def downscale_batch(images: torch.Tensor, factor: float) -> torch.Tensor:
-    """Area-downscale a (B, 3, H, W) batch by ``factor`` (≥ 1)."""
-    if factor <= 1:
-        return images
-    size = (max(1, round(images.shape[-2] / factor)), max(1, round(images.shape[-1] / factor)))
-    return F.interpolate(images, size=size, mode="area")

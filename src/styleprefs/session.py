@@ -20,7 +20,8 @@ import hashlib
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,15 @@ class Session:
         store = Store(Path(path))
         store.check()
         return cls(store, resolve(device))
+
+    @classmethod
+    @contextmanager
+    def editing(cls, path: Path, device: str = "auto") -> Iterator[Session]:
+        """Open the session for a command that changes it: the state is read under the session's lock."""
+        store = Store(Path(path))
+        store.check()
+        with store.lock():
+            yield cls(store, resolve(device))
 
     @classmethod
     def init(cls, path: Path, styles: list[Path], contents: list[Path], settings: TrainSettings | None = None,

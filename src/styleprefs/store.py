@@ -92,7 +92,6 @@ class Store:
     @contextmanager
     def lock(self, timeout: float = 30.0):
         """Exclusive lock for commands that change the session; waits up to ``timeout`` seconds."""
-        self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + timeout
         try:
