@@ -80,29 +80,33 @@ def _next(text: str) -> None:
 
 @app.command()
 def init(
-    style: Annotated[list[Path], typer.Option("--style", help="A painting (repeat for a blend of several).")],
-    content: Annotated[list[Path], typer.Option("--content", help="Photos: files or folders (searched recursively).")],
+    style: Annotated[Optional[list[Path]], typer.Option("--style", help="A painting (repeat for a blend of several).")] = None,
+    content: Annotated[Optional[list[Path]], typer.Option("--content", help="Photos: files or folders (searched recursively).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
     size: Annotated[Optional[int], typer.Option(help="Training crop size in px.")] = None,
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same session).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing session.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted init from its last checkpoint.")] = False,
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Create a session: train the generator G(content, z) and the discriminator on your photos."""
+    from .errors import BadInput
     from .session import Session
 
     def work() -> dict:
+        if not resume and (not style or not content):
+            raise BadInput("init needs --style PAINTING and --content PHOTOS (or --resume)")
         defaults = TrainSettings()
         settings = TrainSettings(steps=steps if steps is not None else defaults.steps,
                                  size=size if size is not None else defaults.size)
         started = time.perf_counter()
         with _progress() as progress:
-            s = Session.init(session, style, content, settings, device=device, seed=seed, force=force,
-                             on_progress=_training_reporter(progress, "init"))
-        return {"command": "init", "session": str(s.store.root.resolve()), "steps": settings.steps,
+            s = Session.init(session, style or [], content or [], settings, device=device, seed=seed, force=force,
+                             resume=resume, on_progress=_training_reporter(progress, "init"))
+        return {"command": "init", "session": str(s.store.root.resolve()), "steps": s.settings.steps,
                 "seconds": round(time.perf_counter() - started, 1), "device": s.runtime.name, "bf16": s.runtime.bf16,
                 "styles": [x["path"] for x in s.config["styles"]], "contents": len(s.config["contents"])}
 
@@ -169,6 +173,7 @@ def select(
 @app.command()
 def refine(
     steps: Annotated[Optional[int], typer.Option(help="Fine-tuning steps (default from the session).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted refine from its last checkpoint.")] = False,
     device: DeviceOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
@@ -179,7 +184,7 @@ def refine(
 
     def work() -> dict:
         with Session.editing(session, device) as s, _progress() as progress:
-            r = s.refine(steps, on_progress=_training_reporter(progress, "refine"))
+            r = s.refine(steps, resume=resume, on_progress=_training_reporter(progress, "refine"))
             return {"command": "refine", **r, "preferred_z": s.status()["preferred_z"]}
 
     def human(r: dict) -> None:
@@ -196,6 +201,9 @@ def apply(
     size: Annotated[Optional[int], typer.Option(help="Cap on the long side in px (default: own size up to 2048).")] = None,
     pick: Annotated[Optional[str], typer.Option(help="Use the z of a proposal, ROUND:INDEX, instead of the learned one.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="png or jpg.")] = "png",
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist (cheap reruns).")] = False,
+    shard: Annotated[Optional[str], typer.Option(help="Process only shard K of N (K/N), for parallel jobs.")] = None,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Refuse larger images before decoding them.")] = 100_000_000,
     device: DeviceOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
@@ -211,14 +219,19 @@ def apply(
 
             def report(k: int, total: int, path: Path) -> None:
                 progress.update(task, total=total, completed=k, info=path.name)
-            r = s.apply(inputs, out, size=size, pick=pick, fmt=fmt, on_progress=report)
+            r = s.apply(inputs, out, size=size, pick=pick, fmt=fmt, skip_existing=skip_existing, shard=shard,
+                        max_pixels=max_pixels, on_progress=report)
         return {"command": "apply", "outputs": [str(p) for p in r.outputs], "seconds": round(r.seconds, 2),
+                "existing": [str(p) for p in r.existing], "warnings": r.warnings,
                 "failed": [{"input": str(p), "error": e} for p, e in r.skipped]}
 
     def human(r: dict) -> None:
+        for warning in r["warnings"]:
+            err.print(f"[yellow]warning[/] {warning}", highlight=False)
         for f in r["failed"]:
             err.print(f"[yellow]skipped[/] {f['error']}", highlight=False)
         err.print(f"wrote {len(r['outputs'])} image(s) to {out} in {r['seconds']} s"
+                  + (f"; {len(r['existing'])} already there" if r["existing"] else "")
                   + (f"; {len(r['failed'])} failed" if r["failed"] else ""))
     _run(as_json, debug, work, human)
 

@@ -39,6 +39,7 @@ class TrainSettings:
     generator_width: int = 16
     generator_blocks: int = 5
     personal_blend: float = 0.7    # weight of the chosen images' Grams in the personal style target
+    checkpoint_seconds: float = 30.0  # how often init/refine save a resumable checkpoint
 
     def validate(self) -> TrainSettings:
         for name in ("steps", "refine_steps", "batch", "generator_width", "generator_blocks"):

@@ -16,6 +16,7 @@ from .errors import BadInput
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 DEFAULT_MAX_PIXELS = 100_000_000  # refuse larger images before decoding them (decompression bombs)
+Image.MAX_IMAGE_PIXELS = None  # our own limit, checked in open_image, replaces Pillow's
 MIN_SIDE = 16
 
 
@@ -41,7 +42,9 @@ def find_images(paths: list[Path]) -> list[Path]:
 
 
 def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode an image upright (EXIF orientation applied) as RGB; the first frame of an animation."""
+    """Decode an image upright (EXIF orientation applied) in its own mode; the first frame of an animation.
+
+    The pixel count is checked from the header, before anything is decoded (decompression bombs)."""
     path = Path(path)
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image")
@@ -54,8 +57,7 @@ def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
                 warnings.warn(f"{path}: animated image, using its first frame", stacklevel=2)
             img.seek(0)
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            return ImageOps.exif_transpose(img)
     except ImageError:
         raise
     except PermissionError:
@@ -64,6 +66,10 @@ def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         raise ImageError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+
+
+def has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -107,11 +113,24 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 def load_image(path: Path, max_side: int | None = None, short_side: int | None = None,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    """Decode, orient and resize an image to a (3, H, W) tensor in [0, 1]."""
-    img = resize(open_image(path, max_pixels), max_side, short_side)
-    if min(img.size) < MIN_SIDE:
-        raise ImageError(f"{path}: {img.width}×{img.height} is too small (at least {MIN_SIDE} px a side)")
-    return to_tensor(img)
+    """Decode, orient and resize an image to a (3, H, W) tensor in [0, 1] (transparency onto white)."""
+    return load_image_with_alpha(path, max_side, short_side, max_pixels)[0]
+
+
+def load_image_with_alpha(path: Path, max_side: int | None = None, short_side: int | None = None,
+                          max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """As :func:`load_image`, plus the (1, H, W) alpha channel when the image has real transparency."""
+    img = open_image(path, max_pixels)
+    alpha = None
+    if has_alpha(img):
+        channel = img.convert("RGBA").getchannel("A")
+        if channel.getextrema() != (255, 255):
+            alpha = resize(channel, max_side, short_side)
+    rgb = resize(_to_rgb(img), max_side, short_side)
+    if min(rgb.size) < MIN_SIDE:
+        raise ImageError(f"{path}: {rgb.width}×{rgb.height} is too small (at least {MIN_SIDE} px a side)")
+    alpha_tensor = None if alpha is None else torch.from_numpy(np.asarray(alpha, dtype=np.uint8).copy())[None] / 255.0
+    return to_tensor(rgb), alpha_tensor
 
 
 def atomic_write(path: Path, write) -> None:
@@ -130,10 +149,20 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_image(image: torch.Tensor | Image.Image, path: Path, quality: int = 95) -> None:
-    """Write an image atomically; the format follows the suffix (PNG or JPEG)."""
-    img = image if isinstance(image, Image.Image) else to_pil(image)
+def save_image(image: torch.Tensor | Image.Image, path: Path, quality: int = 95,
+               alpha: torch.Tensor | None = None) -> None:
+    """Write an image atomically; the format follows the suffix (PNG or JPEG).
+
+    ``alpha`` (1, H, W) is kept in a PNG; JPEG has no alpha, so there the image is composited onto white."""
     fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    if alpha is not None and isinstance(image, torch.Tensor):
+        if fmt == "JPEG":
+            image = image * alpha + (1 - alpha)
+        else:
+            rgba = to_pil(image).convert("RGBA")
+            rgba.putalpha(Image.fromarray((alpha[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy(), "L"))
+            image = rgba
+    img = image if isinstance(image, Image.Image) else to_pil(image)
     options = {"quality": quality, "subsampling": 0} if fmt == "JPEG" else {}
     atomic_write(Path(path), lambda tmp: img.save(tmp, format=fmt, **options))
 

@@ -17,12 +17,14 @@ leaves the previous state whole.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,10 +36,17 @@ from .errors import BadInput, StyleprefsError
 from .networks import Discriminator, Generator
 from .preference import ProposalDistribution, recency_weights
 from .store import SCHEMA_VERSION, NoSession, SessionError, Store
-from .training import CropSampler, Progress, Trainer, blended_targets, gram_stats, loss_network
+from .training import CropSampler, Progress, StopSignals, Trainer, blended_targets, gram_stats, loss_network
 
 ProgressFn = Callable[[Progress], None]
 MAX_APPLY_SIDE = 2048
+TRAINING = "training.safetensors"  # the resumable mid-training state of an unfinished init or refine
+
+
+class Interrupted(StyleprefsError):
+    """Training was asked to stop (Ctrl-C, SIGTERM) and saved a checkpoint to resume from."""
+
+    exit_code = 130
 
 
 def _sha256(path: Path) -> str:
@@ -67,7 +76,9 @@ class Round:
 @dataclass
 class ApplyResult:
     outputs: list[Path] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input, why)
+    existing: list[Path] = field(default_factory=list)  # left alone by skip_existing
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -76,8 +87,10 @@ class Session:
 
     def __init__(self, store: Store, runtime: Runtime):
         self.store, self.runtime = store, runtime
-        self.config = store.read_json("config.json")
-        self.state = store.read_json("state.json")
+        self.config = _checked(store, "config.json", {"settings": dict, "styles": list, "contents": list,
+                                                      "seed": int, "z_names": list})
+        self.state = _checked(store, "state.json", {"checkpoint": (str, type(None)), "rounds": list,
+                                                    "refines": list, "steps": dict})
         self.settings = TrainSettings.from_dict(self.config["settings"])
         self.proposal_settings = ProposalSettings(**self.config.get("proposal_settings", {}))
         self.n_styles = len(self.config["styles"])
@@ -102,10 +115,20 @@ class Session:
 
     @classmethod
     def init(cls, path: Path, styles: list[Path], contents: list[Path], settings: TrainSettings | None = None,
-             device: str = "auto", seed: int = 0, force: bool = False,
+             device: str = "auto", seed: int = 0, force: bool = False, resume: bool = False,
              on_progress: ProgressFn | None = None) -> Session:
-        """Train the base generator and discriminator and create the session folder at ``path``."""
+        """Create the session folder at ``path`` and train the base generator and discriminator.
+
+        Training saves a checkpoint every ``settings.checkpoint_seconds``; ``resume=True`` continues an init that was
+        interrupted (Ctrl-C, SIGTERM, a crash or kill -9) from its last checkpoint.
+        """
         root = Path(path)
+        if resume:
+            with cls.editing(root, device) as session:
+                if (session.state.get("training") or {}).get("phase") != "init":
+                    raise BadInput(f"nothing to resume: the init of {root} has finished")
+                session._train_init(None, on_progress)
+            return cls.open(root, device)
         settings = (settings or TrainSettings()).validate()
         if root.exists() and not root.is_dir():
             raise BadInput(f"{root}: is a file, not a session folder")
@@ -116,61 +139,104 @@ class Session:
         style_paths = [p for s in styles for p in images.find_images([s])]
         content_paths = images.find_images(list(contents))
         runtime = resolve(device)
-
-        torch.manual_seed(seed)
+        # Decode everything before touching the folder: a bad input fails here, changing nothing.
         style_images = [images.load_image(p, max_side=settings.style_size) for p in style_paths]
         content_images = [images.load_image(p, max_side=4 * settings.size) for p in content_paths]
-        net = loss_network(runtime)
-        style_grams = gram_stats(net, style_images, runtime)
+        style_grams = gram_stats(loss_network(runtime), style_images, runtime)
         n_styles = len(style_paths)
-        generator = Generator(controls.z_dim(n_styles), settings.generator_width, settings.generator_blocks)
-        discriminator = Discriminator()
-        trainer = Trainer(runtime.module(generator), runtime.module(discriminator), net, settings, runtime,
-                          n_styles, settings.lr)
-        rng = torch.Generator().manual_seed(seed)
-        dim = controls.z_dim(n_styles)
-        started = time.perf_counter()
-        for progress in trainer.run("init", settings.steps, CropSampler(content_images, settings.size),
-                                    CropSampler(style_images, settings.size),
-                                    lambda b, g: torch.randn(b, dim, generator=g),
-                                    blended_targets(style_grams, n_styles), rng):
-            if on_progress:
-                on_progress(progress)
-        seconds = time.perf_counter() - started
 
-        # Write the whole session beside the target, then swap it in: a failed or replaced init
-        # never leaves a half-written session behind.
-        root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.init-", dir=root.parent))
-        try:
-            store = Store(staging)
-            store.write_json("config.json", {
-                "schema_version": SCHEMA_VERSION, "styleprefs_version": __version__, "torch_version": torch.__version__,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": seed, "device": runtime.name,
-                "bf16": runtime.bf16, "styles": _inputs(style_paths), "contents": _inputs(content_paths),
-                "settings": settings.to_dict(), "proposal_settings": ProposalSettings().__dict__,
-                "z_names": controls.dim_names(n_styles),
-            })
-            store.write_tensors("style_grams.safetensors", style_grams)
-            _write_checkpoint(store, "checkpoints/000", generator, discriminator, ProposalDistribution.prior(dim))
-            store.write_json("state.json", {"checkpoint": "checkpoints/000", "rounds": [], "refines": [],
-                                            "steps": {"init": settings.steps, "refine": 0}})
-            store.append_history({"command": "init", "steps": settings.steps, "seconds": round(seconds, 1)})
-            if root.exists():
-                trash = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-                root.rename(trash / "session")
-                staging.rename(root)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                staging.rename(root)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        # A replaced session is moved aside, and deleted only once the new one is complete.
+        replaced = None
+        if root.is_dir() and Store(root).exists():
+            replaced = Path(tempfile.mkdtemp(prefix=f".{root.name}.replaced-", dir=root.parent)) / "session"
+            with Store(root).lock(timeout=5):
+                root.rename(replaced)
+        root.mkdir(parents=True, exist_ok=True)
+        store = Store(root)
+        store.write_json("config.json", {
+            "schema_version": SCHEMA_VERSION, "styleprefs_version": __version__, "torch_version": torch.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": seed, "device": runtime.name,
+            "bf16": runtime.bf16, "styles": _inputs(style_paths), "contents": _inputs(content_paths),
+            "settings": settings.to_dict(), "proposal_settings": asdict(ProposalSettings()),
+            "z_names": controls.dim_names(n_styles),
+        })
+        store.write_tensors("style_grams.safetensors", style_grams)
+        store.write_json("state.json", {"checkpoint": None, "rounds": [], "refines": [],
+                                        "steps": {"init": 0, "refine": 0},
+                                        "training": {"phase": "init", "steps": settings.steps}})
+        with store.lock():
+            cls(store, runtime)._train_init((content_images, style_images), on_progress)
+        if replaced is not None:
+            shutil.rmtree(replaced.parent, ignore_errors=True)
         return cls.open(root, device)
+
+    def _train_init(self, decoded: tuple[list[torch.Tensor], list[torch.Tensor]] | None,
+                    on_progress: ProgressFn | None) -> None:
+        s, rt = self.settings, self.runtime
+        contents, styles = decoded or self._decode_inputs()
+        style_grams = self.store.read_tensors("style_grams.safetensors")
+        torch.manual_seed(self.config["seed"])
+        generator = Generator(controls.z_dim(self.n_styles), s.generator_width, s.generator_blocks)
+        discriminator = Discriminator()
+        trainer = Trainer(rt.module(generator), rt.module(discriminator), loss_network(rt), s, rt,
+                          self.n_styles, s.lr)
+        rng = torch.Generator().manual_seed(self.config["seed"])
+        dim = controls.z_dim(self.n_styles)
+        seconds = self._train(trainer, "init", s.steps, CropSampler(contents, s.size), CropSampler(styles, s.size),
+                              lambda b, g: torch.randn(b, dim, generator=g), blended_targets(style_grams, self.n_styles),
+                              rng, on_progress)
+        _write_checkpoint(self.store, "checkpoints/000", generator, discriminator, ProposalDistribution.prior(dim))
+        state = {**self.state, "checkpoint": "checkpoints/000", "training": None,
+                 "steps": {**self.state["steps"], "init": s.steps}}
+        self._commit(state, {"command": "init", "steps": s.steps, "seconds": round(seconds, 1)})
+        self.store.path(TRAINING).unlink(missing_ok=True)
+
+    def _decode_inputs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        s = self.settings
+        contents = [images.load_image(Path(c["path"]), max_side=4 * s.size) for c in self.config["contents"]]
+        styles = [images.load_image(Path(c["path"]), max_side=s.style_size) for c in self.config["styles"]]
+        return contents, styles
+
+    def _train(self, trainer: Trainer, phase: str, steps: int, content: CropSampler, real: CropSampler,
+               sample_z, targets, rng: torch.Generator, on_progress: ProgressFn | None) -> float:
+        """Run a training phase with resumable checkpoints: every ``checkpoint_seconds``, and at a
+        step boundary when SIGINT/SIGTERM asks to stop. Continues from ``training.safetensors`` if present."""
+        first = 0
+        if self.store.path(TRAINING).exists():
+            saved = self.store.read_tensors(TRAINING)
+            trainer.load_state_tensors(saved)
+            rng.set_state(saved["rng"])
+            first = int(saved["step"])
+
+        def save(step: int) -> None:
+            self.store.write_tensors(TRAINING, {**trainer.state_tensors(), "rng": rng.get_state(),
+                                                "step": torch.tensor(step)})
+
+        started = last_save = time.perf_counter()
+        step = first
+        with StopSignals() as stop:
+            for progress in trainer.run(phase, steps, content, real, sample_z, targets, rng, first_step=first):
+                step = progress.step
+                if on_progress:
+                    on_progress(progress)
+                if stop.requested:
+                    save(step)
+                    raise Interrupted(f"{phase} stopped at step {step} of {steps}; the session is intact. "
+                                      f"Continue with `styleprefs {phase} --resume`")
+                if time.perf_counter() - last_save > self.settings.checkpoint_seconds and step < steps:
+                    save(step)
+                    last_save = time.perf_counter()
+        return time.perf_counter() - started
 
     # ----------------------------------------------------------------- networks and state
     @property
     def checkpoint(self) -> str:
+        self._require_init()
         return self.state["checkpoint"]
+
+    def _require_init(self) -> None:
+        if self.state["checkpoint"] is None:
+            raise BadInput(f"the init of {self.store.root} did not finish; continue it with `styleprefs init --resume`")
 
     def generator(self) -> Generator:
         """The current generator, loaded once and kept."""
@@ -264,9 +330,20 @@ class Session:
                                                          "chosen": indices})
         return self.rounds()[-1]
 
-    def refine(self, steps: int | None = None, on_progress: ProgressFn | None = None) -> dict:
+    def refine(self, steps: int | None = None, resume: bool = False, on_progress: ProgressFn | None = None) -> dict:
         """Learn from all selections: move the proposal distribution, build the personal style
-        target from the chosen images' Grams, fine-tune G and D; saves a new checkpoint."""
+        target from the chosen images' Grams, fine-tune G and D; saves a new checkpoint.
+
+        ``resume=True`` continues an interrupted refine from its last checkpoint; a fresh refine
+        discards such a partial one."""
+        self._require_init()
+        training = self.state.get("training") or {}
+        if resume:
+            if training.get("phase") != "refine":
+                raise BadInput("nothing to resume: no refine was interrupted")
+            steps = training["steps"]
+        else:
+            self.store.path(TRAINING).unlink(missing_ok=True)
         steps = self.settings.refine_steps if steps is None else steps
         if steps < 0:
             raise BadInput(f"--steps must be at least 0, got {steps}")
@@ -286,8 +363,7 @@ class Session:
         _load(discriminator, self.store, f"{self.checkpoint}/discriminator.safetensors")
         net = loss_network(rt)
         trainer = Trainer(generator, rt.module(discriminator), net, s, rt, self.n_styles, s.refine_lr)
-        contents = [images.load_image(Path(c["path"]), max_side=4 * s.size) for c in self.config["contents"]]
-        styles = [images.load_image(Path(c["path"]), max_side=s.style_size) for c in self.config["styles"]]
+        contents, styles = self._decode_inputs()
         chosen_images = [images.load_image(r.candidates[i - 1]) for r in selected for i in r.selection]
         base_targets = blended_targets(style_grams, self.n_styles)
         dim = distribution.mean.numel()
@@ -305,21 +381,20 @@ class Session:
                                      base[name][z.shape[0] - half:]]) for name in base}
 
         rng = torch.Generator().manual_seed(self.config["seed"] + 7919 * (len(self.state["refines"]) + 1))
-        started = time.perf_counter()
-        for progress in trainer.run("refine", steps, CropSampler(contents, s.size),
-                                    CropSampler(styles + chosen_images, s.size), sample_z, targets, rng):
-            if on_progress:
-                on_progress(progress)
-        seconds = time.perf_counter() - started
+        self.state = {**self.state, "training": {"phase": "refine", "steps": steps}}
+        self.store.write_json("state.json", self.state)
+        seconds = self._train(trainer, "refine", steps, CropSampler(contents, s.size),
+                              CropSampler(styles + chosen_images, s.size), sample_z, targets, rng, on_progress)
 
         name = f"checkpoints/{len(self.state['refines']) + 1:03d}"
         _write_checkpoint(self.store, name, generator, discriminator, distribution)
         self.store.write_tensors(f"{name}/personal_grams.safetensors", personal)
         refine = {"checkpoint": name, "rounds": [r.index for r in selected], "steps": steps,
                   "seconds": round(seconds, 1), "previous": self.checkpoint}
-        state = {**self.state, "checkpoint": name, "refines": [*self.state["refines"], refine],
+        state = {**self.state, "checkpoint": name, "refines": [*self.state["refines"], refine], "training": None,
                  "steps": {**self.state["steps"], "refine": self.state["steps"]["refine"] + steps}}
         self._commit(state, {"command": "refine", **refine})
+        self.store.path(TRAINING).unlink(missing_ok=True)
         self._generator, self._distribution = None, None
         return refine
 
@@ -349,31 +424,55 @@ class Session:
         return z[candidate - 1]
 
     def apply(self, inputs: list[Path], out: Path, size: int | None = None, pick: str | None = None,
-              fmt: str = "png", on_progress: Callable[[int, int, Path], None] | None = None) -> ApplyResult:
-        """Stylise files and folders into ``out``, mirroring their names; never writes over an input."""
+              fmt: str = "png", skip_existing: bool = False, shard: str | None = None,
+              max_pixels: int = images.DEFAULT_MAX_PIXELS,
+              on_progress: Callable[[int, int, Path], None] | None = None) -> ApplyResult:
+        """Stylise files and folders into ``out``, mirroring their names; never writes over an input.
+
+        ``shard="K/N"`` takes a deterministic 1/N of the inputs (for parallel jobs sharing a session);
+        ``skip_existing`` leaves outputs that are already there. Unusable images are skipped and listed."""
         if fmt not in ("png", "jpg"):
             raise BadInput(f"--format must be png or jpg, got {fmt!r}")
         if size is not None and not images.MIN_SIDE <= size <= 8192:
             raise BadInput(f"--size must be between {images.MIN_SIDE} and 8192 px, got {size}")
         z = self.resolve_pick(pick) if pick else self.preferred_z()
-        jobs = _output_names(inputs, Path(out), fmt)
+        jobs = _select_shard(_output_names(inputs, Path(out), fmt), shard)
+        _check_writable(Path(out))
         result = ApplyResult()
         started = time.perf_counter()
         for k, (source, target) in enumerate(jobs, start=1):
-            try:
-                image = images.load_image(source, max_side=size or MAX_APPLY_SIDE)
-                images.save_image(self.stylise(image, z), target)
-                result.outputs.append(target)
-            except images.ImageError as exc:
-                result.skipped.append((source, str(exc)))
+            if skip_existing and target.exists():
+                result.existing.append(target)
+            else:
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        image, alpha = images.load_image_with_alpha(source, max_side=size or MAX_APPLY_SIDE,
+                                                                    max_pixels=max_pixels)
+                    result.warnings += [str(w.message) for w in caught]
+                    images.save_image(self.stylise(image, z), target, alpha=alpha)
+                    result.outputs.append(target)
+                except images.ImageError as exc:
+                    result.skipped.append((source, str(exc)))
             if on_progress:
                 on_progress(k, len(jobs), source)
         result.seconds = time.perf_counter() - started
         return result
 
+    def training_progress(self) -> dict | None:
+        """The unfinished init or refine, if any: its phase, the steps saved so far, and the total."""
+        training = self.state.get("training")
+        if not training:
+            return None
+        done = 0
+        if self.store.path(TRAINING).exists():
+            done = int(self.store.read_tensors(TRAINING)["step"])
+        return {**training, "completed": done, "resume": f"styleprefs {training['phase']} --resume"}
+
     def status(self) -> dict:
         rounds = self.state["rounds"]
-        z = self.preferred_z()
+        unfinished = self.training_progress()
+        z = self.preferred_z() if self.state["checkpoint"] else None
         return {
             "session": str(self.store.root.resolve()),
             "round": len(rounds),
@@ -385,8 +484,9 @@ class Session:
             "bf16": self.runtime.bf16,
             "styles": [s["path"] for s in self.config["styles"]],
             "contents": len(self.config["contents"]),
-            "checkpoint": self.checkpoint,
-            "preferred_z": dict(zip(self.config["z_names"], [round(v, 3) for v in z.tolist()])),
+            "checkpoint": self.state["checkpoint"],
+            "preferred_z": None if z is None else dict(zip(self.config["z_names"], [round(v, 3) for v in z.tolist()])),
+            "unfinished": unfinished,
             "latest_sheet": str(self.store.path(rounds[-1]["folder"]) / "sheet.png") if rounds else None,
         }
 
@@ -409,20 +509,61 @@ def _load(module: torch.nn.Module, store: Store, name: str) -> None:
 def _output_names(inputs: list[Path], out: Path, fmt: str) -> list[tuple[Path, Path]]:
     """(input, output) pairs: folder inputs keep their relative paths under ``out``."""
     pairs = []
+    root = out.resolve()
     for item in map(Path, inputs):
         found = images.find_images([item])
         for source in found:
+            if item.is_dir() and source.resolve().is_relative_to(root):
+                continue  # earlier outputs inside an input folder are not inputs
             relative = source.relative_to(item) if item.is_dir() else Path(source.name)
             pairs.append((source, out / relative.with_suffix(f".{fmt}")))
     sources = {p.resolve() for p, _ in pairs}
     for source, target in pairs:
         if target.resolve() in sources:
             raise BadInput(f"--out {out} would write over the input {source}; choose another folder")
+        if not target.resolve().is_relative_to(root):  # e.g. a symlinked sub-folder pointing elsewhere
+            raise BadInput(f"the output for {source} would land outside --out {out} ({target.resolve()})")
     targets = [t.resolve() for _, t in pairs]
     if len(set(targets)) != len(targets):
         duplicate = next(t for t in targets if targets.count(t) > 1)
         raise BadInput(f"two inputs would both be written to {duplicate}; rename one or apply them separately")
     return pairs
+
+
+def _checked(store: Store, name: str, fields: dict[str, type | tuple[type, ...]]) -> dict:
+    """Read a JSON file of the session and check the fields the code relies on are there."""
+    data = store.read_json(name)
+    for key, kind in fields.items():
+        if key not in data:
+            raise SessionError(f"{store.path(name)}: damaged (no {key!r})")
+        if not isinstance(data[key], kind):
+            raise SessionError(f"{store.path(name)}: damaged ({key!r} has the wrong type)")
+    return data
+
+
+def _select_shard(pairs: list[tuple[Path, Path]], shard: str | None) -> list[tuple[Path, Path]]:
+    """Shard K of N (1-based): every N-th input in the sorted order of output paths, from the K-th."""
+    if shard is None:
+        return pairs
+    try:
+        k, n = (int(part) for part in shard.split("/"))
+    except ValueError:
+        raise BadInput(f"--shard must look like K/N (e.g. 2/8), got {shard!r}") from None
+    if not 1 <= k <= n:
+        raise BadInput(f"--shard {shard}: K must be between 1 and N")
+    ordered = sorted(pairs, key=lambda pair: str(pair[1]))
+    return ordered[k - 1 :: n]
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--out {out}: cannot create the folder ({exc.strerror})") from None
+    if not out.is_dir():
+        raise BadInput(f"--out {out}: is not a folder")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise BadInput(f"--out {out}: not writable")
 
 
 __all__ = ["ApplyResult", "NoSession", "Round", "Session", "SessionError", "StyleprefsError"]

@@ -11,6 +11,8 @@ for G, then one non-saturating GAN step for the PatchGAN D on crops of the paint
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -103,6 +105,28 @@ def blended_targets(style_grams: dict[str, torch.Tensor], n_styles: int) -> Targ
     return targets
 
 
+class StopSignals:
+    """While active, SIGINT and SIGTERM only *request* a stop, which the loop honours between steps,
+    so a checkpoint is always taken at a step boundary (never half-way through an optimiser update)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 class Trainer:
     """Holds G, D, the loss network and their optimisers; ``run`` yields one Progress per step."""
 
@@ -112,6 +136,28 @@ class Trainer:
         self.settings, self.runtime, self.n_styles = settings, runtime, n_styles
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=settings.lr_discriminator, betas=(0.5, 0.999))
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything needed to continue training exactly: both networks and both optimisers."""
+        out = {f"g.{k}": v for k, v in self.g.state_dict().items()}
+        out.update({f"d.{k}": v for k, v in self.d.state_dict().items()})
+        for name, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            for index, state in opt.state_dict()["state"].items():
+                out.update({f"{name}.{index}.{k}": torch.as_tensor(v) for k, v in state.items()})
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
+        self.d.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
+        for name, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in tensors.items():
+                if key.startswith(f"{name}."):
+                    _, index, field = key.split(".", 2)
+                    state.setdefault(int(index), {})[field] = value
+            full = opt.state_dict()
+            full["state"] = state
+            opt.load_state_dict(full)
 
     def step(self, content: torch.Tensor, real: torch.Tensor, z: torch.Tensor,
              targets: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -1,0 +1,97 @@
+"""Interruptions: Ctrl-C / SIGTERM stop at a step boundary with a checkpoint; kill -9 loses nothing."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from styleprefs.config import TrainSettings
+from styleprefs.session import Interrupted, Session
+from tests.conftest import make_photo
+
+SMALL = TrainSettings(steps=3, refine_steps=6, size=48, batch=2, checkpoint_seconds=0.0)
+
+
+@pytest.fixture
+def selected(tmp_path, painting):
+    """A session with one round proposed and two candidates chosen, ready to refine."""
+    photo = make_photo(tmp_path / "photo.png", seed=1)
+    s = Session.init(tmp_path / "s", [painting], [photo], SMALL, device="cpu", seed=2)
+    s.propose(n=4, size=48)
+    s.select([1, 3])
+    return Session.open(tmp_path / "s", device="cpu")
+
+
+def generator_weights(session_dir) -> dict[str, torch.Tensor]:
+    s = Session.open(session_dir, device="cpu")
+    return {k: v.clone() for k, v in s.generator().state_dict().items()}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_at_a_step_and_resume_gives_the_same_result(selected, tmp_path, sig):
+    import shutil
+    twin = tmp_path / "twin"
+    shutil.copytree(selected.store.root, twin)
+    Session.open(twin, device="cpu").refine()  # uninterrupted reference
+    expected = generator_weights(twin)
+
+    def interrupt(progress):
+        if progress.step == 2:
+            os.kill(os.getpid(), sig)
+    with pytest.raises(Interrupted, match="stopped at step 2 of 6.*refine --resume"):
+        selected.refine(on_progress=interrupt)
+    reopened = Session.open(selected.store.root, device="cpu")
+    assert reopened.status()["unfinished"] == {"phase": "refine", "steps": 6, "completed": 2,
+                                               "resume": "styleprefs refine --resume"}
+    assert reopened.status()["refines"] == 0  # the old checkpoint is still the current one
+    reopened.refine(resume=True)
+    resumed = generator_weights(selected.store.root)
+    assert all(torch.allclose(resumed[k], expected[k], atol=1e-6) for k in expected)
+    assert Session.open(selected.store.root).status()["unfinished"] is None
+
+
+def test_kill_9_at_random_moments_never_breaks_the_session(selected):
+    root = selected.store.root
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    rng = random.Random(7)
+    for attempt in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "styleprefs", "refine", "--steps", "40", "--device", "cpu",
+                                 "--session", str(root)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(3.0, 8.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        status = Session.open(root, device="cpu").status()  # loads, whatever moment it died at
+        assert status["unfinished"] is None or status["unfinished"]["phase"] == "refine"
+        assert status["refines"] in (0, 1)
+        if status["refines"] == 1:
+            break
+    s = Session.open(root, device="cpu")
+    if s.status()["unfinished"]:
+        s.refine(resume=True)
+    elif s.status()["refines"] == 0:  # killed before training began: simply run it again
+        s.refine(steps=4)
+    final = Session.open(root, device="cpu").status()
+    assert final["refines"] == 1 and final["unfinished"] is None
+    assert not list(root.rglob("*.tmp"))  # no temporary file left visible as state
+
+
+def test_an_interrupted_init_resumes(tmp_path, painting):
+    photo = make_photo(tmp_path / "photo.png", seed=1)
+    settings = TrainSettings(steps=5, size=48, batch=2, checkpoint_seconds=0.0)
+
+    def interrupt(progress):
+        if progress.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(Interrupted, match="init stopped at step 3 of 5"):
+        Session.init(tmp_path / "s", [painting], [photo], settings, device="cpu", on_progress=interrupt)
+    half = Session.open(tmp_path / "s", device="cpu")
+    assert half.status()["unfinished"]["completed"] == 3
+    with pytest.raises(Exception, match="init --resume"):
+        half.propose(n=2, size=48)
+    done = Session.init(tmp_path / "s", [], [], device="cpu", resume=True)
+    assert done.status()["steps"]["init"] == 5 and done.status()["unfinished"] is None
