@@ -55,10 +55,11 @@ def _run(as_json: bool, debug: bool, work: Callable[[], dict], human: Callable[[
 
 
 @contextmanager
-def _progress(quiet: bool = False):
+def _progress():
+    """Live progress bars on a terminal; nothing when stderr is a log file or a pipe."""
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-    with Progress(*columns, console=err, disable=quiet, transient=False) as progress:
+    with Progress(*columns, console=err, disable=not err.is_terminal, transient=True) as progress:
         yield progress
 
 
@@ -145,7 +146,7 @@ def propose(
 
 @app.command(context_settings={"ignore_unknown_options": True})
 def select(
-    indices: Annotated[list[str], typer.Argument(help="Numbers of the candidates you like (as on the contact sheet).")],
+    indices: Annotated[Optional[list[str]], typer.Argument(help="Numbers of the candidates you like (as on the contact sheet).")] = None,
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -156,7 +157,7 @@ def select(
 
     def work() -> dict:
         try:
-            numbers = [int(i) for i in indices]
+            numbers = [int(i) for i in indices or []]
         except ValueError:
             raise BadInput(f"candidate numbers must be whole numbers, got {' '.join(indices)}") from None
         with Session.editing(session, "cpu") as s:

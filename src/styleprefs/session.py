@@ -282,8 +282,8 @@ class Session:
 
     def propose(self, n: int | None = None, size: int | None = None, preview: Path | None = None) -> Round:
         """Render ``n`` candidates, each from its own z, plus a numbered contact sheet; start a round."""
-        n = n or self.proposal_settings.n
-        size = size or self.proposal_settings.size
+        n = self.proposal_settings.n if n is None else n
+        size = self.proposal_settings.size if size is None else size
         if not 1 <= n <= 64:
             raise BadInput(f"--n must be between 1 and 64, got {n}")
         if not 32 <= size <= 2048:
@@ -513,8 +513,8 @@ def _output_names(inputs: list[Path], out: Path, fmt: str) -> list[tuple[Path, P
     for item in map(Path, inputs):
         found = images.find_images([item])
         for source in found:
-            if item.is_dir() and source.resolve().is_relative_to(root):
-                continue  # earlier outputs inside an input folder are not inputs
+            if item.is_dir() and item.resolve() != root and source.resolve().is_relative_to(root):
+                continue  # earlier outputs in an --out inside an input folder are not inputs
             relative = source.relative_to(item) if item.is_dir() else Path(source.name)
             pairs.append((source, out / relative.with_suffix(f".{fmt}")))
     sources = {p.resolve() for p, _ in pairs}
@@ -556,12 +556,12 @@ def _select_shard(pairs: list[tuple[Path, Path]], shard: str | None) -> list[tup
 
 
 def _check_writable(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BadInput(f"--out {out}: cannot create the folder ({exc.strerror})") from None
-    if not out.is_dir():
-        raise BadInput(f"--out {out}: is not a folder")
     if not os.access(out, os.W_OK | os.X_OK):
         raise BadInput(f"--out {out}: not writable")
 
