@@ -93,3 +93,14 @@ def test_contact_sheet_has_a_cell_per_image_and_legible_labels():
     # The label badges are bright yellow text: many such pixels in the first cell's corner.
     corner = arr[6:50, 6:50]
     assert ((corner[..., 0] > 200) & (corner[..., 1] > 200) & (corner[..., 2] < 120)).sum() > 30
+
+
+def test_an_unreadable_file_is_named(tmp_path, monkeypatch):
+    # Tests run as root here, where chmod 000 does not stop reading; simulate the OS refusing.
+    path = make_photo(tmp_path / "locked.png")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(images.Image, "open", refuse)
+    with pytest.raises(images.ImageError, match="locked.png: permission denied"):
+        images.load_image(path)

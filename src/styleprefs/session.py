@@ -133,7 +133,8 @@ class Session:
         if root.exists() and not root.is_dir():
             raise BadInput(f"{root}: is a file, not a session folder")
         if Store(root).exists() and not force:
-            raise BadInput(f"a session already exists at {root} (use --force to replace it)")
+            raise BadInput(f"a session already exists at {root} (use --force to replace it, "
+                           "or --resume to continue an interrupted init)")
         if root.is_dir() and not Store(root).exists() and any(root.iterdir()):
             raise BadInput(f"{root}: folder is not empty and is not a styleprefs session; choose another --session")
         style_paths = [p for s in styles for p in images.find_images([s])]
