@@ -242,3 +242,15 @@ def test_two_concurrent_shards_write_every_output_exactly_once(base, session, tm
     assert sorted(written) == sorted(f"img{i}.png" for i in range(8))  # each exactly once
     assert all(Image.open(out / name).size == (96, 72) for name in written)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_init_refuses_a_photo_over_the_pixel_limit_unless_raised(base, tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("RGB", (300, 200), "white").save(big)
+    refused = invoke("init", "--style", base["painting"], "--content", big, "--max-pixels", 50_000,
+                     "--steps", 1, "--size", 48, "--session", tmp_path / "s")
+    assert refused.exit_code == 2 and "over the limit of 50,000 pixels" in refused.output
+    assert not (tmp_path / "s").exists()
+    raised = invoke("init", "--style", base["painting"], "--content", big, "--max-pixels", 500_000,
+                    "--steps", 1, "--size", 48, "--session", tmp_path / "s")
+    assert raised.exit_code == 0, raised.output

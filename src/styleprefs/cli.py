@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .config import TrainSettings
+from .config import DEFAULT_MAX_PIXELS, TrainSettings
 from .errors import StyleprefsError
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ SessionOpt = Annotated[Path, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object describing what was done on stdout.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu or cuda.")]
+MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse larger images, from their header, before decoding.")]
 DEFAULT_SESSION = Path("styleprefs-session")
 
 
@@ -89,6 +90,7 @@ def init(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same session).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing session.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted init from its last checkpoint.")] = False,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -106,7 +108,7 @@ def init(
         started = time.perf_counter()
         with _progress() as progress:
             s = Session.init(session, style or [], content or [], settings, device=device, seed=seed, force=force,
-                             resume=resume, on_progress=_training_reporter(progress, "init"))
+                             resume=resume, max_pixels=max_pixels, on_progress=_training_reporter(progress, "init"))
         return {"command": "init", "session": str(s.store.root.resolve()), "steps": s.settings.steps,
                 "seconds": round(time.perf_counter() - started, 1), "device": s.runtime.name, "bf16": s.runtime.bf16,
                 "styles": [x["path"] for x in s.config["styles"]], "contents": len(s.config["contents"])}
@@ -204,7 +206,7 @@ def apply(
     fmt: Annotated[str, typer.Option("--format", help="png or jpg.")] = "png",
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist (cheap reruns).")] = False,
     shard: Annotated[Optional[str], typer.Option(help="Process only shard K of N (K/N), for parallel jobs.")] = None,
-    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Refuse larger images before decoding them.")] = 100_000_000,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     device: DeviceOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,

@@ -13,6 +13,7 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 CONTENT_LAYER = "relu4_1"
 # The metric of the benchmarks (style distance) also looks at relu5_1, which training never sees.
 METRIC_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+DEFAULT_MAX_PIXELS = 100_000_000  # images larger than this are refused before decoding (decompression bombs)
 
 
 class ConfigError(BadInput):

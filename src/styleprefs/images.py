@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
+from .config import DEFAULT_MAX_PIXELS
 from .errors import BadInput
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-DEFAULT_MAX_PIXELS = 100_000_000  # refuse larger images before decoding them (decompression bombs)
 Image.MAX_IMAGE_PIXELS = None  # our own limit, checked in open_image, replaces Pillow's
 MIN_SIDE = 16
 

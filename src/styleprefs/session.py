@@ -116,7 +116,7 @@ class Session:
     @classmethod
     def init(cls, path: Path, styles: list[Path], contents: list[Path], settings: TrainSettings | None = None,
              device: str = "auto", seed: int = 0, force: bool = False, resume: bool = False,
-             on_progress: ProgressFn | None = None) -> Session:
+             max_pixels: int = images.DEFAULT_MAX_PIXELS, on_progress: ProgressFn | None = None) -> Session:
         """Create the session folder at ``path`` and train the base generator and discriminator.
 
         Training saves a checkpoint every ``settings.checkpoint_seconds``; ``resume=True`` continues an init that was
@@ -141,8 +141,9 @@ class Session:
         content_paths = images.find_images(list(contents))
         runtime = resolve(device)
         # Decode everything before touching the folder: a bad input fails here, changing nothing.
-        style_images = [images.load_image(p, max_side=settings.style_size) for p in style_paths]
-        content_images = [images.load_image(p, max_side=4 * settings.size) for p in content_paths]
+        style_images = [images.load_image(p, max_side=settings.style_size, max_pixels=max_pixels) for p in style_paths]
+        content_images = [images.load_image(p, max_side=4 * settings.size, max_pixels=max_pixels)
+                          for p in content_paths]
         style_grams = gram_stats(loss_network(runtime), style_images, runtime)
         n_styles = len(style_paths)
 
