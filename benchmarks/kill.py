@@ -35,7 +35,7 @@ def refine_process(session: Path, steps: int, resume: bool) -> subprocess.Popen:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=10)
-    p.add_argument("--steps", type=int, default=80, help="refine steps (64 px crops)")
+    p.add_argument("--steps", type=int, default=300, help="refine steps (64 px crops)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / ".bench" / "kill")
     p.add_argument("--json-out", type=Path, default=ROOT / "benchmarks" / "results" / "kill.json")
@@ -52,7 +52,7 @@ def main() -> int:
     resume = False
     for kill in range(1, args.kills + 1):
         proc = refine_process(session, args.steps, resume)
-        delay = rng.uniform(1.0, 20.0)
+        delay = rng.uniform(1.0, 12.0)
         time.sleep(delay)
         finished = proc.poll() is not None
         proc.send_signal(signal.SIGKILL)
@@ -71,8 +71,10 @@ def main() -> int:
         if status.get("refines"):
             break  # the refine completed before this kill: nothing left to interrupt
         resume = bool(unfinished)
-    final = refine_process(session, args.steps, resume=bool(Session.open(session).status()["unfinished"]))
-    final_ok = final.wait() == 0
+    before = Session.open(session, device="cpu").status()
+    final_ok = True
+    if not before["refines"]:  # finish it: resume if a checkpoint was saved, else start again
+        final_ok = refine_process(session, args.steps, resume=bool(before["unfinished"])).wait() == 0
     status = Session.open(session, device="cpu").status()
 
     table = Table(title=f"refine ({args.steps} steps) killed with SIGKILL at random moments")

@@ -56,8 +56,7 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainSettings:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return _from_dict(cls, data)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,3 +70,14 @@ class ProposalSettings:
     size: int = 256  # long side of the preview renders, px
     shrink: float = 0.6  # refine: the proposal spread shrinks by this factor per round
     min_spread: float = 0.25
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ProposalSettings:
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls, data: dict):
+    """A settings dataclass from saved JSON: keys this version does not know are ignored, missing
+    ones take their defaults (sessions stay readable across versions of the same schema)."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})

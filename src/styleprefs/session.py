@@ -92,7 +92,7 @@ class Session:
         self.state = _checked(store, "state.json", {"checkpoint": (str, type(None)), "rounds": list,
                                                     "refines": list, "steps": dict})
         self.settings = TrainSettings.from_dict(self.config["settings"])
-        self.proposal_settings = ProposalSettings(**self.config.get("proposal_settings", {}))
+        self.proposal_settings = ProposalSettings.from_dict(self.config.get("proposal_settings") or {})
         self.n_styles = len(self.config["styles"])
         self._generator: Generator | None = None
         self._distribution: ProposalDistribution | None = None
