@@ -88,3 +88,15 @@ def test_two_paintings_add_blend_axes(made, tmp_path):
     r = s.propose(n=3, size=48)
     assert r.z.shape == (3, 5) and len(r.candidates) == 3
     assert s.stylise(torch.rand(3, 40, 40)).shape == (3, 40, 40)
+
+
+def test_settings_this_version_does_not_know_are_ignored(made, tmp_path):
+    import shutil
+    root, s, _, _ = made
+    copy = tmp_path / "older"
+    shutil.copytree(root / "s", copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["proposal_settings"]["extra"] = {}  # a field an earlier build wrote
+    config["settings"]["retired_knob"] = 3
+    (copy / "config.json").write_text(json.dumps(config))
+    assert Session.open(copy, device="cpu").settings == TINY
