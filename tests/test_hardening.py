@@ -254,3 +254,17 @@ def test_init_refuses_a_photo_over_the_pixel_limit_unless_raised(base, tmp_path)
     raised = invoke("init", "--style", base["painting"], "--content", big, "--max-pixels", 500_000,
                     "--steps", 1, "--size", 48, "--session", tmp_path / "s")
     assert raised.exit_code == 0, raised.output
+
+
+def test_two_proposes_render_in_parallel_and_both_rounds_are_kept(session):
+    procs = [subprocess.Popen([sys.executable, "-m", "styleprefs", "propose", "--n", "3", "--size", "48",
+                               "--session", str(session), "--json"], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    rounds = sorted(json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1])["round"] for p in procs)
+    assert rounds == [2, 3]  # round 1 was made by the fixture
+    state = json.loads((session / "state.json").read_text())
+    assert [r["index"] for r in state["rounds"]] == [1, 2, 3]
+    for r in state["rounds"][1:]:
+        assert all((session / r["folder"] / c).is_file() for c in r["candidates"])
+        assert (session / r["folder"] / "sheet.png").is_file()
+    assert not list((session / "rounds").glob(".pending-*"))

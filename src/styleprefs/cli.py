@@ -134,8 +134,7 @@ def propose(
 
     def work() -> dict:
         started = time.perf_counter()
-        with Session.editing(session, device) as s:
-            r = s.propose(n=n, size=size, preview=preview)
+        r = Session.open(session, device).propose(n=n, size=size, preview=preview)
         return {"command": "propose", "round": r.index, "candidates": [str(p) for p in r.candidates],
                 "sheet": str(r.sheet), "seconds": round(time.perf_counter() - started, 2)}
 

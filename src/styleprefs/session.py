@@ -40,6 +40,7 @@ from .training import CropSampler, Progress, StopSignals, Trainer, blended_targe
 
 ProgressFn = Callable[[Progress], None]
 MAX_APPLY_SIDE = 2048
+STATE_FIELDS = {"checkpoint": (str, type(None)), "rounds": list, "refines": list, "steps": dict}
 TRAINING = "training.safetensors"  # the resumable mid-training state of an unfinished init or refine
 
 
@@ -89,8 +90,7 @@ class Session:
         self.store, self.runtime = store, runtime
         self.config = _checked(store, "config.json", {"settings": dict, "styles": list, "contents": list,
                                                       "seed": int, "z_names": list})
-        self.state = _checked(store, "state.json", {"checkpoint": (str, type(None)), "rounds": list,
-                                                    "refines": list, "steps": dict})
+        self.state = _checked(store, "state.json", STATE_FIELDS)
         self.settings = TrainSettings.from_dict(self.config["settings"])
         self.proposal_settings = ProposalSettings.from_dict(self.config.get("proposal_settings") or {})
         self.n_styles = len(self.config["styles"])
@@ -283,7 +283,10 @@ class Session:
         return out[0].float().cpu()
 
     def propose(self, n: int | None = None, size: int | None = None, preview: Path | None = None) -> Round:
-        """Render ``n`` candidates, each from its own z, plus a numbered contact sheet; start a round."""
+        """Render ``n`` candidates, each from its own z, plus a numbered contact sheet; start a round.
+
+        Rendering only reads the session, so it runs without the lock (several ``propose`` can render
+        at once); the lock is taken just to number the round, move its folder in place and record it."""
         n = self.proposal_settings.n if n is None else n
         size = self.proposal_settings.size if size is None else size
         if not 1 <= n <= 64:
@@ -292,22 +295,33 @@ class Session:
             raise BadInput(f"--size must be between 32 and 2048 px, got {size}")
         preview_path = Path(preview) if preview else Path(self.config["contents"][0]["path"])
         photo = images.load_image(preview_path, max_side=size)
-        index = len(self.state["rounds"]) + 1
-        z = self.proposal_distribution().sample(n, seed=self.config["seed"] * 1000 + index)
+        checkpoint = self.checkpoint
+        z = self.proposal_distribution().sample(n, seed=self.config["seed"] * 1000 + len(self.state["rounds"]) + 1)
         rendered = [self.stylise(photo, zi) for zi in z]
-        name = f"rounds/{index:03d}"
-        folder = self.store.path(name)
         candidates = [f"candidate-{i:02d}.png" for i in range(1, n + 1)]
-        self.store.write_tensors(f"{name}/proposals.safetensors", {"z": z})
-        for image, file in zip(rendered, candidates, strict=True):
-            images.save_image(image, folder / file)
-        sheet = images.contact_sheet(rendered, [str(i) for i in range(1, n + 1)],
-                                     title=f"round {index}: styleprefs select N [N ...]")
-        images.save_image(sheet, folder / "sheet.png")
-        entry = {"index": index, "folder": name, "candidates": candidates, "n": n, "size": size,
-                 "preview": str(preview_path.resolve()), "checkpoint": self.checkpoint, "selection": None}
-        state = {**self.state, "rounds": [*self.state["rounds"], entry]}
-        self._commit(state, {"command": "propose", "round": index, "n": n})
+        self.store.path("rounds").mkdir(exist_ok=True)
+        pending = Path(tempfile.mkdtemp(prefix=".pending-", dir=self.store.path("rounds")))
+        try:
+            store = Store(pending)
+            store.write_tensors("proposals.safetensors", {"z": z})
+            for image, file in zip(rendered, candidates, strict=True):
+                images.save_image(image, pending / file)
+            with self.store.lock():
+                self.state = _checked(self.store, "state.json", STATE_FIELDS)  # as it is now, under the lock
+                index = len(self.state["rounds"]) + 1
+                sheet = images.contact_sheet(rendered, [str(i) for i in range(1, n + 1)],
+                                             title=f"round {index}: styleprefs select N [N ...]")
+                images.save_image(sheet, pending / "sheet.png")
+                name = f"rounds/{index:03d}"
+                # A folder with this number but no entry in the state is what a killed propose left.
+                shutil.rmtree(self.store.path(name), ignore_errors=True)
+                pending.rename(self.store.path(name))
+                entry = {"index": index, "folder": name, "candidates": candidates, "n": n, "size": size,
+                         "preview": str(preview_path.resolve()), "checkpoint": checkpoint, "selection": None}
+                self._commit({**self.state, "rounds": [*self.state["rounds"], entry]},
+                             {"command": "propose", "round": index, "n": n})
+        finally:
+            shutil.rmtree(pending, ignore_errors=True)
         return self.rounds()[-1]
 
     def select(self, indices: list[int]) -> Round:
