@@ -95,3 +95,16 @@ def test_an_interrupted_init_resumes(tmp_path, painting):
         half.propose(n=2, size=48)
     done = Session.init(tmp_path / "s", [], [], device="cpu", resume=True)
     assert done.status()["steps"]["init"] == 5 and done.status()["unfinished"] is None
+
+
+def test_an_interrupted_forced_init_says_where_the_old_session_is(selected, painting, tmp_path):
+    root = selected.store.root
+    photo = make_photo(tmp_path / "other.png", seed=5)
+
+    def interrupt(progress):
+        if progress.step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(Interrupted, match=r"kept in .*\.s\.replaced-.*/session"):
+        Session.init(root, [painting], [photo], SMALL, device="cpu", force=True, on_progress=interrupt)
+    old = next(root.parent.glob(".s.replaced-*")) / "session"
+    assert Session.open(old, device="cpu").status()["round"] == 1  # the replaced session is whole

@@ -166,8 +166,14 @@ class Session:
         store.write_json("state.json", {"checkpoint": None, "rounds": [], "refines": [],
                                         "steps": {"init": 0, "refine": 0},
                                         "training": {"phase": "init", "steps": settings.steps}})
-        with store.lock():
-            cls(store, runtime)._train_init((content_images, style_images), on_progress)
+        try:
+            with store.lock():
+                cls(store, runtime)._train_init((content_images, style_images), on_progress)
+        except Interrupted as stop:
+            if replaced is None:
+                raise
+            raise Interrupted(f"{stop} (the session it replaces is kept in {replaced} until this init "
+                              "finishes)") from None
         if replaced is not None:
             shutil.rmtree(replaced.parent, ignore_errors=True)
         return cls.open(root, device)
