@@ -141,9 +141,7 @@ class Session:
         content_paths = images.find_images(list(contents))
         runtime = resolve(device)
         # Decode everything before touching the folder: a bad input fails here, changing nothing.
-        style_images = [images.load_image(p, max_side=settings.style_size, max_pixels=max_pixels) for p in style_paths]
-        content_images = [images.load_image(p, max_side=4 * settings.size, max_pixels=max_pixels)
-                          for p in content_paths]
+        content_images, style_images = _decode(content_paths, style_paths, settings, max_pixels)
         style_grams = gram_stats(loss_network(runtime), style_images, runtime)
         n_styles = len(style_paths)
 
@@ -200,10 +198,8 @@ class Session:
         self.store.path(TRAINING).unlink(missing_ok=True)
 
     def _decode_inputs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        s = self.settings
-        contents = [images.load_image(Path(c["path"]), max_side=4 * s.size) for c in self.config["contents"]]
-        styles = [images.load_image(Path(c["path"]), max_side=s.style_size) for c in self.config["styles"]]
-        return contents, styles
+        return _decode([Path(c["path"]) for c in self.config["contents"]],
+                       [Path(c["path"]) for c in self.config["styles"]], self.settings)
 
     def _train(self, trainer: Trainer, phase: str, steps: int, content: CropSampler, real: CropSampler,
                sample_z, targets, rng: torch.Generator, on_progress: ProgressFn | None) -> float:
@@ -511,6 +507,14 @@ class Session:
             "unfinished": unfinished,
             "latest_sheet": str(self.store.path(rounds[-1]["folder"]) / "sheet.png") if rounds else None,
         }
+
+
+def _decode(content_paths: list[Path], style_paths: list[Path], settings: TrainSettings,
+            max_pixels: int = images.DEFAULT_MAX_PIXELS) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The photos and paintings as training uses them: photos up to 4× the crop size, paintings at style_size."""
+    contents = [images.load_image(p, max_side=4 * settings.size, max_pixels=max_pixels) for p in content_paths]
+    styles = [images.load_image(p, max_side=settings.style_size, max_pixels=max_pixels) for p in style_paths]
+    return contents, styles
 
 
 def _write_checkpoint(store: Store, name: str, generator: Generator, discriminator: Discriminator,

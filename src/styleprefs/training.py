@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +79,9 @@ class CropSampler:
         return torch.stack(crops)
 
 
+@lru_cache(maxsize=2)
 def loss_network(runtime: Runtime) -> VGG19Features:
-    """VGG19 truncated after the deepest layer that training uses."""
+    """VGG19 truncated after the deepest layer that training uses; built once per device (it is frozen)."""
     layers = tuple(dict.fromkeys((*STYLE_LAYERS, CONTENT_LAYER)))
     return runtime.module(VGG19Features(layers))
 
