@@ -7,7 +7,9 @@ FiLM), and per-channel scaled noise whose pattern is seeded by z, so one z alway
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,11 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 
 class FiLMNorm(nn.Module):
-    """Instance norm whose per-channel scale and shift are a linear function of the style code."""
+    """Instance norm whose per-channel scale and shift are a linear function of the style code.
+
+    With ``keep_stats`` set (see :func:`shared_norm_stats`) the first forward records the per-channel
+    mean and variance it normalised with, and later forwards reuse them instead of their input's own:
+    this is how the tiles of one large image are all normalised as the whole image is."""
 
     def __init__(self, channels: int, code_dim: int):
         super().__init__()
@@ -24,10 +30,34 @@ class FiLMNorm(nn.Module):
         self.to_scale_shift = nn.Linear(code_dim, 2 * channels)
         nn.init.zeros_(self.to_scale_shift.weight)
         nn.init.zeros_(self.to_scale_shift.bias)
+        self.keep_stats = False
+        self.stats: tuple[torch.Tensor, torch.Tensor] | None = None  # (mean, var), each (B, C, 1, 1), fp32
 
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         scale, shift = self.to_scale_shift(code)[:, :, None, None].chunk(2, dim=1)
-        return self.norm(x) * (1 + scale) + shift
+        return self.normalise(x) * (1 + scale) + shift
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.keep_stats:
+            return self.norm(x)
+        if self.stats is None:
+            var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
+            self.stats = mean, var
+        mean, var = self.stats
+        return ((x.float() - mean) * torch.rsqrt(var + self.norm.eps)).to(x.dtype)
+
+
+@contextlib.contextmanager
+def shared_norm_stats(generator: nn.Module) -> Iterator[None]:
+    """Within: the first forward of ``generator`` records every FiLMNorm's statistics, later ones reuse them."""
+    norms = [m for m in generator.modules() if isinstance(m, FiLMNorm)]
+    for m in norms:
+        m.keep_stats, m.stats = True, None
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.keep_stats, m.stats = False, None
 
 
 class Conv(nn.Module):
@@ -99,7 +129,9 @@ class Generator(nn.Module):
         ])
         self.to_rgb = Conv(width, 3, 9)
 
-    def forward(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, content: torch.Tensor, z: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``noise``: the residual blocks' noise map (B, 1, ⌈H/4⌉, ⌈W/4⌉); by default ``z_noise`` of this size
+        (tiling passes each tile its crop of the whole image's map)."""
         height, width = content.shape[-2:]
         # Two stride-2 convolutions: pad to a multiple of 4 so the output matches the input's size.
         pad_h, pad_w = -height % 4, -width % 4
@@ -107,7 +139,7 @@ class Generator(nn.Module):
         code = self.mapping(z.to(x.dtype))
         for layer in self.encoder:
             x = layer(x, code)
-        noise = z_noise(z, x.shape[-2], x.shape[-1]).to(dtype=x.dtype)
+        noise = (z_noise(z, x.shape[-2], x.shape[-1]) if noise is None else noise).to(x.device, x.dtype)
         noise = noise.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
             memory_format=torch.channels_last) and not x.is_contiguous() else noise
         for block in self.residual:

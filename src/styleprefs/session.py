@@ -21,7 +21,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, controls, images
+from . import __version__, controls, images, pipeline, tiling
 from .config import STYLE_LAYERS, ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
@@ -276,13 +275,21 @@ class Session:
         self.store.append_history(event)
 
     # ----------------------------------------------------------------- the loop
-    @torch.inference_mode()
     def stylise(self, image: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """Stylise one (3, H, W) image in [0, 1] at ``z`` (default: the preferred z)."""
+        return self.stylise_batch(image[None], z)[0]
+
+    @torch.inference_mode()
+    def stylise_batch(self, batch: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Stylise (B, 3, H, W) images of one size at one ``z``; images over ``tiling.TILE_ABOVE`` pixels
+        are done in tiles, in bounded memory. Returns (B, 3, H, W), fp32, on the CPU."""
         z = self.preferred_z() if z is None else z
+        generator = self.generator()
+        if tiling.needs_tiles(*batch.shape[-2:]):
+            return torch.stack([tiling.stylise_tiled(generator, image, z, self.runtime) for image in batch])
         with self.runtime.autocast():
-            out = self.generator()(self.runtime.images(image[None]), z[None].to(self.runtime.device))
-        return out[0].float().cpu()
+            z = z.reshape(1, -1).expand(len(batch), -1).to(self.runtime.device)
+            return generator(self.runtime.images(batch), z).float().cpu()
 
     def propose(self, n: int | None = None, size: int | None = None, preview: Path | None = None) -> Round:
         """Render ``n`` candidates, each from its own z, plus a numbered contact sheet; start a round.
@@ -443,12 +450,14 @@ class Session:
 
     def apply(self, inputs: list[Path], out: Path, size: int | None = None, pick: str | None = None,
               fmt: str = "png", skip_existing: bool = False, shard: str | None = None,
-              max_pixels: int = images.DEFAULT_MAX_PIXELS,
+              max_pixels: int = images.DEFAULT_MAX_PIXELS, max_batch: int = pipeline.MAX_BATCH,
               on_progress: Callable[[int, int, Path], None] | None = None) -> ApplyResult:
         """Stylise files and folders into ``out``, mirroring their names; never writes over an input.
 
         ``shard="K/N"`` takes a deterministic 1/N of the inputs (for parallel jobs sharing a session);
-        ``skip_existing`` leaves outputs that are already there. Unusable images are skipped and listed."""
+        ``skip_existing`` leaves outputs that are already there. Unusable images are skipped and listed.
+        Photos are decoded and written on worker threads while the model runs, and consecutive photos of
+        one size go through it together, up to ``max_batch`` (1: one at a time; the outputs are the same)."""
         if fmt not in ("png", "jpg"):
             raise BadInput(f"--format must be png or jpg, got {fmt!r}")
         if size is not None and not images.MIN_SIDE <= size <= 8192:
@@ -458,22 +467,25 @@ class Session:
         _check_writable(Path(out))
         result = ApplyResult()
         started = time.perf_counter()
-        for k, (source, target) in enumerate(jobs, start=1):
+        todo = []
+        for source, target in jobs:
             if skip_existing and target.exists():
                 result.existing.append(target)
+                if on_progress:
+                    on_progress(len(result.existing), len(jobs), source)
             else:
-                try:
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always")
-                        image, alpha = images.load_image_with_alpha(source, max_side=size or MAX_APPLY_SIDE,
-                                                                    max_pixels=max_pixels)
-                    result.warnings += [str(w.message) for w in caught]
-                    images.save_image(self.stylise(image, z), target, alpha=alpha)
-                    result.outputs.append(target)
-                except images.ImageError as exc:
-                    result.skipped.append((source, str(exc)))
+                todo.append((source, target))
+        self.generator()  # a damaged checkpoint fails here, before any photo is read
+        items = pipeline.stylise_files(todo, lambda batch: self.stylise_batch(batch, z),
+                                       max_side=size or MAX_APPLY_SIDE, max_pixels=max_pixels, max_batch=max_batch)
+        for k, item in enumerate(items, start=len(result.existing) + 1):
+            result.warnings += item.warnings
+            if item.error is None:
+                result.outputs.append(item.target)
+            else:
+                result.skipped.append((item.source, item.error))
             if on_progress:
-                on_progress(k, len(jobs), source)
+                on_progress(k, len(jobs), item.source)
         result.seconds = time.perf_counter() - started
         return result
 

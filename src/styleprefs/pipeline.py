@@ -1,0 +1,100 @@
+"""Stylising many files: photos decoded ahead and outputs encoded behind on worker threads while the
+model runs in the calling thread, and consecutive images of the same size stacked into one forward.
+
+Pillow releases the GIL while it decodes and compresses, so on a CPU the I/O overlaps the convolutions
+instead of adding to them; on a GPU it also keeps the device fed. Results come back in input order.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import images
+
+BATCH_PIXELS = 1 << 21  # images per forward: as many of one size as fit in this many pixels …
+MAX_BATCH = 8           # … up to this many
+AHEAD = 4               # decoded images waiting for the model, and outputs waiting to be written, at most
+
+
+@dataclass
+class Item:
+    """One input on its way through: decoded (or why not), then stylised and written."""
+
+    source: Path
+    target: Path
+    image: torch.Tensor | None = None
+    alpha: torch.Tensor | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None  # why the input was skipped
+    written: Future | None = None
+
+
+def _decode(source: Path, target: Path, max_side: int, max_pixels: int) -> Item:
+    # One decoding thread, so recording warnings (process-wide state) sees only this image's.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            image, alpha = images.load_image_with_alpha(source, max_side=max_side, max_pixels=max_pixels)
+        except images.ImageError as exc:
+            return Item(source, target, error=str(exc), warnings=[str(w.message) for w in caught])
+    return Item(source, target, image, alpha, [str(w.message) for w in caught])
+
+
+def stylise_files(pairs: list[tuple[Path, Path]], render: Callable[[torch.Tensor], torch.Tensor], max_side: int,
+                  max_pixels: int, batch_pixels: int = BATCH_PIXELS, max_batch: int = MAX_BATCH) -> Iterator[Item]:
+    """Decode each (source, target) pair, ``render`` (B, 3, H, W) → (B, 3, H, W) batches of one size, write
+    each result to its target; yield every item, in order, once written or skipped. An error while writing
+    is raised."""
+    with ThreadPoolExecutor(1, "decode") as decoder, ThreadPoolExecutor(1, "encode") as encoder:
+        todo = iter(pairs)
+        decoding: deque[Future[Item]] = deque()
+        batch: list[Item] = []    # decoded, waiting for the model (skipped ones keep their place)
+        finished: deque[Item] = deque()  # rendered, being written
+
+        def read_ahead() -> None:
+            while len(decoding) < AHEAD and (pair := next(todo, None)) is not None:
+                decoding.append(decoder.submit(_decode, *pair, max_side, max_pixels))
+
+        def run_batch() -> None:
+            good = [item for item in batch if item.error is None]
+            if good:
+                outputs = render(torch.stack([item.image for item in good]))
+                for item, output in zip(good, outputs, strict=True):
+                    item.written = encoder.submit(images.save_image, output, item.target, alpha=item.alpha)
+                    item.image = None
+            finished.extend(batch)
+            batch.clear()
+
+        def fits(item: Item) -> bool:
+            good = [b for b in batch if b.error is None]
+            if item.error is not None or not good:
+                return True
+            same = good[0].image.shape == item.image.shape
+            return same and len(good) < max_batch and (len(good) + 1) * item.image[0].numel() <= batch_pixels
+
+        def done(keep: int) -> Iterator[Item]:
+            """The finished items at the front: those written, and the oldest while more than ``keep`` wait."""
+            while finished and (len(finished) > keep or finished[0].written is None or finished[0].written.done()):
+                item = finished.popleft()
+                if item.written is not None:
+                    item.written.result()  # raises what the write raised
+                yield item
+
+        read_ahead()
+        while decoding:
+            item = decoding.popleft().result()
+            read_ahead()
+            if not fits(item):
+                run_batch()
+            batch.append(item)
+            if not decoding:
+                run_batch()
+            yield from done(keep=AHEAD)
+        yield from done(keep=0)

@@ -1,0 +1,68 @@
+"""apply's pipeline: decoding and writing on threads and same-size batches change no output, keep the
+input order, and still skip and list bad files."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from styleprefs import images, pipeline
+from styleprefs.config import TrainSettings
+from styleprefs.session import Session
+from tests.conftest import make_photo
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    root = tmp_path_factory.mktemp("speed")
+    photos = root / "photos"
+    for i in range(5):
+        make_photo(photos / f"a{i}.png", seed=i)                        # 96×72, one batch
+    make_photo(photos / "b.png", size=(64, 80), seed=7)                  # another size between …
+    make_photo(photos / "c.png", seed=8)                                # … and the first size again
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    painting = make_photo(root / "painting.png", seed=4, size=(80, 80))
+    session = Session.init(root / "s", [painting], [photos / "a0.png"],
+                           TrainSettings(steps=2, size=48, batch=2, refine_steps=1), device="cpu", seed=5)
+    return root, photos, session
+
+
+def test_batched_outputs_equal_one_at_a_time_and_the_old_path(made, tmp_path):
+    root, photos, session = made
+    batched = session.apply([photos], tmp_path / "batched")
+    single = session.apply([photos], tmp_path / "single", max_batch=1)
+    names = sorted(p.name for p in batched.outputs)
+    assert names == sorted(p.name for p in single.outputs) == ["a0.png", "a1.png", "a2.png", "a3.png", "a4.png",
+                                                                "b.png", "c.png"]
+    assert [p.name for p, _ in batched.skipped] == ["broken.jpg"]
+    for name in names:
+        a = np.asarray(Image.open(tmp_path / "batched" / name))
+        assert np.array_equal(a, np.asarray(Image.open(tmp_path / "single" / name)))
+        # … and what stylising the decoded photo on its own and saving it gives
+        images.save_image(session.stylise(images.load_image(photos / name)), tmp_path / "direct.png")
+        assert np.array_equal(a, np.asarray(Image.open(tmp_path / "direct.png")))
+
+
+def test_same_size_neighbours_share_a_forward_and_order_is_kept(made, tmp_path):
+    _, photos, _ = made
+    sources = sorted(photos.iterdir())  # a0…a4, b, broken, c
+    shapes = []
+
+    def render(batch: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(batch.shape))
+        return 1 - batch
+
+    pairs = [(s, tmp_path / f"{s.stem}.png") for s in sources]
+    items = list(pipeline.stylise_files(pairs, render, max_side=2048, max_pixels=10**8, max_batch=3))
+    assert [i.source for i in items] == sources
+    assert shapes == [(3, 3, 72, 96), (2, 3, 72, 96), (1, 3, 80, 64), (1, 3, 72, 96)]
+    assert [i.error is not None for i in items] == [False] * 6 + [True, False]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a1.png")), 255 - np.asarray(Image.open(photos / "a1.png")))
+
+
+def test_a_failed_write_is_raised_not_swallowed(made, tmp_path):
+    _, photos, _ = made
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(OSError):
+        list(pipeline.stylise_files([(photos / "a0.png", blocker / "a0.png")], lambda b: b, 2048, 10**8))
