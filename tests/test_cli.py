@@ -46,7 +46,7 @@ def test_init_creates_a_complete_session(session):
     assert session["init"]["steps"] == 3 and session["init"]["contents"] == 2
     for name in ("config.json", "state.json", "history.json", "style_grams.safetensors",
                  "checkpoints/000/generator.safetensors", "checkpoints/000/discriminator.safetensors",
-                 "checkpoints/000/proposal.safetensors"):
+                 "checkpoints/000/preference.safetensors"):
         assert (s / name).is_file(), name
     config = json.loads((s / "config.json").read_text())
     assert config["schema_version"] == 1 and len(config["contents"]) == 2

@@ -180,7 +180,7 @@ DAMAGE = {
     "invalid state JSON": ("state.json", lambda p: p.write_text("{\"rounds\": [")),
     "state without rounds": ("state.json", lambda p: p.write_text(json.dumps(
         {k: v for k, v in json.loads(p.read_text()).items() if k != "rounds"}))),
-    "missing proposal": ("checkpoints/000/proposal.safetensors", lambda p: p.unlink()),
+    "truncated preference": ("checkpoints/000/preference.safetensors", lambda p: p.write_bytes(p.read_bytes()[:40])),
     "newer schema": ("config.json", lambda p: p.write_text(json.dumps(
         {**json.loads(p.read_text()), "schema_version": 99}))),
 }

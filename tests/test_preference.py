@@ -1,31 +1,215 @@
-import torch
+"""The choice model on synthetic picks from a known utility, and how proposals are drawn from it."""
 
-from styleprefs.preference import ProposalDistribution
+import json
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from styleprefs.cli import app
+from styleprefs.config import TrainSettings
+from styleprefs.errors import BadInput
+from styleprefs.session import Session
+from tests.conftest import make_photo
+from styleprefs.preference import (BOUND, MIN_DISTANCE, Choice, Posterior, describe, features, fit,
+                                   log_likelihood, sobol_normal)
+
+DIM = 3
+TRUE_W = torch.tensor([1.5, -2.0, 0.5, 0.0, -1.0, -1.5], dtype=torch.float64)  # bold-ish, fine strokes, mid colour
+
+
+def simulated_rounds(n_rounds: int, seed: int, n: int = 16, k: int = 3) -> list[Choice]:
+    """Rounds of n random z where a noisy user (Gumbel noise: Plackett–Luce) picks the top k by TRUE_W."""
+    g = torch.Generator().manual_seed(seed)
+    rounds = []
+    for _ in range(n_rounds):
+        z = torch.randn(n, DIM, generator=g)
+        gumbel = -torch.log(-torch.log(torch.rand(n, generator=g, dtype=torch.float64)))
+        noisy = features(z) @ TRUE_W + gumbel
+        rounds.append(Choice(z, noisy.topk(k).indices.tolist()))
+    return rounds
+
+
+def held_out_accuracy(posterior: Posterior, seed: int, pairs: int = 2000) -> float:
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(pairs, DIM, generator=g), torch.randn(pairs, DIM, generator=g)
+    truth = (features(a) @ TRUE_W) > (features(b) @ TRUE_W)
+    guess = posterior.utility(a) > posterior.utility(b)
+    return float((truth == guess).double().mean())
+
+
+def test_fitted_utility_ranks_held_out_options_well_above_chance():
+    # Four rounds of "3 of 16", as in the benchmark: 12 picks. Chance is 50 %.
+    accuracies = [held_out_accuracy(fit(simulated_rounds(4, seed), DIM), seed + 100) for seed in range(5)]
+    mean = sum(accuracies) / len(accuracies)
+    print(f"held-out pairwise ranking accuracy after 4 rounds: {mean:.3f} (per seed {accuracies})")
+    assert mean > 0.80 and min(accuracies) > 0.70
+    # With more rounds it gets better still.
+    assert held_out_accuracy(fit(simulated_rounds(12, 0), DIM), 100) > 0.88
+
+
+def test_the_posterior_narrows_as_picks_accumulate():
+    rounds = simulated_rounds(8, seed=7)
+    spreads = [fit(rounds[:r], DIM).spread() for r in range(0, 9, 2)]
+    print("mean posterior sd after 0, 2, 4, 6, 8 rounds:", [round(s, 3) for s in spreads])
+    assert all(later < earlier for earlier, later in zip(spreads, spreads[1:]))
+    assert spreads[-1] < 0.6 * spreads[0]
+
+
+def test_map_is_a_maximum_of_the_posterior():
+    rounds = simulated_rounds(3, seed=1)
+    p = fit(rounds, DIM)
+
+    def log_posterior(w):
+        return float(log_likelihood(w, rounds) - 0.5 * (w @ w) / 4.0)
+    best = log_posterior(p.mean)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        assert log_posterior(p.mean + 0.05 * torch.randn(6, generator=g, dtype=torch.float64)) < best
+    assert p.picks == 9
+
+
+def test_unchosen_candidates_are_evidence():
+    # Same picks, but the candidate passed over changes: the model must notice.
+    z = torch.tensor([[1.0, 0, 0], [0, 0, 0], [-1.0, 0, 0]])
+    left_low = fit([Choice(z, [1])], DIM)
+    assert left_low.utility(torch.tensor([[0.0, 0, 0]])) > left_low.utility(torch.tensor([[1.0, 0, 0]]))
+    only_two = fit([Choice(z[1:], [0])], DIM)
+    assert not torch.allclose(left_low.mean, only_two.mean)
+
+
+def test_best_z_finds_the_known_optimum():
+    p = fit(simulated_rounds(30, seed=3), DIM)  # a mid-dial peak (the t² terms) needs many picks
+    z = p.best_z()
+    # TRUE_W: stroke up (linear), strength peaks below the lower bound, colour peaks mid-dial (t = 1/6).
+    assert z[0] > 1.0 and z[1] < -1.0 and abs(float(z[2])) < 1.0
+    assert (z.abs() <= BOUND + 1e-5).all()
+    assert p.confidence(z, torch.zeros(DIM)) > 0.95
+    assert torch.equal(Posterior.prior(DIM).best_z(), torch.zeros(DIM))
 
 
 def test_first_round_spans_the_prior():
-    z = ProposalDistribution.prior(3).sample(16, seed=1)
-    assert z.shape == (16, 3)
+    z = Posterior.prior(3).propose(16, seed=1)
+    assert torch.equal(z, sobol_normal(16, 3, seed=1))
     # Quasi-random: every dimension has candidates on both sides of the mean, well spread.
     assert ((z > 0).sum(0) >= 6).all() and ((z < 0).sum(0) >= 6).all()
-    assert torch.cdist(z, z).add(torch.eye(16) * 99).min() > 0.2  # no near-duplicates
+    assert torch.cdist(z, z).add(torch.eye(16) * 99).min() > 0.2
 
 
-def test_sampling_is_reproducible():
-    d = ProposalDistribution.prior(4)
-    assert torch.equal(d.sample(8, seed=3), d.sample(8, seed=3))
-    assert not torch.equal(d.sample(8, seed=3), d.sample(8, seed=4))
+def test_later_rounds_exploit_and_explore_without_near_duplicates():
+    p = fit(simulated_rounds(4, seed=2), DIM)
+    z = p.propose(16, seed=5)
+    assert z.shape == (16, DIM)
+    assert torch.equal(z[0], p.best_z())
+    assert torch.cdist(z, z).add(torch.eye(16) * 99).min() >= MIN_DISTANCE - 1e-6
+    # Thompson draws lean toward the optimum yet differ: better than prior samples, still spread out.
+    prior = sobol_normal(16, DIM, seed=5)
+    assert (features(z) @ TRUE_W).mean() > (features(prior) @ TRUE_W).mean() + 0.5
+    assert torch.equal(z, p.propose(16, seed=5)) and not torch.equal(z, p.propose(16, seed=6))
 
 
-def test_update_moves_toward_the_chosen_and_narrows():
-    d = ProposalDistribution.prior(2)
-    chosen = [torch.tensor([[2.0, 0.0], [2.0, 1.0]])]
-    d1 = d.update(chosen, shrink=0.5, min_spread=0.1)
-    assert torch.allclose(d1.mean, torch.tensor([2.0, 0.5]))
-    assert torch.allclose(d1.spread, torch.full((2,), 0.5))
-    # The latest round weighs more than the first.
-    d2 = d1.update([*chosen, torch.tensor([[-1.0, 0.0]])], shrink=0.5, min_spread=0.3)
-    assert d2.mean[0] < 1.0
-    assert torch.allclose(d2.spread, torch.full((2,), 0.3))
-    samples = d2.sample(64, seed=0)
-    assert (samples.mean(0) - d2.mean).abs().max() < 0.15
+def test_posterior_round_trips_through_tensors():
+    p = fit(simulated_rounds(2, seed=4), DIM)
+    q = Posterior.from_tensors(p.to_tensors())
+    assert torch.equal(p.mean, q.mean) and torch.equal(p.cov, q.cov) and (q.dim, q.picks) == (DIM, 6)
+
+
+def test_taste_in_words():
+    assert describe(torch.tensor([-1.0, 1.2, 0.1]), ["starry"]) == ["finer strokes", "bolder"]
+    assert describe(torch.tensor([0.0, 0.0, 0.0]), ["starry"]) == []
+    words = describe(torch.tensor([0.6, -0.8, -1.0, -1.0, 1.0]), ["starry", "wave"])
+    assert words == ["coarser, larger strokes", "more subtle", "more of the painting's palette",
+                     "closer to painting 2 (wave)"]
+
+
+# ------------------------------------------------------------------ in a session (tiny, real networks)
+TINY = TrainSettings(steps=2, size=48, batch=2, refine_steps=1)
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    """A tiny session after round 1 (6 candidates, 2 picks) and one refine, then round 2 proposed."""
+    root = tmp_path_factory.mktemp("learn")
+    photo = make_photo(root / "photo.png", seed=1)
+    painting = make_photo(root / "painting.png", seed=2, size=(80, 80))
+    s = Session.init(root / "base", [painting], [photo], TINY, device="cpu", seed=3)
+    s.propose(n=6, size=48)
+    s.select([2, 5])
+    s.refine()
+    s.propose(n=6, size=48)
+    return root / "base"
+
+
+@pytest.fixture
+def session(learned, tmp_path) -> Session:
+    shutil.copytree(learned, tmp_path / "s")
+    return Session.open(tmp_path / "s", device="cpu")
+
+
+def test_refine_stores_the_posterior_and_round_2_is_drawn_from_it(session):
+    posterior = Posterior.from_tensors(session.store.read_tensors("checkpoints/001/preference.safetensors"))
+    assert posterior.picks == 2 and posterior.spread() < Posterior.prior(3).spread()
+    # Exactly the model of round 1's picks, chosen and unchosen.
+    first = session.rounds()[0]
+    assert torch.allclose(posterior.mean, fit([Choice(first.z, [1, 4])], 3).mean)
+    assert torch.equal(session.preferred_z(), posterior.best_z())
+    second = session.rounds()[1].z
+    assert torch.equal(second[0], posterior.best_z())  # candidate 1 exploits
+    assert torch.cdist(second, second).add(torch.eye(6) * 99).min() >= MIN_DISTANCE - 1e-6
+    taste = session.status()["taste"]
+    assert taste["picks"] == 2 and 0 <= taste["confidence"] <= 1 and taste["summary"]
+
+
+def test_picks_already_learned_from_cannot_change_without_undo(session):
+    session.store.write_json("state.json", {**session.state, "rounds": session.state["rounds"][:1]})
+    again = Session.open(session.store.root, device="cpu")
+    with pytest.raises(BadInput, match="refine --undo"):
+        again.select([1])
+
+
+def test_undo_returns_to_the_state_before_the_refine(session, learned):
+    image, z = torch.rand(3, 40, 40), torch.randn(3)
+    base_output = Session.open(learned, device="cpu")
+    before = json.loads((learned / "checkpoints/001/state_before.json").read_text())
+    session.select([1, 6])  # round 2's picks, not yet refined: undo drops round 2 with them
+    undone = session.undo()
+    assert undone == {"undone": "checkpoints/001", "checkpoint": "checkpoints/000", "rounds": 1}
+    again = Session.open(session.store.root, device="cpu")
+    assert again.state == before and torch.equal(again.preferred_z(), torch.zeros(3))
+    assert not torch.equal(again.stylise(image, z), base_output.stylise(image, z))  # the generator of init
+    assert torch.equal(again.stylise(image, z), again.stylise(image, z))
+    assert again.select([3]).selection == [3]  # round 1's picks may change again
+    again.refine(steps=1)
+    assert again.preference().picks == 1 and again.state["checkpoint"] == "checkpoints/001"
+    assert [e["command"] for e in json.loads(again.store.path("history.json").read_text())["events"]][-4:] == \
+        ["select", "undo", "select", "refine"]
+    with pytest.raises(BadInput, match="nothing to undo"):
+        again.undo()
+        again.undo()
+
+
+def test_a_session_written_before_the_choice_model_still_opens(session):
+    # What today's sessions lack: the posterior files and the saved state before each refine.
+    expected = session.preference()
+    for name in ("checkpoints/000/preference.safetensors", "checkpoints/001/preference.safetensors",
+                 "checkpoints/001/state_before.json"):
+        session.store.path(name).unlink()
+    old = Session.open(session.store.root, device="cpu")
+    assert torch.allclose(old.preference().mean, expected.mean)
+    assert torch.equal(old.preferred_z(), expected.best_z())
+    assert old.status()["taste"]["picks"] == 2
+    old.undo()
+    assert old.state["checkpoint"] == "checkpoints/000" and len(old.state["rounds"]) == 1
+    assert old.state["steps"]["refine"] == 0 and old.preference().picks == 0
+
+
+def test_cli_undo_and_status_in_words(session):
+    runner = CliRunner()
+    result = runner.invoke(app, ["status", "--session", str(session.store.root), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["taste"]["picks"] == 2
+    result = runner.invoke(app, ["refine", "--undo", "--session", str(session.store.root), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["checkpoint"] == "checkpoints/000"
+    result = runner.invoke(app, ["refine", "--undo", "--steps", "3", "--session", str(session.store.root)])
+    assert result.exit_code == 2 and "--undo takes no" in result.output

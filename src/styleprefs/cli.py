@@ -176,23 +176,36 @@ def select(
 def refine(
     steps: Annotated[Optional[int], typer.Option(help="Fine-tuning steps (default from the session).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted refine from its last checkpoint.")] = False,
+    undo: Annotated[bool, typer.Option("--undo", help="Return the session to the state before the last refine.")] = False,
     device: DeviceOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Learn from your picks: move the proposals toward them and fine-tune G on your personal style."""
+    """Learn from your picks (chosen and passed over, every round): fit the choice model, fine-tune G on your style."""
+    from .errors import BadInput
     from .session import Session
 
     def work() -> dict:
-        with Session.editing(session, device) as s, _progress() as progress:
-            r = s.refine(steps, resume=resume, on_progress=_training_reporter(progress, "refine"))
-            return {"command": "refine", **r, "preferred_z": s.status()["preferred_z"]}
+        if undo and (resume or steps is not None):
+            raise BadInput("--undo takes no --resume or --steps")
+        with Session.editing(session, device) as s:
+            if undo:
+                return {"command": "refine --undo", **s.undo(), "taste": s.status()["taste"]}
+            with _progress() as progress:
+                r = s.refine(steps, resume=resume, on_progress=_training_reporter(progress, "refine"))
+            status = s.status()
+            return {"command": "refine", **r, "preferred_z": status["preferred_z"], "taste": status["taste"]}
 
     def human(r: dict) -> None:
+        if r["command"] == "refine --undo":
+            err.print(f"undid {r['undone']}: back to {r['checkpoint']} with {r['rounds']} round(s)")
+            _next("styleprefs select N [N ...]   to change the latest picks, then styleprefs refine")
+            return
         err.print(f"refined for {r['steps']} steps in {r['seconds']} s (rounds {r['rounds']}); "
                   f"checkpoint {r['checkpoint']}")
-        _next("styleprefs propose   or   styleprefs apply PHOTOS --out DIR")
+        err.print(f"learned so far: {r['taste']['summary']}", highlight=False)
+        _next("styleprefs propose   or   styleprefs apply PHOTOS --out DIR   (undo: styleprefs refine --undo)")
     _run(as_json, debug, work, human)
 
 
@@ -244,12 +257,15 @@ def status(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Show the session: rounds, selections, training so far, device and paths."""
+    """Show the session: rounds, selections, the taste learned so far, training, device and paths."""
     from .session import Session
 
     def human(r: dict) -> None:
         table = Table(title="styleprefs session", show_header=False)
         for key, value in r.items():
+            if key == "taste":
+                value = value["summary"] + (f" (from {value['picks']} picks; {value['confidence']:.0%} sure it "
+                                            "beats round 1's centre)" if value["picks"] else "")
             table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
         Console().print(table)
     _run(as_json, debug, lambda: {"command": "status", **Session.open(session, "cpu").status()}, human)

@@ -5,7 +5,8 @@ On disk (see README, "The session directory"):
     config.json                 how the session was made: settings, inputs and their sha256, versions
     state.json                  rounds, selections, steps so far, the current checkpoint (written last)
     style_grams.safetensors     the paintings' Gram matrices, layer → (K, C, C)
-    checkpoints/NNN/            generator, discriminator and proposal distribution after init / each refine
+    checkpoints/NNN/            generator, discriminator and the choice model's posterior after init / each
+                                refine; a refine's folder also keeps the state before it (for undo)
     rounds/NNN/                 proposals.safetensors (their z), candidate-XX.png, sheet.png,
                                 selection.json and chosen_grams.safetensors
     history.json                every command that changed the session
@@ -33,7 +34,7 @@ from .config import STYLE_LAYERS, ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
 from .networks import Discriminator, Generator
-from .preference import ProposalDistribution, recency_weights
+from .preference import NEAR_SPREAD, Choice, Posterior, describe, fit, recency_weights
 from .store import SCHEMA_VERSION, NoSession, SessionError, Store
 from .training import CropSampler, Progress, StopSignals, Trainer, blended_targets, gram_stats, loss_network
 
@@ -94,7 +95,7 @@ class Session:
         self.proposal_settings = ProposalSettings.from_dict(self.config.get("proposal_settings") or {})
         self.n_styles = len(self.config["styles"])
         self._generator: Generator | None = None
-        self._distribution: ProposalDistribution | None = None
+        self._posterior: Posterior | None = None
 
     # ----------------------------------------------------------------- creation and loading
     @classmethod
@@ -190,7 +191,7 @@ class Session:
         seconds = self._train(trainer, "init", s.steps, CropSampler(contents, s.size), CropSampler(styles, s.size),
                               lambda b, g: torch.randn(b, dim, generator=g), blended_targets(style_grams, self.n_styles),
                               rng, on_progress)
-        _write_checkpoint(self.store, "checkpoints/000", generator, discriminator, ProposalDistribution.prior(dim))
+        _write_checkpoint(self.store, "checkpoints/000", generator, discriminator, Posterior.prior(dim))
         state = {**self.state, "checkpoint": "checkpoints/000", "training": None,
                  "steps": {**self.state["steps"], "init": s.steps}}
         self._commit(state, {"command": "init", "steps": s.steps, "seconds": round(seconds, 1)})
@@ -249,15 +250,22 @@ class Session:
             self._generator = self.runtime.module(g).eval()
         return self._generator
 
-    def proposal_distribution(self) -> ProposalDistribution:
-        if self._distribution is None:
-            tensors = self.store.read_tensors(f"{self.checkpoint}/proposal.safetensors")
-            self._distribution = ProposalDistribution.from_tensors(tensors)
-        return self._distribution
+    def preference(self) -> Posterior:
+        """The choice model's posterior as of the current checkpoint. Sessions written before it was
+        stored (schema 1 without ``preference.safetensors``) get it fitted from the rounds refined so far."""
+        if self._posterior is None:
+            name = f"{self.checkpoint}/preference.safetensors"
+            if self.store.path(name).exists():
+                self._posterior = Posterior.from_tensors(self.store.read_tensors(name))
+            else:
+                learned = {i for refine in self.state["refines"] for i in refine["rounds"]}
+                self._posterior = fit(_choices([r for r in self.rounds() if r.index in learned]),
+                                      controls.z_dim(self.n_styles))
+        return self._posterior
 
     def preferred_z(self) -> torch.Tensor:
-        """The z ``apply`` uses by default: the centre of the learned proposal distribution."""
-        return self.proposal_distribution().mean
+        """The z ``apply`` uses by default: where the posterior mean utility is highest (0 before any pick)."""
+        return self.preference().best_z()
 
     def rounds(self) -> list[Round]:
         result = []
@@ -305,7 +313,7 @@ class Session:
         preview_path = Path(preview) if preview else Path(self.config["contents"][0]["path"])
         photo = images.load_image(preview_path, max_side=size)
         checkpoint = self.checkpoint
-        z = self.proposal_distribution().sample(n, seed=self.config["seed"] * 1000 + len(self.state["rounds"]) + 1)
+        z = self.preference().propose(n, seed=self.config["seed"] * 1000 + len(self.state["rounds"]) + 1)
         rendered = [self.stylise(photo, zi) for zi in z]
         candidates = [f"candidate-{i:02d}.png" for i in range(1, n + 1)]
         self.store.path("rounds").mkdir(exist_ok=True)
@@ -345,6 +353,9 @@ class Session:
             raise BadInput(f"no candidate {bad[0]} in round {entry['index']}: choose from 1 to {entry['n']}")
         if len(set(indices)) != len(indices):
             raise BadInput(f"candidate numbers repeat: {' '.join(map(str, indices))}")
+        if any(entry["index"] in refine["rounds"] for refine in self.state["refines"]):
+            raise BadInput(f"round {entry['index']} has already been learned from: `styleprefs propose` a new "
+                           "round, or `styleprefs refine --undo` to change its picks")
         folder = self.store.path(entry["folder"])
         chosen = [images.load_image(folder / entry["candidates"][i - 1]) for i in indices]
         grams = gram_stats(loss_network(self.runtime), chosen, self.runtime)
@@ -356,8 +367,9 @@ class Session:
         return self.rounds()[-1]
 
     def refine(self, steps: int | None = None, resume: bool = False, on_progress: ProgressFn | None = None) -> dict:
-        """Learn from all selections: move the proposal distribution, build the personal style
-        target from the chosen images' Grams, fine-tune G and D; saves a new checkpoint.
+        """Learn from all selections: fit the choice model to every round's picks (chosen and unchosen),
+        build the personal style target from the chosen images' Grams at the posterior's best z,
+        fine-tune G and D there; saves a new checkpoint, keeping the state before it for ``undo``.
 
         ``resume=True`` continues an interrupted refine from its last checkpoint; a fresh refine
         discards such a partial one."""
@@ -376,13 +388,14 @@ class Session:
         consumed = {i for refine in self.state["refines"] for i in refine["rounds"]}
         if not selected or all(r.index in consumed for r in selected):
             raise BadInput("no new selection to learn from: run `styleprefs propose`, then `styleprefs select N ...`")
-        chosen_z = [r.z[[i - 1 for i in r.selection]] for r in selected]
-        ps = self.proposal_settings
-        distribution = self.proposal_distribution().update(chosen_z, ps.shrink, ps.min_spread)
+        before = {**self.state, "training": None}
+        posterior = fit(_choices(selected), controls.z_dim(self.n_styles))
+        best = posterior.best_z()
         style_grams = self.store.read_tensors("style_grams.safetensors")
-        personal = self.personal_target(selected, style_grams, distribution.mean)
+        personal = self.personal_target(selected, style_grams, best)
 
         rt, s = self.runtime, self.settings
+        self._generator = None  # load afresh: one first loaded by stylise() holds inference-mode tensors
         generator = self.generator()
         discriminator = Discriminator()
         _load(discriminator, self.store, f"{self.checkpoint}/discriminator.safetensors")
@@ -391,13 +404,13 @@ class Session:
         contents, styles = self._decode_inputs()
         chosen_images = [images.load_image(r.candidates[i - 1]) for r in selected for i in r.selection]
         base_targets = blended_targets(style_grams, self.n_styles)
-        dim = distribution.mean.numel()
+        dim = best.numel()
         half = s.batch // 2
 
         def sample_z(batch: int, g: torch.Generator) -> torch.Tensor:
             # Half the batch near the preferred z (personal target), half from the prior so the
             # rest of the z space is not forgotten.
-            near = distribution.mean + distribution.spread * torch.randn(batch - half, dim, generator=g)
+            near = best + NEAR_SPREAD * torch.randn(batch - half, dim, generator=g)
             return torch.cat([near, torch.randn(half, dim, generator=g)])
 
         def targets(z: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -412,16 +425,43 @@ class Session:
                               CropSampler(styles + chosen_images, s.size), sample_z, targets, rng, on_progress)
 
         name = f"checkpoints/{len(self.state['refines']) + 1:03d}"
-        _write_checkpoint(self.store, name, generator, discriminator, distribution)
+        _write_checkpoint(self.store, name, generator, discriminator, posterior)
         self.store.write_tensors(f"{name}/personal_grams.safetensors", personal)
+        self.store.write_json(f"{name}/state_before.json", before)
         refine = {"checkpoint": name, "rounds": [r.index for r in selected], "steps": steps,
                   "seconds": round(seconds, 1), "previous": self.checkpoint}
         state = {**self.state, "checkpoint": name, "refines": [*self.state["refines"], refine], "training": None,
                  "steps": {**self.state["steps"], "refine": self.state["steps"]["refine"] + steps}}
         self._commit(state, {"command": "refine", **refine})
         self.store.path(TRAINING).unlink(missing_ok=True)
-        self._generator, self._distribution = None, None
+        self._generator, self._posterior = None, None
         return refine
+
+    def undo(self) -> dict:
+        """Return the session to the state before the last refine (an interrupted one counts as the last).
+
+        The undone checkpoint's folder stays on disk until a new refine takes its number; rounds
+        proposed after that refine leave the state, and the picks of the rounds it learned from can
+        be changed again with ``select``."""
+        self._require_init()
+        if (self.state.get("training") or {}).get("phase") == "refine":
+            self.store.path(TRAINING).unlink(missing_ok=True)
+            self._commit({**self.state, "training": None}, {"command": "undo", "undone": "interrupted refine"})
+            return {"undone": "interrupted refine", "checkpoint": self.checkpoint, "rounds": len(self.state["rounds"])}
+        if not self.state["refines"]:
+            raise BadInput("nothing to undo: no refine has been made")
+        last = self.state["refines"][-1]
+        saved = f"{last['checkpoint']}/state_before.json"
+        if self.store.path(saved).exists():
+            before = _checked(self.store, saved, STATE_FIELDS)
+        else:  # a refine from before undo existed: rebuild the state it started from
+            learned = max(last["rounds"])
+            before = {**self.state, "checkpoint": last["previous"], "refines": self.state["refines"][:-1],
+                      "rounds": [r for r in self.state["rounds"] if r["index"] <= learned], "training": None,
+                      "steps": {**self.state["steps"], "refine": self.state["steps"]["refine"] - last["steps"]}}
+        self._commit(before, {"command": "undo", "undone": last["checkpoint"], "checkpoint": before["checkpoint"]})
+        self._generator, self._posterior = None, None
+        return {"undone": last["checkpoint"], "checkpoint": before["checkpoint"], "rounds": len(before["rounds"])}
 
     def personal_target(self, selected: list[Round], style_grams: dict[str, torch.Tensor],
                         z: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -503,6 +543,8 @@ class Session:
         rounds = self.state["rounds"]
         unfinished = self.training_progress()
         z = self.preferred_z() if self.state["checkpoint"] else None
+        posterior = self.preference() if self.state["checkpoint"] else None
+        styles = [Path(s["path"]).stem for s in self.config["styles"]]
         return {
             "session": str(self.store.root.resolve()),
             "round": len(rounds),
@@ -516,9 +558,27 @@ class Session:
             "contents": len(self.config["contents"]),
             "checkpoint": self.state["checkpoint"],
             "preferred_z": None if z is None else dict(zip(self.config["z_names"], [round(v, 3) for v in z.tolist()])),
+            "taste": _taste(posterior, z, styles),
             "unfinished": unfinished,
             "latest_sheet": str(self.store.path(rounds[-1]["folder"]) / "sheet.png") if rounds else None,
         }
+
+
+def _choices(rounds: list[Round]) -> list[Choice]:
+    """The rounds with picks, as evidence for the choice model."""
+    return [Choice(r.z, [i - 1 for i in r.selection]) for r in rounds if r.selection]
+
+
+def _taste(posterior: Posterior | None, z: torch.Tensor | None, styles: list[str]) -> dict:
+    """What the choice model has learned, in words, and how sure it is."""
+    if posterior is None or posterior.picks == 0:
+        return {"summary": "nothing learned yet: select the candidates you like, then refine", "picks": 0}
+    words = describe(z, styles)
+    sure = posterior.confidence(z, torch.zeros_like(z))
+    summary = ("; ".join(f"{w} than round 1" if i == 0 else w for i, w in enumerate(words))
+               if words else "close to the centre of round 1")
+    return {"summary": summary, "picks": posterior.picks, "confidence": round(sure, 3),
+            "posterior_sd": round(posterior.spread(), 3)}
 
 
 def _decode(content_paths: list[Path], style_paths: list[Path], settings: TrainSettings,
@@ -530,10 +590,10 @@ def _decode(content_paths: list[Path], style_paths: list[Path], settings: TrainS
 
 
 def _write_checkpoint(store: Store, name: str, generator: Generator, discriminator: Discriminator,
-                      distribution: ProposalDistribution) -> None:
+                      posterior: Posterior) -> None:
     store.write_tensors(f"{name}/generator.safetensors", generator.state_dict())
     store.write_tensors(f"{name}/discriminator.safetensors", discriminator.state_dict())
-    store.write_tensors(f"{name}/proposal.safetensors", distribution.to_tensors())
+    store.write_tensors(f"{name}/preference.safetensors", posterior.to_tensors())
 
 
 def _load(module: torch.nn.Module, store: Store, name: str) -> None:
