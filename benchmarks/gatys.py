@@ -68,7 +68,7 @@ def gatys(
     net = net or loss_network()
     start = time.perf_counter()
     style_grams, content_target = targets(net, content, style)
-    layer_weights = torch.full((1, len(style_grams)), 1.0 / len(style_grams))
+    layer_weights = torch.full((1, len(style_grams)), 1.0 / len(style_grams), device=content.device)
 
     # contiguous: L-BFGS flattens the gradient with view(), and decoded images may be permuted views.
     logits = torch.logit(content.clamp(EPSILON, 1 - EPSILON))[None].contiguous().requires_grad_()
