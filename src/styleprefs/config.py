@@ -34,7 +34,7 @@ class TrainSettings:
     refine_lr: float = 5e-4
     content_weight: float = 1.0    # λ_c
     style_weight: float = 1.0      # λ_s, multiplied by each sample's strength from z
-    colour_weight: float = 200.0   # λ_col, multiplied by each sample's colour from z
+    colour_weight: float = 50.0    # λ_col, × each sample's colour from z (200 held strokes back: a GPU sweep, see README)
     tv_weight: float = 0.5         # λ_tv
     adversarial_weight: float = 0.01  # λ_adv (small: the discriminator sharpens, the Grams steer)
     generator_width: int = 16
