@@ -27,20 +27,22 @@ def made(tmp_path_factory):
     return root, photos, session
 
 
-def test_batched_outputs_equal_one_at_a_time_and_the_old_path(made, tmp_path):
+def test_one_at_a_time_is_the_old_path_and_batches_differ_only_by_rounding(made, tmp_path):
     root, photos, session = made
     batched = session.apply([photos], tmp_path / "batched")
     single = session.apply([photos], tmp_path / "single", max_batch=1)
     names = sorted(p.name for p in batched.outputs)
     assert names == sorted(p.name for p in single.outputs) == ["a0.png", "a1.png", "a2.png", "a3.png", "a4.png",
                                                                 "b.png", "c.png"]
-    assert [p.name for p, _ in batched.skipped] == ["broken.jpg"]
+    assert [p for p, _ in batched.skipped] == [p for p, _ in single.skipped] == [photos / "broken.jpg"]
     for name in names:
-        a = np.asarray(Image.open(tmp_path / "batched" / name))
-        assert np.array_equal(a, np.asarray(Image.open(tmp_path / "single" / name)))
-        # … and what stylising the decoded photo on its own and saving it gives
+        one = np.asarray(Image.open(tmp_path / "single" / name)).astype(int)
+        # what stylising the decoded photo on its own and saving it gives, as apply did before the pipeline
         images.save_image(session.stylise(images.load_image(photos / name)), tmp_path / "direct.png")
-        assert np.array_equal(a, np.asarray(Image.open(tmp_path / "direct.png")))
+        assert np.array_equal(one, np.asarray(Image.open(tmp_path / "direct.png")))
+        # A batch runs other convolution kernels: the same up to float rounding, so at most a rare 1/255.
+        many = np.asarray(Image.open(tmp_path / "batched" / name)).astype(int)
+        assert np.abs(many - one).max() <= 1 and (many != one).mean() < 1e-3
 
 
 def test_same_size_neighbours_share_a_forward_and_order_is_kept(made, tmp_path):

@@ -213,18 +213,21 @@ def refine(
 def apply(
     inputs: Annotated[list[Path], typer.Argument(help="Photos: files or folders.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (names mirror the inputs).")],
-    size: Annotated[Optional[int], typer.Option(help="Cap on the long side in px (default: own size up to 2048).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Cap on the long side in px (default: own size up to 2048; "
+                                                     "over 4 megapixels is done in tiles, in bounded memory).")] = None,
     pick: Annotated[Optional[str], typer.Option(help="Use the z of a proposal, ROUND:INDEX, instead of the learned one.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="png or jpg.")] = "png",
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist (cheap reruns).")] = False,
     shard: Annotated[Optional[str], typer.Option(help="Process only shard K of N (K/N), for parallel jobs.")] = None,
+    batch: Annotated[int, typer.Option(help="Most photos of one size per forward pass (1: one at a time, which "
+                                            "gives the same bytes on every run whatever the folder holds).")] = 8,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     device: DeviceOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Stylise photos with the learned generator, one forward pass per image."""
+    """Stylise photos with the learned generator: decoding and writing on worker threads, same-size photos batched."""
     from .session import Session
 
     def work() -> dict:
@@ -235,7 +238,7 @@ def apply(
             def report(k: int, total: int, path: Path) -> None:
                 progress.update(task, total=total, completed=k, info=path.name)
             r = s.apply(inputs, out, size=size, pick=pick, fmt=fmt, skip_existing=skip_existing, shard=shard,
-                        max_pixels=max_pixels, on_progress=report)
+                        max_pixels=max_pixels, max_batch=batch, on_progress=report)
         return {"command": "apply", "outputs": [str(p) for p in r.outputs], "seconds": round(r.seconds, 2),
                 "existing": [str(p) for p in r.existing], "warnings": r.warnings,
                 "failed": [{"input": str(p), "error": e} for p, e in r.skipped]}

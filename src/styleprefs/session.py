@@ -502,6 +502,8 @@ class Session:
             raise BadInput(f"--format must be png or jpg, got {fmt!r}")
         if size is not None and not images.MIN_SIDE <= size <= 8192:
             raise BadInput(f"--size must be between {images.MIN_SIDE} and 8192 px, got {size}")
+        if not 1 <= max_batch <= 256:
+            raise BadInput(f"--batch must be between 1 and 256, got {max_batch}")
         z = self.resolve_pick(pick) if pick else self.preferred_z()
         jobs = _select_shard(_output_names(inputs, Path(out), fmt), shard)
         _check_writable(Path(out))
@@ -517,7 +519,8 @@ class Session:
                 todo.append((source, target))
         self.generator()  # a damaged checkpoint fails here, before any photo is read
         items = pipeline.stylise_files(todo, lambda batch: self.stylise_batch(batch, z),
-                                       max_side=size or MAX_APPLY_SIDE, max_pixels=max_pixels, max_batch=max_batch)
+                                       max_side=size or MAX_APPLY_SIDE, max_pixels=max_pixels, max_batch=max_batch,
+                                       batch_pixels=pipeline.BATCH_PIXELS * (8 if self.runtime.device.type == "cuda" else 1))
         for k, item in enumerate(items, start=len(result.existing) + 1):
             result.warnings += item.warnings
             if item.error is None:
