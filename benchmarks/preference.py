@@ -67,6 +67,7 @@ class Eye:
 
     def __init__(self, paintings: list[Path]):
         self.net = VGG19Features((*STYLE, "relu3_1"))
+        self._photo_features: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         with torch.no_grad():
             self.painting_grams = [self.grams(images.load_image(p, max_side=256)) for p in paintings]
 
@@ -82,7 +83,10 @@ class Eye:
         return statistics.fmean(float((g[n] - target[n]).norm() / target[n].norm()) for n in STYLE)
 
     def content_distance(self, image: torch.Tensor, photo: torch.Tensor) -> float:
-        a, b = self.features(image)["relu3_1"], self.features(_fit(photo, image))["relu3_1"]
+        key = (id(photo), tuple(image.shape))
+        if key not in self._photo_features:  # the photos are few and fixed: their features once each
+            self._photo_features[key] = (photo, self.features(_fit(photo, image))["relu3_1"])
+        a, b = self.features(image)["relu3_1"], self._photo_features[key][1]
         return float((a - b).norm() / b.norm())
 
 
@@ -171,7 +175,7 @@ def run_styleprefs(taste: Taste, setup: Setup, folder: Path, args, fine_tune: bo
         with Session.editing(folder, "cpu") as s:
             s.select(picks)
             t = time.perf_counter()
-            s.refine(steps=None if fine_tune else 0)
+            s.refine(steps=args.refine_steps if fine_tune else 0)
             refine_seconds.append(time.perf_counter() - t)
             per_round.append(held_out_score(s, s.preferred_z(), taste, setup))
     s = Session.open(folder, "cpu")
@@ -231,10 +235,14 @@ def setup_paths(args) -> list[Path]:
 def prepare(two_paintings: bool, work: Path, args) -> tuple[Setup, float]:
     """One init for this painting set, and the prior's scores on the held-out photos for every taste."""
     paintings = [DATA / "style" / PAINTING_A] + ([DATA / "style" / PAINTING_B] if two_paintings else [])
-    folder = work / ("base-AB" if two_paintings else "base-A")
+    folder = args.bases / ("base-AB" if two_paintings else "base-A")
     settings = TrainSettings(steps=args.init_steps, size=args.train_size, refine_steps=args.refine_steps)
     started = time.perf_counter()
-    if not (folder / "state.json").exists() or args.fresh:
+    unfinished = (folder / "state.json").exists() and json.loads((folder / "state.json").read_text())["checkpoint"] is None
+    if unfinished and not args.fresh:
+        console.print(f"init on {' + '.join(p.stem for p in paintings)}: resuming an interrupted one")
+        Session.init(folder, [], [], device="cpu", resume=True)
+    elif not (folder / "state.json").exists() or args.fresh:
         console.print(f"init on {' + '.join(p.stem for p in paintings)}: {args.init_steps} steps at {args.train_size} px")
         Session.init(folder, paintings, [DATA / "content" / n for n in TRAIN_PHOTOS], settings, device="cpu",
                      seed=0, force=True)
@@ -312,12 +320,16 @@ def main() -> int:
     p.add_argument("--k", type=int, default=3, help="picks per round")
     p.add_argument("--prior", type=int, default=64, help="prior z the final outputs are ranked against")
     p.add_argument("--init-steps", type=int, default=200)
-    p.add_argument("--refine-steps", type=int, default=30)
+    p.add_argument("--refine-steps", type=int, default=15)
     p.add_argument("--train-size", type=int, default=96)
     p.add_argument("--proposal-size", type=int, default=128)
     p.add_argument("--eval-size", type=int, default=128, help="long side of the held-out photos")
     p.add_argument("--sheets", default="warm", help="the taste whose round-1 and last sheets go to docs/ ('' for none)")
     p.add_argument("--work", type=Path, default=ROOT / ".bench" / "preference")
+    p.add_argument("--bases", type=Path, default=ROOT / ".bench" / "preference",
+                   help="where the init sessions are kept (shared by runs with different --work)")
+    p.add_argument("--part", type=Path, help="also write this run's rows here after every method (for --report)")
+    p.add_argument("--report", type=Path, nargs="+", help="merge these --part files into the table and --out; run nothing")
     p.add_argument("--fresh", action="store_true", help="re-run init even if a base session is there")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "preference.json")
     args = p.parse_args()
@@ -326,6 +338,8 @@ def main() -> int:
     if missing := [str(x) for x in needed if not x.is_file()]:
         console.print(f"skipped: the shared data is not here ({missing[0]} …)")
         return 0
+    if args.report:
+        return report(args, [json.loads(p.read_text()) for p in args.report])
     torch.set_num_threads(2)
     args.work.mkdir(parents=True, exist_ok=True)
     rows, inits, sheets = [], {}, []
@@ -350,22 +364,37 @@ def main() -> int:
                 r = rows[-1]
                 console.print(f"  {taste.name:11s} {method:12s} percentile {r['percentile']:5.1f}  gain "
                               f"{r['gain_sd']:+.2f} σ  per round {r['per_round_percentile']}  {r['seconds']:.0f} s")
+                if args.part:
+                    args.part.parent.mkdir(parents=True, exist_ok=True)
+                    args.part.write_text(json.dumps({"rows": rows, "init_seconds": inits, "sheets": sheets, "settings": vars(args)}, indent=2, default=str))
             if taste.name == args.sheets and "styleprefs" in args.methods:
                 sheets = save_sheets(runs_folder / "styleprefs", taste.name, args.rounds)
+                if args.part:
+                    args.part.write_text(json.dumps({"rows": rows, "init_seconds": inits, "sheets": sheets, "settings": vars(args)}, indent=2, default=str))
+    return report(args, [{"rows": rows, "init_seconds": inits, "sheets": sheets, "settings": vars(args)}])
+
+
+def report(args, parts: list[dict]) -> int:
+    """The table, the verdict and the JSON, from the rows of one run or of several run side by side."""
+    rows = [row for part in parts for row in part["rows"]]
+    order = [t.name for t in TASTES]
+    rows.sort(key=lambda r: (order.index(r["taste"]), METHODS.index(r["method"])))
+    inits = {k: v for part in parts for k, v in part["init_seconds"].items()}
+    sheets = [s for part in parts for s in part["sheets"]]
     Console().print(table(rows))
-    summary = verdict(rows) if set(args.methods) == set(METHODS) else None
+    summary = verdict(rows) if {r["method"] for r in rows} == set(METHODS) else None
     if summary:
         console.print(f"styleprefs: ≥ P90 on {summary['reached_p90']}/{summary['tastes']} tastes; beats random on "
                       f"{summary['beats_random']}, mean-z on {summary['beats_mean_z']}, no-finetune on "
                       f"{summary['beats_no_finetune']} (fine-tuning adds {summary['finetune_gain_sd']:+.2f} σ on average)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: v for k, v in parts[0].get("settings", vars(args)).items() if k not in ("report", "part")},
         "paintings": {"A": PAINTING_A, "B": PAINTING_B}, "train_photos": TRAIN_PHOTOS, "held_out": HELD_OUT,
-        "tastes": {t.name: t.describe for t in TASTES if t.name in args.tastes},
+        "tastes": {t.name: t.describe for t in TASTES if t.name in {r["taste"] for r in rows}},
         "init_seconds": inits, "rows": rows, "summary": summary, "sheets": sheets,
         "torch_threads": torch.get_num_threads(),
-    }, indent=2) + "\n")
+    }, indent=2, default=str) + "\n")
     console.print(f"wrote {args.out}")
     return 0
 
