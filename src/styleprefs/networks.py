@@ -37,7 +37,7 @@ class FiLMNorm(nn.Module):
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         scale, shift = self.to_scale_shift(code)[:, :, None, None].float().chunk(2, dim=1)
         if self.stats is None:
-            var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
+            mean, var = _mean_var(x)
             if self.keep_stats:
                 self.stats = mean, var
         else:
@@ -46,6 +46,20 @@ class FiLMNorm(nn.Module):
         # InstanceNorm2d then FiLM on a CPU (fewer passes, no copies out of channels_last).
         a = (1 + scale) * torch.rsqrt(var + self.eps)
         return torch.addcmul(shift - mean * a, x, a).to(x.dtype)
+
+
+def _mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-channel mean and variance over the image, (B, C, 1, 1) each, in fp32: E[x] and E[x²] as
+    matrix-vector products, about 3× faster on a CPU than ``torch.var_mean``'s reduction over H and W."""
+    x = x.float()
+    b, c, h, w = x.shape
+    average = x.new_full((b, 1, h * w), 1 / (h * w))
+    if x.is_contiguous():
+        flat = x.reshape(b, c, h * w).transpose(1, 2)
+    else:  # channels_last: (B, H·W, C) is a view
+        flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+    mean, mean_sq = torch.bmm(average, flat), torch.bmm(average, flat * flat)
+    return mean.reshape(b, c, 1, 1), (mean_sq - mean * mean).clamp_min(0).reshape(b, c, 1, 1)
 
 
 @contextlib.contextmanager
