@@ -72,8 +72,8 @@ def worker_apply(spec: dict) -> dict:
     side = spec["size"]
     forward = []
     if not tiling.needs_tiles(side, side):
-        cuda = spec["device"].startswith("cuda")
-        batch = max(1, min(n, pipeline.MAX_BATCH, pipeline.BATCH_PIXELS * (8 if cuda else 1) // (side * side)))
+        batch_pixels = pipeline.BATCH_PIXELS[session.runtime.device.type]
+        batch = max(1, min(n, pipeline.MAX_BATCH, batch_pixels // (side * side)))
         x = torch.rand(batch, 3, side, side)
         for _ in range(spec["repeats"] + 1):  # the first is a warm-up
             _sync(spec["device"])
@@ -293,16 +293,15 @@ def main(argv: list[str] | None = None) -> int:
                       highlight=False, markup=False)
         return r
 
-    # A session with the default architecture (one init step: speed does not depend on training).
-    session = args.out / "session"
+    # The init measurement trains a session of the default settings for a few steps; unless --session names a
+    # trained one, every other measurement uses that (speed does not depend on how far G was trained).
+    session, train_session = args.out / "session", args.out / "train-session"
     if args.session:
         shutil.rmtree(session, ignore_errors=True)
         shutil.copytree(args.session, session)
-    else:
-        console.print("making a session …")
-        child([sys.executable, "-m", "styleprefs", "init", "--style", str(PAINTING), "--content",
-               str(EXAMPLES / "photos"), "--steps", "1", "--session", str(session), "--force", "--device", args.device,
-               "--json"])
+    console.print("init, a few steps …")
+    init_run = measure("train", {"phase": "init", "steps": steps, "device": args.device,
+                                 "session": str(train_session if args.session else session)})
     child([sys.executable, "-m", "styleprefs", "propose", "--n", "4", "--size", "64", "--session", str(session),
            "--device", args.device, "--json"])
     child([sys.executable, "-m", "styleprefs", "select", "1", "2", "--session", str(session), "--json"])
@@ -351,13 +350,14 @@ def main(argv: list[str] | None = None) -> int:
             f"tiles; boundary crop {Path(m['crop']).relative_to(ROOT)}")
 
     # training: per step, and the defaults (estimated from the per-step time unless --full)
-    train_session = args.out / "train-session"
     for phase in ("init", "refine"):
-        if phase == "refine":
+        if phase == "init":
+            m, rss = init_run
+        else:
             shutil.rmtree(train_session, ignore_errors=True)
             shutil.copytree(session, train_session)
-        m, rss = measure("train", {"phase": phase, "steps": steps, "device": args.device,
-                                   "session": str(train_session)})
+            m, rss = measure("train", {"phase": phase, "steps": steps, "device": args.device,
+                                       "session": str(train_session)})
         per_step = row(f"{phase}, per step", "auto", m["steps"], "s/step", rss,
                        f"{steps} steps, default settings; first {m['first_step_s']:.1f} s apart")
         estimate = m["before_first_s"] + per_step["median"] * (m["default_steps"] - 1)

@@ -19,8 +19,11 @@ import torch
 
 from . import images
 
-BATCH_PIXELS = 1 << 21  # images per forward: as many of one size as fit in this many pixels …
-MAX_BATCH = 8           # … up to this many
+# Images per forward: as many of one size as fit in this many pixels, up to MAX_BATCH. On a CPU a batch pays
+# only for small photos (the per-layer fixed costs) and keeps decoding and writing from overlapping the model;
+# a GPU needs big batches to be kept busy.
+BATCH_PIXELS = {"cpu": 1 << 18, "cuda": 1 << 24}
+MAX_BATCH = 8
 AHEAD = 4               # decoded images waiting for the model, and outputs waiting to be written, at most
 # PNG compression is the slowest step after the model; a GPU outruns one thread of it many times over.
 ENCODERS = max(1, min(8, (os.cpu_count() or 2) - 1))
@@ -53,7 +56,7 @@ def _decode(source: Path, target: Path, max_side: int, max_pixels: int) -> Item:
 
 
 def stylise_files(pairs: list[tuple[Path, Path]], render: Callable[[torch.Tensor], torch.Tensor], max_side: int,
-                  max_pixels: int, batch_pixels: int = BATCH_PIXELS, max_batch: int = MAX_BATCH,
+                  max_pixels: int, batch_pixels: int = BATCH_PIXELS["cpu"], max_batch: int = MAX_BATCH,
                   encoders: int = ENCODERS) -> Iterator[Item]:
     """Decode each (source, target) pair, ``render`` (B, 3, H, W) → (B, 3, H, W) batches of one size, write
     each result to its target; yield every item, in order, once written or skipped. An error while writing

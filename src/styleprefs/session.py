@@ -520,7 +520,7 @@ class Session:
         self.generator()  # a damaged checkpoint fails here, before any photo is read
         items = pipeline.stylise_files(todo, lambda batch: self.stylise_batch(batch, z),
                                        max_side=size or MAX_APPLY_SIDE, max_pixels=max_pixels, max_batch=max_batch,
-                                       batch_pixels=pipeline.BATCH_PIXELS * (8 if self.runtime.device.type == "cuda" else 1))
+                                       batch_pixels=pipeline.BATCH_PIXELS[self.runtime.device.type])
         for k, item in enumerate(items, start=len(result.existing) + 1):
             result.warnings += item.warnings
             if item.error is None:
