@@ -70,6 +70,7 @@ def worker_apply(spec: dict) -> dict:
         per_image.append((time.perf_counter() - started) / n)
         assert len(result.outputs) == n, result.skipped
     side = spec["size"]
+    z = session.preferred_z()  # once, as apply does (finding it can take longer than a forward)
     forward = []
     if not tiling.needs_tiles(side, side):
         batch_pixels = pipeline.BATCH_PIXELS[session.runtime.device.type]
@@ -78,7 +79,7 @@ def worker_apply(spec: dict) -> dict:
         for _ in range(spec["repeats"] + 1):  # the first is a warm-up
             _sync(spec["device"])
             started = time.perf_counter()
-            session.stylise_batch(x)
+            session.stylise_batch(x, z)
             _sync(spec["device"])
             forward.append((time.perf_counter() - started) / batch)
         forward = forward[1:]
