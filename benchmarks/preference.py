@@ -56,8 +56,7 @@ PAINTING_A = "vangogh_starry_night.jpg"
 PAINTING_B = "gauguin_arearea.jpg"
 TRAIN_PHOTOS = ["gc_TowerBridgeLondon.jpg", "gc_animal_koala.jpg", "gc_farm_sheep.jpg",
                 "gc_monument_montStMichel.jpg", "gc_people_italy.jpg", "opencv_hfs_lake.jpg"]
-HELD_OUT = ["gc_animal_scarlet_macaw.jpg", "gc_monument_eiffelTower.jpg", "gc_erase_red_panda.jpg",
-            "opencv_hfs_tree.jpg"]
+HELD_OUT = ["gc_animal_scarlet_macaw.jpg", "gc_monument_eiffelTower.jpg", "opencv_hfs_tree.jpg"]
 STYLE = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 
 
@@ -287,7 +286,7 @@ def table(rows: list[dict]) -> Table:
 
 def verdict(rows: list[dict]) -> dict:
     by = {(r["taste"], r["method"]): r for r in rows}
-    tastes = sorted({r["taste"] for r in rows}, key=[t.name for t in TASTES].index)
+    tastes = [t.name for t in TASTES if all((t.name, m) in by for m in METHODS)]  # tastes run to the end
     ours = [by[t, "styleprefs"] for t in tastes]
     return {
         "tastes": len(tastes),
@@ -320,10 +319,10 @@ def main() -> int:
     p.add_argument("--k", type=int, default=3, help="picks per round")
     p.add_argument("--prior", type=int, default=64, help="prior z the final outputs are ranked against")
     p.add_argument("--init-steps", type=int, default=200)
-    p.add_argument("--refine-steps", type=int, default=15)
+    p.add_argument("--refine-steps", type=int, default=10)
     p.add_argument("--train-size", type=int, default=96)
-    p.add_argument("--proposal-size", type=int, default=128)
-    p.add_argument("--eval-size", type=int, default=128, help="long side of the held-out photos")
+    p.add_argument("--proposal-size", type=int, default=96)
+    p.add_argument("--eval-size", type=int, default=96, help="long side of the held-out photos")
     p.add_argument("--sheets", default="warm", help="the taste whose round-1 and last sheets go to docs/ ('' for none)")
     p.add_argument("--work", type=Path, default=ROOT / ".bench" / "preference")
     p.add_argument("--bases", type=Path, default=ROOT / ".bench" / "preference",
@@ -383,6 +382,8 @@ def report(args, parts: list[dict]) -> int:
     sheets = [s for part in parts for s in part["sheets"]]
     Console().print(table(rows))
     summary = verdict(rows) if {r["method"] for r in rows} == set(METHODS) else None
+    if summary and summary["tastes"] < len({r["taste"] for r in rows}):
+        console.print("[yellow]some tastes did not finish every method: the verdict counts only those that did[/]")
     if summary:
         console.print(f"styleprefs: ≥ P90 on {summary['reached_p90']}/{summary['tastes']} tastes; beats random on "
                       f"{summary['beats_random']}, mean-z on {summary['beats_mean_z']}, no-finetune on "
