@@ -165,6 +165,8 @@ class Trainer:
              targets: dict[str, torch.Tensor]) -> dict[str, float]:
         s, rt = self.settings, self.runtime
         weights = controls.loss_weights(z, len(STYLE_LAYERS), self.n_styles)
+        # D is frozen for G's update: the gradient flows through it to G, none is spent on its weights.
+        self.d.requires_grad_(False)
         with rt.autocast():
             with torch.no_grad():
                 content_features = self.net(content)[CONTENT_LAYER]
@@ -184,13 +186,15 @@ class Trainer:
         self.opt_g.step()
 
         # The discriminator learns to tell painting (and chosen) crops from generated ones.
+        self.d.requires_grad_(True)
         with rt.autocast():
             l_d = losses.discriminator_loss(self.d(real), self.d(output.detach()))
         self.opt_d.zero_grad(set_to_none=True)
         l_d.backward()
         self.opt_d.step()
-        return {"total": total.item(), "content": l_content.mean().item(), "style": l_style.mean().item(),
-                "colour": l_colour.mean().item(), "adv": l_adv.mean().item(), "disc": l_d.item()}
+        names = ("total", "content", "style", "colour", "adv", "disc")
+        values = torch.stack([total, l_content.mean(), l_style.mean(), l_colour.mean(), l_adv.mean(), l_d]).detach().tolist()
+        return dict(zip(names, values))  # one device sync per step, not six
 
     def run(self, phase: str, steps: int, content: CropSampler, real: CropSampler,
             sample_z: ZSampler, targets: TargetFn, generator: torch.Generator,
