@@ -68,8 +68,6 @@ class ProposalSettings:
 
     n: int = 16
     size: int = 256  # long side of the preview renders, px
-    shrink: float = 0.6  # refine: the proposal spread shrinks by this factor per round
-    min_spread: float = 0.25
 
     @classmethod
     def from_dict(cls, data: dict) -> ProposalSettings:

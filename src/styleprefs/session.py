@@ -243,11 +243,15 @@ class Session:
             raise BadInput(f"the init of {self.store.root} did not finish; continue it with `styleprefs init --resume`")
 
     def generator(self) -> Generator:
-        """The current generator, loaded once and kept."""
+        """The current generator, loaded once and kept.
+
+        Built outside inference mode even when ``stylise`` asks first, so ``refine`` can train the same object."""
         if self._generator is None:
-            g = Generator(controls.z_dim(self.n_styles), self.settings.generator_width, self.settings.generator_blocks)
-            _load(g, self.store, f"{self.checkpoint}/generator.safetensors")
-            self._generator = self.runtime.module(g).eval()
+            with torch.inference_mode(False):
+                g = Generator(controls.z_dim(self.n_styles), self.settings.generator_width,
+                              self.settings.generator_blocks)
+                _load(g, self.store, f"{self.checkpoint}/generator.safetensors")
+                self._generator = self.runtime.module(g).eval()
         return self._generator
 
     def preference(self) -> Posterior:
@@ -395,7 +399,6 @@ class Session:
         personal = self.personal_target(selected, style_grams, best)
 
         rt, s = self.runtime, self.settings
-        self._generator = None  # load afresh: one first loaded by stylise() holds inference-mode tensors
         generator = self.generator()
         discriminator = Discriminator()
         _load(discriminator, self.store, f"{self.checkpoint}/discriminator.safetensors")
