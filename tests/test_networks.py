@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from styleprefs import controls
-from styleprefs.networks import Discriminator, Generator
+from styleprefs.networks import Discriminator, Generator, ToRGB
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,25 @@ def test_channels_last_gives_the_same_image(generator):
         g_cl = g_cl.to(memory_format=torch.channels_last)
         b = g_cl(x.contiguous(memory_format=torch.channels_last), z)
     assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_row_split_output_conv_equals_the_plain_convolution(channels_last):
+    """ToRGB's CPU path (one-row convolutions and a shifted sum) must be the k×k convolution, values and gradients."""
+    torch.manual_seed(1)
+    layer = ToRGB(8, 3, 9)
+    x = torch.rand(2, 8, 23, 31)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    out = layer(x)
+    expected = layer.conv(layer.pad(x))
+    assert out.shape == expected.shape == (2, 3, 23, 31)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), (x, layer.conv.weight, layer.conv.bias))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, layer.conv.weight, layer.conv.bias))
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 def test_discriminator_gives_a_grid_of_patch_logits():
