@@ -2,15 +2,19 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from styleprefs import images
 from styleprefs.cli import app
+from styleprefs.config import STYLE_LAYERS
 from styleprefs.config import TrainSettings
 from styleprefs.errors import BadInput
 from styleprefs.session import Session
+from styleprefs.training import gram_stats, loss_network
 from tests.conftest import make_photo
 from styleprefs.preference import (BOUND, MIN_DISTANCE, Choice, Posterior, describe, features, fit,
                                    log_likelihood, sobol_normal)
@@ -213,3 +217,38 @@ def test_cli_undo_and_status_in_words(session):
     assert json.loads(result.stdout)["checkpoint"] == "checkpoints/000"
     result = runner.invoke(app, ["refine", "--undo", "--steps", "3", "--session", str(session.store.root)])
     assert result.exit_code == 2 and "--undo takes no" in result.output
+
+
+def test_select_keeps_the_mean_grams_of_the_passed_over_candidates(session):
+    first = session.rounds()[0]
+    saved = session.store.read_tensors("rounds/001/passed_grams.safetensors")
+    passed = [images.load_image(c) for i, c in enumerate(first.candidates, 1) if i not in first.selection]
+    expected = gram_stats(loss_network(session.runtime), passed, session.runtime)
+    assert len(passed) == 4
+    for name in STYLE_LAYERS:
+        assert saved[name].shape == (1, *expected[name].shape[1:])
+        torch.testing.assert_close(saved[name][0], expected[name].mean(0))
+
+
+def test_personal_target_is_the_current_look_moved_toward_the_picks(session):
+    first = session.rounds()[:1]
+    z = session.preferred_z()
+    net = loss_network(session.runtime)
+    preview = images.load_image(Path(session.state["rounds"][0]["preview"]), max_side=48)
+    look = gram_stats(net, [session.stylise(preview, z)], session.runtime)
+    chosen = session.store.read_tensors("rounds/001/chosen_grams.safetensors")
+    passed = session.store.read_tensors("rounds/001/passed_grams.safetensors")
+
+    session.settings.preference_step = 0.0
+    still = session.personal_target(first, z)
+    session.settings.preference_step = 2.0
+    moved = session.personal_target(first, z)
+    for name in STYLE_LAYERS:
+        torch.testing.assert_close(still[name], look[name][0])
+        torch.testing.assert_close(moved[name], look[name][0] + 2.0 * (chosen[name].mean(0) - passed[name][0]))
+    # A session from before passed_grams existed gets the same target, from the candidates' images.
+    session.store.path("rounds/001/passed_grams.safetensors").unlink()
+    again = session.personal_target(first, z)
+    for name in STYLE_LAYERS:
+        torch.testing.assert_close(again[name], moved[name], rtol=1e-4, atol=1e-6)
+

@@ -39,7 +39,7 @@ class TrainSettings:
     adversarial_weight: float = 0.01  # λ_adv (small: the discriminator sharpens, the Grams steer)
     generator_width: int = 16
     generator_blocks: int = 5
-    personal_blend: float = 0.7    # weight of the chosen images' Grams in the personal style target
+    preference_step: float = 1.0   # γ: how far refine's target moves past the current look, along chosen − passed-over
     checkpoint_seconds: float = 30.0  # how often init/refine save a resumable checkpoint
 
     def validate(self) -> TrainSettings:
@@ -50,8 +50,8 @@ class TrainSettings:
             raise ConfigError(f"size must be between 32 and 1024 px, got {self.size}")
         if not 32 <= self.style_size <= 2048:
             raise ConfigError(f"style size must be between 32 and 2048 px, got {self.style_size}")
-        if not 0.0 <= self.personal_blend <= 1.0:
-            raise ConfigError(f"personal blend must be in [0, 1], got {self.personal_blend}")
+        if not 0.0 <= self.preference_step <= 4.0:
+            raise ConfigError(f"preference step must be in [0, 4], got {self.preference_step}")
         return self
 
     @classmethod

@@ -36,7 +36,8 @@ from .errors import BadInput, StyleprefsError
 from .networks import Discriminator, Generator
 from .preference import NEAR_SPREAD, Choice, Posterior, describe, fit, recency_weights
 from .store import SCHEMA_VERSION, NoSession, SessionError, Store
-from .training import CropSampler, Progress, StopSignals, Trainer, blended_targets, gram_stats, loss_network
+from .training import (CropSampler, Progress, StopSignals, Trainer, WeightsFn, blended_targets, gram_stats,
+                       loss_network)
 
 ProgressFn = Callable[[Progress], None]
 MAX_APPLY_SIDE = 2048
@@ -202,7 +203,8 @@ class Session:
                        [Path(c["path"]) for c in self.config["styles"]], self.settings)
 
     def _train(self, trainer: Trainer, phase: str, steps: int, content: CropSampler, real: CropSampler,
-               sample_z, targets, rng: torch.Generator, on_progress: ProgressFn | None) -> float:
+               sample_z, targets, rng: torch.Generator, on_progress: ProgressFn | None,
+               weights: WeightsFn | None = None) -> float:
         """Run a training phase with resumable checkpoints: every ``checkpoint_seconds``, and at a
         step boundary when SIGINT/SIGTERM asks to stop. Continues from ``training.safetensors`` if present."""
         first = 0
@@ -219,7 +221,8 @@ class Session:
         started = last_save = time.perf_counter()
         step = first
         with StopSignals() as stop:
-            for progress in trainer.run(phase, steps, content, real, sample_z, targets, rng, first_step=first):
+            for progress in trainer.run(phase, steps, content, real, sample_z, targets, rng, first_step=first,
+                                        weights=weights):
                 step = progress.step
                 if on_progress:
                     on_progress(progress)
@@ -361,9 +364,12 @@ class Session:
             raise BadInput(f"round {entry['index']} has already been learned from: `styleprefs propose` a new "
                            "round, or `styleprefs refine --undo` to change its picks")
         folder = self.store.path(entry["folder"])
-        chosen = [images.load_image(folder / entry["candidates"][i - 1]) for i in indices]
-        grams = gram_stats(loss_network(self.runtime), chosen, self.runtime)
-        self.store.write_tensors(f"{entry['folder']}/chosen_grams.safetensors", grams)
+        chosen, passed = _chosen_and_passed(folder, entry["candidates"], indices)
+        net = loss_network(self.runtime)
+        self.store.write_tensors(f"{entry['folder']}/chosen_grams.safetensors", gram_stats(net, chosen, self.runtime))
+        if passed:  # their mean: refine's target moves away from it
+            self.store.write_tensors(f"{entry['folder']}/passed_grams.safetensors",
+                                     {k: v.mean(0, keepdim=True) for k, v in gram_stats(net, passed, self.runtime).items()})
         self.store.write_json(f"{entry['folder']}/selection.json", {"round": entry["index"], "chosen": indices})
         rounds = [*self.state["rounds"][:-1], {**entry, "selection": indices}]
         self._commit({**self.state, "rounds": rounds}, {"command": "select", "round": entry["index"],
@@ -396,7 +402,7 @@ class Session:
         posterior = fit(_choices(selected), controls.z_dim(self.n_styles))
         best = posterior.best_z()
         style_grams = self.store.read_tensors("style_grams.safetensors")
-        personal = self.personal_target(selected, style_grams, best)
+        personal = self.personal_target(selected, best)
 
         rt, s = self.runtime, self.settings
         generator = self.generator()
@@ -421,11 +427,21 @@ class Session:
             return {name: torch.cat([personal[name].to(z.device).expand(z.shape[0] - half, -1, -1),
                                      base[name][z.shape[0] - half:]]) for name in base}
 
+        def loss_weights(z: torch.Tensor) -> controls.LossWeights:
+            # The near half matches the personal target as it stands: the target already carries the strength,
+            # palette and strokes the user picked, and the weights an extreme z would give (a tiny style weight, a
+            # strong pull to the photo's colours) would only fight it. The prior half keeps what z means.
+            weights = controls.loss_weights(z, len(STYLE_LAYERS), self.n_styles)
+            near = z.shape[0] - half
+            weights.layers[:near], weights.strength[:near], weights.colour[:near] = 1.0, 1.0, 0.0
+            return weights
+
         rng = torch.Generator().manual_seed(self.config["seed"] + 7919 * (len(self.state["refines"]) + 1))
         self.state = {**self.state, "training": {"phase": "refine", "steps": steps}}
         self.store.write_json("state.json", self.state)
         seconds = self._train(trainer, "refine", steps, CropSampler(contents, s.size),
-                              CropSampler(styles + chosen_images, s.size), sample_z, targets, rng, on_progress)
+                              CropSampler(styles + chosen_images, s.size), sample_z, targets, rng, on_progress,
+                              loss_weights)
 
         name = f"checkpoints/{len(self.state['refines']) + 1:03d}"
         _write_checkpoint(self.store, name, generator, discriminator, posterior)
@@ -466,16 +482,40 @@ class Session:
         self._generator, self._posterior = None, None
         return {"undone": last["checkpoint"], "checkpoint": before["checkpoint"], "rounds": len(before["rounds"])}
 
-    def personal_target(self, selected: list[Round], style_grams: dict[str, torch.Tensor],
-                        z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per layer: β·(recency-weighted mean Gram of the chosen images) + (1−β)·(paintings' Gram at z)."""
-        weights = recency_weights(len(selected))
-        chosen = [self.store.read_tensors(f"{r.folder.relative_to(self.store.root)}/chosen_grams.safetensors")
-                  for r in selected]
-        painting = blended_targets(style_grams, self.n_styles)(z[None])
-        beta = self.settings.personal_blend
-        return {name: beta * sum(w * grams[name].mean(0) for w, grams in zip(weights, chosen))
-                + (1 - beta) * painting[name][0] for name in STYLE_LAYERS}
+    def personal_target(self, selected: list[Round], z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per layer: the Grams of the current look at the preferred ``z`` (rendered on the latest picked round's
+        preview), moved by γ (``preference_step``) along the direction the user has been choosing,
+
+            P_l = G_l(current look at z*) + γ·Σ_r ρ_r·(mean_chosen(r) G_l − mean_passed-over(r) G_l),
+
+        ρ_r the recency weights. Aiming at the mean of the chosen images instead pulled the generator back
+        from the preferred z toward the average pick and cost taste (benchmarks/preference.py, README)."""
+        net = loss_network(self.runtime)
+        latest = self.state["rounds"][selected[-1].index - 1]
+        preview = Path(latest.get("preview") or self.config["contents"][0]["path"])
+        chosen = [self.store.read_tensors(f"{r.folder.relative_to(self.store.root)}/chosen_grams.safetensors") for r in selected]
+        if preview.is_file():
+            look = gram_stats(net, [self.stylise(images.load_image(preview, max_side=latest["size"]), z)], self.runtime)
+        else:  # the preview photo has gone: the latest picks stand in for the current look
+            look = chosen[-1]
+        delta = {name: torch.zeros_like(look[name][0]) for name in STYLE_LAYERS}
+        for weight, r, grams in zip(recency_weights(len(selected)), selected, chosen, strict=True):
+            passed = self._passed_grams(r, net)
+            if passed is not None:
+                for name in STYLE_LAYERS:
+                    delta[name] += weight * (grams[name].mean(0) - passed[name][0])
+        step = self.settings.preference_step
+        return {name: look[name].mean(0) + step * delta[name] for name in STYLE_LAYERS}
+
+    def _passed_grams(self, r: Round, net) -> dict[str, torch.Tensor] | None:
+        """The mean Grams of a round's passed-over candidates (saved by ``select``; computed for older sessions)."""
+        saved = f"{r.folder.relative_to(self.store.root)}/passed_grams.safetensors"
+        if self.store.path(saved).exists():
+            return self.store.read_tensors(saved)
+        _, passed = _chosen_and_passed(r.folder, [c.name for c in r.candidates], r.selection)
+        if not passed:
+            return None
+        return {k: v.mean(0, keepdim=True) for k, v in gram_stats(net, passed, self.runtime).items()}
 
     def resolve_pick(self, pick: str) -> torch.Tensor:
         """The z of ``ROUND:INDEX`` (both 1-based)."""
@@ -585,6 +625,13 @@ def _taste(posterior: Posterior | None, z: torch.Tensor | None, styles: list[str
                if words else "close to the centre of round 1")
     return {"summary": summary, "picks": posterior.picks, "confidence": round(sure, 3),
             "posterior_sd": round(posterior.spread(), 3)}
+
+
+def _chosen_and_passed(folder: Path, candidates: list[str], chosen: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """A round's candidate images, split into the chosen (1-based ``chosen``, in that order) and the passed over."""
+    picked = [images.load_image(folder / candidates[i - 1]) for i in chosen]
+    passed = [images.load_image(folder / name) for i, name in enumerate(candidates, 1) if i not in chosen]
+    return picked, passed
 
 
 def _decode(content_paths: list[Path], style_paths: list[Path], settings: TrainSettings,

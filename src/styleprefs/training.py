@@ -31,6 +31,8 @@ from .vgg import VGG19Features
 ZSampler = Callable[[int, torch.Generator], torch.Tensor]
 # Maps a batch of z to its per-sample target Grams, layer → (B, C, C).
 TargetFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+# Maps a batch of z to its per-sample loss weights (by default what z means: controls.loss_weights).
+WeightsFn = Callable[[torch.Tensor], controls.LossWeights]
 
 
 @dataclass
@@ -161,10 +163,11 @@ class Trainer:
             full["state"] = state
             opt.load_state_dict(full)
 
-    def step(self, content: torch.Tensor, real: torch.Tensor, z: torch.Tensor,
-             targets: dict[str, torch.Tensor]) -> dict[str, float]:
+    def step(self, content: torch.Tensor, real: torch.Tensor, z: torch.Tensor, targets: dict[str, torch.Tensor],
+             weights: controls.LossWeights | None = None) -> dict[str, float]:
         s, rt = self.settings, self.runtime
-        weights = controls.loss_weights(z, len(STYLE_LAYERS), self.n_styles)
+        if weights is None:
+            weights = controls.loss_weights(z, len(STYLE_LAYERS), self.n_styles)
         # D is frozen for G's update: the gradient flows through it to G, none is spent on its weights.
         self.d.requires_grad_(False)
         with rt.autocast():
@@ -198,7 +201,7 @@ class Trainer:
 
     def run(self, phase: str, steps: int, content: CropSampler, real: CropSampler,
             sample_z: ZSampler, targets: TargetFn, generator: torch.Generator,
-            first_step: int = 0) -> Iterator[Progress]:
+            first_step: int = 0, weights: WeightsFn | None = None) -> Iterator[Progress]:
         self.g.train()
         self.d.train()
         rt, batch = self.runtime, self.settings.batch
@@ -207,7 +210,7 @@ class Trainer:
             crops = rt.images(content.sample(batch, generator))
             real_crops = rt.images(real.sample(batch, generator))
             z = sample_z(batch, generator).to(rt.device)
-            report = self.step(crops, real_crops, z, targets(z))
+            report = self.step(crops, real_crops, z, targets(z), weights(z) if weights else None)
             yield Progress(phase, step + 1, steps, time.perf_counter() - start, report)
         self.g.eval()
         self.d.eval()
