@@ -16,8 +16,8 @@ from styleprefs.errors import BadInput
 from styleprefs.session import Session
 from styleprefs.training import gram_stats, loss_network
 from tests.conftest import make_photo
-from styleprefs.preference import (BOUND, MIN_DISTANCE, Choice, Posterior, describe, features, fit,
-                                   log_likelihood, sobol_normal)
+from styleprefs.preference import (BOUND, MIN_DISTANCE, Choice, Posterior, contrast_looks, describe, describe_looks,
+                                   features, fit, log_likelihood, looks, sobol_normal)
 
 DIM = 3
 TRUE_W = torch.tensor([1.5, -2.0, 0.5, 0.0, -1.0, -1.5], dtype=torch.float64)  # bold-ish, fine strokes, mid colour
@@ -120,11 +120,35 @@ def test_posterior_round_trips_through_tensors():
 
 
 def test_taste_in_words():
-    assert describe(torch.tensor([-1.0, 1.2, 0.1]), ["starry"]) == ["finer strokes", "bolder"]
+    assert describe(torch.tensor([-1.0, 1.2, 0.1]), ["starry"]) == ["bolder"]
     assert describe(torch.tensor([0.0, 0.0, 0.0]), ["starry"]) == []
     words = describe(torch.tensor([0.6, -0.8, -1.0, -1.0, 1.0]), ["starry", "wave"])
-    assert words == ["coarser, larger strokes", "more subtle", "more of the painting's palette",
-                     "closer to painting 2 (wave)"]
+    assert words == ["more subtle", "more of the painting's palette", "closer to painting 2 (wave)"]
+
+
+def test_looks_are_measured_on_the_pixels():
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(64, 64), mode="bilinear")[0]
+    grainy = (smooth + 0.2 * torch.rand(3, 64, 64, generator=g)).clamp(0, 1)
+    warm, cool = smooth.clone(), smooth.clone()
+    warm[0], cool[2] = (warm[0] + 0.3).clamp(max=1), (cool[2] + 0.3).clamp(max=1)
+    grey = smooth.mean(0, keepdim=True).expand(3, -1, -1)
+    assert looks(grainy)["detail"] > 2 * looks(smooth)["detail"]
+    assert looks(warm)["warmth"] > looks(smooth)["warmth"] > looks(cool)["warmth"]
+    assert looks(grey)["saturation"] < 1e-6 < looks(smooth)["saturation"]
+
+
+def test_the_picks_looks_in_words():
+    # A user who picks the warm, grainy candidates of a round.
+    picked = [{"warmth": 0.3, "saturation": 0.5, "detail": 0.4}, {"warmth": 0.25, "saturation": 0.4, "detail": 0.5}]
+    passed = [{"warmth": w, "saturation": 0.45, "detail": d} for w, d in [(0.0, 0.1), (-0.1, 0.2), (0.05, 0.15)]]
+    contrast = contrast_looks(picked, passed)
+    assert contrast["warmth"] > 1 and contrast["detail"] > 1 and abs(contrast["saturation"]) < 0.5
+    assert describe_looks([contrast]) == ["warmer colours", "finer detail"]
+    # The latest round weighs most: a later change of mind wins.
+    flipped = {k: -v for k, v in contrast.items()}
+    assert describe_looks([contrast, flipped]) == ["cooler colours", "broader, smoother strokes"]
+    assert describe_looks([]) == [] and contrast_looks(picked, []) == {k: 0.0 for k in contrast}
 
 
 # ------------------------------------------------------------------ in a session (tiny, real networks)
@@ -228,6 +252,11 @@ def test_select_keeps_the_mean_grams_of_the_passed_over_candidates(session):
     for name in STYLE_LAYERS:
         assert saved[name].shape == (1, *expected[name].shape[1:])
         torch.testing.assert_close(saved[name][0], expected[name].mean(0))
+    picked = [images.load_image(first.candidates[i - 1]) for i in first.selection]
+    contrast = session.store.read_json("rounds/001/selection.json")["looks"]
+    assert contrast == contrast_looks([looks(x) for x in picked], [looks(x) for x in passed])
+    words = describe_looks([contrast])
+    assert all(w in session.status()["taste"]["summary"] for w in words)
 
 
 def test_personal_target_is_the_current_look_moved_toward_the_picks(session):
@@ -239,13 +268,21 @@ def test_personal_target_is_the_current_look_moved_toward_the_picks(session):
     chosen = session.store.read_tensors("rounds/001/chosen_grams.safetensors")
     passed = session.store.read_tensors("rounds/001/passed_grams.safetensors")
 
-    session.settings.preference_step = 0.0
+    session.settings.preference_step, session.settings.preference_reach = 0.0, 1.0
     still = session.personal_target(first, z)
     session.settings.preference_step = 2.0
     moved = session.personal_target(first, z)
+    session.settings.preference_reach = 0.01
+    bounded = session.personal_target(first, z)
     for name in STYLE_LAYERS:
         torch.testing.assert_close(still[name], look[name][0])
-        torch.testing.assert_close(moved[name], look[name][0] + 2.0 * (chosen[name].mean(0) - passed[name][0]))
+        delta = chosen[name].mean(0) - passed[name][0]
+        torch.testing.assert_close(moved[name], look[name][0] + 2.0 * delta)
+        # The trust region: the same direction, at most 1 % of the look's norm.
+        step = bounded[name] - look[name][0]
+        assert float(step.norm()) <= 0.01 * float(look[name][0].norm()) * (1 + 1e-4)
+        assert torch.nn.functional.cosine_similarity(step.flatten(), delta.flatten(), dim=0) > 0.999
+    session.settings.preference_reach = 1.0
     # A session from before passed_grams existed gets the same target, from the candidates' images.
     session.store.path("rounds/001/passed_grams.safetensors").unlink()
     again = session.personal_target(first, z)

@@ -40,6 +40,7 @@ class TrainSettings:
     generator_width: int = 16
     generator_blocks: int = 5
     preference_step: float = 1.0   # γ: how far refine's target moves past the current look, along chosen − passed-over
+    preference_reach: float = 0.15  # ... but by at most this fraction of each layer's Gram norm per refine
     checkpoint_seconds: float = 30.0  # how often init/refine save a resumable checkpoint
 
     def validate(self) -> TrainSettings:
@@ -50,6 +51,8 @@ class TrainSettings:
             raise ConfigError(f"size must be between 32 and 1024 px, got {self.size}")
         if not 32 <= self.style_size <= 2048:
             raise ConfigError(f"style size must be between 32 and 2048 px, got {self.style_size}")
+        if not 0.0 < self.preference_reach <= 1.0:
+            raise ConfigError(f"preference reach must be in (0, 1], got {self.preference_reach}")
         if not 0.0 <= self.preference_step <= 4.0:
             raise ConfigError(f"preference step must be in [0, 4], got {self.preference_step}")
         return self

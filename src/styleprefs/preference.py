@@ -172,15 +172,61 @@ class Posterior:
 
 
 def describe(z: torch.Tensor, style_names: list[str]) -> list[str]:
-    """The preferred z in words, against round 1's centre (z = 0): e.g. "bolder", "finer strokes"."""
-    words = {0: ("finer strokes", "coarser, larger strokes"), 1: ("more subtle", "bolder"),
-             2: ("more of the painting's palette", "more of the photo's own colours")}
+    """The preferred z in words, against round 1's centre (z = 0), on the dials whose meaning holds in the
+    pictures: strength ("bolder") and palette. How fine the strokes look is measured on the pictures
+    themselves (``looks``), since the stroke dial's effect on visible detail varies from painting to painting."""
+    words = {1: ("more subtle", "bolder"), 2: ("more of the painting's palette", "more of the photo's own colours")}
     phrases = [words[i][int(z[i] > 0)] for i in words if abs(float(z[i])) >= NOTABLE]
     if len(style_names) > 1:
         blend = controls.loss_weights(z[None], len(STYLE_LAYERS), len(style_names)).blend[0]
         k = int(blend.argmax())
         if float(blend[k]) >= 1 / len(style_names) + 0.1:
             phrases.append(f"closer to painting {k + 1} ({style_names[k]})")
+    return phrases
+
+
+# What a person sees in a candidate, measured on its pixels, with the words for less and more of it.
+LOOKS = {"warmth": ("cooler colours", "warmer colours"),
+         "saturation": ("more muted colours", "more saturated colours"),
+         "detail": ("broader, smoother strokes", "finer detail")}
+NOTABLE_LOOK = 0.5   # a difference between picks and passed-over candidates, in the round's sd, worth words
+
+
+def looks(image: torch.Tensor) -> dict[str, float]:
+    """Warmth (mean R − B), saturation (mean HSV S) and detail (energy of a σ = 1 px high-pass over that of a
+    σ = 4 px one: the share of the texture at the finest scale) of one (3, H, W) image in [0, 1]."""
+    from torchvision.transforms.functional import gaussian_blur  # noqa: PLC0415 (only select needs it)
+
+    grey = image.mean(0, keepdim=True)[None]
+    fine = (grey - gaussian_blur(grey, [7, 7], [1.0, 1.0])).square().mean()
+    coarse = (grey - gaussian_blur(grey, [25, 25], [4.0, 4.0])).square().mean()
+    high, low = image.amax(0), image.amin(0)
+    return {"warmth": float((image[0] - image[2]).mean()),
+            "saturation": float(((high - low) / high.clamp_min(1e-6)).mean()),
+            "detail": float(fine / coarse.clamp_min(1e-12))}
+
+
+def contrast_looks(chosen: list[dict[str, float]], passed: list[dict[str, float]]) -> dict[str, float]:
+    """How the picks of one round differ from the candidates passed over, per look, in the round's sd."""
+    out = {}
+    for name in LOOKS:
+        a = torch.tensor([c[name] for c in chosen], dtype=torch.float64)
+        b = torch.tensor([c[name] for c in passed], dtype=torch.float64)
+        spread = float(torch.cat([a, b]).std()) if len(a) + len(b) > 1 else 0.0
+        out[name] = round(float(a.mean() - b.mean()) / spread, 3) if passed and spread > 0 else 0.0
+    return out
+
+
+def describe_looks(per_round: list[dict[str, float]]) -> list[str]:
+    """The looks the picks differ in, recency-weighted over rounds, in words ("warmer colours", …)."""
+    if not per_round:
+        return []
+    weights = recency_weights(len(per_round))
+    phrases = []
+    for name, (less, more) in LOOKS.items():
+        effect = sum(float(w) * r.get(name, 0.0) for w, r in zip(weights, per_round, strict=True))
+        if abs(effect) >= NOTABLE_LOOK:
+            phrases.append(more if effect > 0 else less)
     return phrases
 
 

@@ -8,7 +8,7 @@ On disk (see README, "The session directory"):
     checkpoints/NNN/            generator, discriminator and the choice model's posterior after init / each
                                 refine; a refine's folder also keeps the state before it (for undo)
     rounds/NNN/                 proposals.safetensors (their z), candidate-XX.png, sheet.png,
-                                selection.json and chosen_grams.safetensors
+                                selection.json, chosen_grams and passed_grams.safetensors
     history.json                every command that changed the session
 
 Files are written first and ``state.json`` is replaced last, atomically, so an interrupted command
@@ -34,7 +34,8 @@ from .config import STYLE_LAYERS, ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
 from .networks import Discriminator, Generator
-from .preference import NEAR_SPREAD, Choice, Posterior, describe, fit, recency_weights
+from .preference import (NEAR_SPREAD, Choice, Posterior, contrast_looks, describe, describe_looks, fit, looks,
+                         recency_weights)
 from .store import SCHEMA_VERSION, NoSession, SessionError, Store
 from .training import (CropSampler, Progress, StopSignals, Trainer, WeightsFn, blended_targets, gram_stats,
                        loss_network)
@@ -370,7 +371,9 @@ class Session:
         if passed:  # their mean: refine's target moves away from it
             self.store.write_tensors(f"{entry['folder']}/passed_grams.safetensors",
                                      {k: v.mean(0, keepdim=True) for k, v in gram_stats(net, passed, self.runtime).items()})
-        self.store.write_json(f"{entry['folder']}/selection.json", {"round": entry["index"], "chosen": indices})
+        contrast = contrast_looks([looks(x) for x in chosen], [looks(x) for x in passed])
+        self.store.write_json(f"{entry['folder']}/selection.json",
+                              {"round": entry["index"], "chosen": indices, "looks": contrast})
         rounds = [*self.state["rounds"][:-1], {**entry, "selection": indices}]
         self._commit({**self.state, "rounds": rounds}, {"command": "select", "round": entry["index"],
                                                          "chosen": indices})
@@ -428,12 +431,14 @@ class Session:
                                      base[name][z.shape[0] - half:]]) for name in base}
 
         def loss_weights(z: torch.Tensor) -> controls.LossWeights:
-            # The near half matches the personal target as it stands: the target already carries the strength,
-            # palette and strokes the user picked, and the weights an extreme z would give (a tiny style weight, a
-            # strong pull to the photo's colours) would only fight it. The prior half keeps what z means.
+            # The near half matches the personal target at full style weight and without the pull to the photo's
+            # colours: the target already carries the strength and palette the user picked, and the weights an
+            # extreme z would give (a tiny style weight, a strong chroma loss) would only fight it. Its stroke dial
+            # (the layer weights) stays: uniform layer weights cost the "fine strokes" user 3 σ in the benchmark.
+            # The prior half keeps what z means.
             weights = controls.loss_weights(z, len(STYLE_LAYERS), self.n_styles)
             near = z.shape[0] - half
-            weights.layers[:near], weights.strength[:near], weights.colour[:near] = 1.0, 1.0, 0.0
+            weights.strength[:near], weights.colour[:near] = 1.0, 0.0
             return weights
 
         rng = torch.Generator().manual_seed(self.config["seed"] + 7919 * (len(self.state["refines"]) + 1))
@@ -504,8 +509,15 @@ class Session:
             if passed is not None:
                 for name in STYLE_LAYERS:
                     delta[name] += weight * (grams[name].mean(0) - passed[name][0])
-        step = self.settings.preference_step
-        return {name: look[name].mean(0) + step * delta[name] for name in STYLE_LAYERS}
+        step, reach = self.settings.preference_step, self.settings.preference_reach
+        target = {}
+        for name in STYLE_LAYERS:
+            base, move = look[name].mean(0), step * delta[name]
+            # A trust region: one refine moves each layer's Gram by at most ``reach`` of its norm. Unbounded, a taste
+            # that always wants "more" (warmer, …) compounded over rounds into a wash that had lost the photo.
+            scale = min(1.0, reach * float(base.norm()) / max(float(move.norm()), 1e-12))
+            target[name] = base + scale * move
+        return target
 
     def _passed_grams(self, r: Round, net) -> dict[str, torch.Tensor] | None:
         """The mean Grams of a round's passed-over candidates (saved by ``select``; computed for older sessions)."""
@@ -585,6 +597,17 @@ class Session:
             done = int(self.store.read_tensors(TRAINING)["step"])
         return {**training, "completed": done, "resume": f"styleprefs {training['phase']} --resume"}
 
+    def _learned_looks(self) -> list[dict[str, float]]:
+        """Per round the last refine learned from, how its picks differ from the passed-over candidates (saved by
+        ``select``; absent in sessions from before it was)."""
+        learned = {i for refine in self.state["refines"] for i in refine["rounds"]}
+        out = []
+        for entry in self.state["rounds"]:
+            saved = f"{entry['folder']}/selection.json"
+            if entry["index"] in learned and self.store.path(saved).exists():
+                out.append(self.store.read_json(saved).get("looks") or {})
+        return out
+
     def status(self) -> dict:
         rounds = self.state["rounds"]
         unfinished = self.training_progress()
@@ -604,7 +627,7 @@ class Session:
             "contents": len(self.config["contents"]),
             "checkpoint": self.state["checkpoint"],
             "preferred_z": None if z is None else dict(zip(self.config["z_names"], [round(v, 3) for v in z.tolist()])),
-            "taste": _taste(posterior, z, styles),
+            "taste": _taste(posterior, z, styles, self._learned_looks()),
             "unfinished": unfinished,
             "latest_sheet": str(self.store.path(rounds[-1]["folder"]) / "sheet.png") if rounds else None,
         }
@@ -615,14 +638,18 @@ def _choices(rounds: list[Round]) -> list[Choice]:
     return [Choice(r.z, [i - 1 for i in r.selection]) for r in rounds if r.selection]
 
 
-def _taste(posterior: Posterior | None, z: torch.Tensor | None, styles: list[str]) -> dict:
-    """What the choice model has learned, in words, and how sure it is."""
+def _taste(posterior: Posterior | None, z: torch.Tensor | None, styles: list[str],
+           round_looks: list[dict[str, float]]) -> dict:
+    """What the choice model has learned, in words, and how sure it is; and what the picks look like."""
     if posterior is None or posterior.picks == 0:
         return {"summary": "nothing learned yet: select the candidates you like, then refine", "picks": 0}
     words = describe(z, styles)
     sure = posterior.confidence(z, torch.zeros_like(z))
     summary = ("; ".join(f"{w} than round 1" if i == 0 else w for i, w in enumerate(words))
                if words else "close to the centre of round 1")
+    seen = describe_looks(round_looks)
+    if seen:
+        summary += f"; your picks have {' and '.join(seen)} than the ones you passed over"
     return {"summary": summary, "picks": posterior.picks, "confidence": round(sure, 3),
             "posterior_sd": round(posterior.spread(), 3)}
 
