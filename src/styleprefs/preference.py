@@ -195,7 +195,7 @@ NOTABLE_LOOK = 0.5   # a difference between picks and passed-over candidates, in
 def looks(image: torch.Tensor) -> dict[str, float]:
     """Warmth (mean R − B), saturation (mean HSV S) and detail (energy of a σ = 1 px high-pass over that of a
     σ = 4 px one: the share of the texture at the finest scale) of one (3, H, W) image in [0, 1]."""
-    from torchvision.transforms.functional import gaussian_blur  # noqa: PLC0415 (only select needs it)
+    from torchvision.transforms.functional import gaussian_blur  # here: importing torchvision takes a while
 
     grey = image.mean(0, keepdim=True)[None]
     fine = (grey - gaussian_blur(grey, [7, 7], [1.0, 1.0])).square().mean()

@@ -39,6 +39,7 @@ from .preference import (NEAR_SPREAD, Choice, Posterior, contrast_looks, describ
 from .store import SCHEMA_VERSION, NoSession, SessionError, Store
 from .training import (CropSampler, Progress, StopSignals, Trainer, WeightsFn, blended_targets, gram_stats,
                        loss_network)
+from .vgg import VGG19Features
 
 ProgressFn = Callable[[Progress], None]
 MAX_APPLY_SIDE = 2048
@@ -498,7 +499,8 @@ class Session:
         net = loss_network(self.runtime)
         latest = self.state["rounds"][selected[-1].index - 1]
         preview = Path(latest.get("preview") or self.config["contents"][0]["path"])
-        chosen = [self.store.read_tensors(f"{r.folder.relative_to(self.store.root)}/chosen_grams.safetensors") for r in selected]
+        chosen = [self.store.read_tensors(f"{r.folder.relative_to(self.store.root)}/chosen_grams.safetensors")
+                  for r in selected]
         if preview.is_file():
             look = gram_stats(net, [self.stylise(images.load_image(preview, max_side=latest["size"]), z)], self.runtime)
         else:  # the preview photo has gone: the latest picks stand in for the current look
@@ -519,7 +521,7 @@ class Session:
             target[name] = base + scale * move
         return target
 
-    def _passed_grams(self, r: Round, net) -> dict[str, torch.Tensor] | None:
+    def _passed_grams(self, r: Round, net: VGG19Features) -> dict[str, torch.Tensor] | None:
         """The mean Grams of a round's passed-over candidates (saved by ``select``; computed for older sessions)."""
         saved = f"{r.folder.relative_to(self.store.root)}/passed_grams.safetensors"
         if self.store.path(saved).exists():
@@ -649,7 +651,8 @@ def _taste(posterior: Posterior | None, z: torch.Tensor | None, styles: list[str
                if words else "close to the centre of round 1")
     seen = describe_looks(round_looks)
     if seen:
-        summary += f"; your picks have {' and '.join(seen)} than the ones you passed over"
+        listed = seen[0] if len(seen) == 1 else f"{', '.join(seen[:-1])} and {seen[-1]}"
+        summary += f"; your picks have {listed} than the ones you passed over"
     return {"summary": summary, "picks": posterior.picks, "confidence": round(sure, 3),
             "posterior_sd": round(posterior.spread(), 3)}
 
