@@ -243,7 +243,7 @@ def test_cli_undo_and_status_in_words(session):
     assert result.exit_code == 2 and "--undo takes no" in result.output
 
 
-def test_select_keeps_the_mean_grams_of_the_passed_over_candidates(session):
+def test_refine_keeps_the_mean_grams_of_the_passed_over_candidates(session):
     first = session.rounds()[0]
     saved = session.store.read_tensors("rounds/001/passed_grams.safetensors")
     passed = [images.load_image(c) for i, c in enumerate(first.candidates, 1) if i not in first.selection]
@@ -257,6 +257,15 @@ def test_select_keeps_the_mean_grams_of_the_passed_over_candidates(session):
     assert contrast == contrast_looks([looks(x) for x in picked], [looks(x) for x in passed])
     words = describe_looks([contrast])
     assert all(w in session.status()["taste"]["summary"] for w in words)
+
+
+def test_a_new_choice_drops_passed_over_grams_of_an_earlier_one(session):
+    # Round 2 is proposed but not learned from; a file left by an earlier choice must not outlive a new one.
+    stale = session.store.path("rounds/002/passed_grams.safetensors")
+    session.store.write_tensors("rounds/002/passed_grams.safetensors", {"relu1_1": torch.zeros(1, 64, 64)})
+    session.select([1, 6])
+    assert not stale.exists()
+    assert session.store.read_json("rounds/002/selection.json")["chosen"] == [1, 6]
 
 
 def test_personal_target_is_the_current_look_moved_toward_the_picks(session):

@@ -39,9 +39,9 @@ from .preference import (NEAR_SPREAD, Choice, Posterior, contrast_looks, describ
 from .store import SCHEMA_VERSION, NoSession, SessionError, Store
 from .training import (CropSampler, Progress, StopSignals, Trainer, WeightsFn, blended_targets, gram_stats,
                        loss_network)
-from .vgg import VGG19Features
 
 ProgressFn = Callable[[Progress], None]
+PASSED_GRAMS = "passed_grams.safetensors"  # in a round's folder: the mean Gram of the candidates passed over
 MAX_APPLY_SIDE = 2048
 STATE_FIELDS = {"checkpoint": (str, type(None)), "rounds": list, "refines": list, "steps": dict}
 TRAINING = "training.safetensors"  # the resumable mid-training state of an unfinished init or refine
@@ -367,11 +367,11 @@ class Session:
                            "round, or `styleprefs refine --undo` to change its picks")
         folder = self.store.path(entry["folder"])
         chosen, passed = _chosen_and_passed(folder, entry["candidates"], indices)
-        net = loss_network(self.runtime)
-        self.store.write_tensors(f"{entry['folder']}/chosen_grams.safetensors", gram_stats(net, chosen, self.runtime))
-        if passed:  # their mean: refine's target moves away from it
-            self.store.write_tensors(f"{entry['folder']}/passed_grams.safetensors",
-                                     {k: v.mean(0, keepdim=True) for k, v in gram_stats(net, passed, self.runtime).items()})
+        grams = gram_stats(loss_network(self.runtime), chosen, self.runtime)
+        self.store.write_tensors(f"{entry['folder']}/chosen_grams.safetensors", grams)
+        # The passed-over candidates' Grams are left to refine (a dozen more VGG passes, ~3 s here); a new
+        # choice makes any from an earlier one stale.
+        self.store.path(f"{entry['folder']}/{PASSED_GRAMS}").unlink(missing_ok=True)
         contrast = contrast_looks([looks(x) for x in chosen], [looks(x) for x in passed])
         self.store.write_json(f"{entry['folder']}/selection.json",
                               {"round": entry["index"], "chosen": indices, "looks": contrast})
@@ -406,6 +406,11 @@ class Session:
         posterior = fit(_choices(selected), controls.z_dim(self.n_styles))
         best = posterior.best_z()
         style_grams = self.store.read_tensors("style_grams.safetensors")
+        for r in selected:  # computed once per round, at its first refine
+            if not self.store.path(f"{r.folder.relative_to(self.store.root)}/{PASSED_GRAMS}").exists():
+                passed = self._passed_grams(r)
+                if passed is not None:
+                    self.store.write_tensors(f"{r.folder.relative_to(self.store.root)}/{PASSED_GRAMS}", passed)
         personal = self.personal_target(selected, best)
 
         rt, s = self.runtime, self.settings
@@ -507,7 +512,7 @@ class Session:
             look = chosen[-1]
         delta = {name: torch.zeros_like(look[name][0]) for name in STYLE_LAYERS}
         for weight, r, grams in zip(recency_weights(len(selected)), selected, chosen, strict=True):
-            passed = self._passed_grams(r, net)
+            passed = self._passed_grams(r)
             if passed is not None:
                 for name in STYLE_LAYERS:
                     delta[name] += weight * (grams[name].mean(0) - passed[name][0])
@@ -521,15 +526,17 @@ class Session:
             target[name] = base + scale * move
         return target
 
-    def _passed_grams(self, r: Round, net: VGG19Features) -> dict[str, torch.Tensor] | None:
-        """The mean Grams of a round's passed-over candidates (saved by ``select``; computed for older sessions)."""
-        saved = f"{r.folder.relative_to(self.store.root)}/passed_grams.safetensors"
+    def _passed_grams(self, r: Round) -> dict[str, torch.Tensor] | None:
+        """The mean Grams of a round's passed-over candidates, layer → (1, C, C): as saved by its first refine, else
+        computed from the candidate images; None when every candidate was chosen."""
+        saved = f"{r.folder.relative_to(self.store.root)}/{PASSED_GRAMS}"
         if self.store.path(saved).exists():
             return self.store.read_tensors(saved)
         _, passed = _chosen_and_passed(r.folder, [c.name for c in r.candidates], r.selection)
         if not passed:
             return None
-        return {k: v.mean(0, keepdim=True) for k, v in gram_stats(net, passed, self.runtime).items()}
+        grams = gram_stats(loss_network(self.runtime), passed, self.runtime)
+        return {k: v.mean(0, keepdim=True) for k, v in grams.items()}
 
     def resolve_pick(self, pick: str) -> torch.Tensor:
         """The z of ``ROUND:INDEX`` (both 1-based)."""
