@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from gatys import ROOT, loss_network, targets
+from gatys import DATA, ROOT, loss_network, targets
 from quality import score
 from rich.console import Console
 from rich.table import Table
@@ -57,8 +57,7 @@ def main() -> int:
         return 0
     quality = json.loads(args.quality.read_text())
     size = quality["settings"]["size"]
-    data = Path(quality.get("data", ROOT.parent / "shared" / "data"))
-    photos = {Path(name).stem: load_image(data / "content" / name, short_side=size)
+    photos = {Path(name).stem: load_image(DATA / "content" / name, short_side=size)
               for name in quality["eval_photos"][: args.photos]}
     net = loss_network()
     rows = []

@@ -407,10 +407,10 @@ class Session:
         best = posterior.best_z()
         style_grams = self.store.read_tensors("style_grams.safetensors")
         for r in selected:  # computed once per round, at its first refine
-            if not self.store.path(f"{r.folder.relative_to(self.store.root)}/{PASSED_GRAMS}").exists():
+            if not self.store.path(self._in_round(r, PASSED_GRAMS)).exists():
                 passed = self._passed_grams(r)
                 if passed is not None:
-                    self.store.write_tensors(f"{r.folder.relative_to(self.store.root)}/{PASSED_GRAMS}", passed)
+                    self.store.write_tensors(self._in_round(r, PASSED_GRAMS), passed)
         personal = self.personal_target(selected, best)
 
         rt, s = self.runtime, self.settings
@@ -504,8 +504,7 @@ class Session:
         net = loss_network(self.runtime)
         latest = self.state["rounds"][selected[-1].index - 1]
         preview = Path(latest.get("preview") or self.config["contents"][0]["path"])
-        chosen = [self.store.read_tensors(f"{r.folder.relative_to(self.store.root)}/chosen_grams.safetensors")
-                  for r in selected]
+        chosen = [self.store.read_tensors(self._in_round(r, "chosen_grams.safetensors")) for r in selected]
         if preview.is_file():
             look = gram_stats(net, [self.stylise(images.load_image(preview, max_side=latest["size"]), z)], self.runtime)
         else:  # the preview photo has gone: the latest picks stand in for the current look
@@ -526,10 +525,14 @@ class Session:
             target[name] = base + scale * move
         return target
 
+    def _in_round(self, r: Round, name: str) -> str:
+        """The store name of a file in a round's folder."""
+        return f"{r.folder.relative_to(self.store.root)}/{name}"
+
     def _passed_grams(self, r: Round) -> dict[str, torch.Tensor] | None:
         """The mean Grams of a round's passed-over candidates, layer → (1, C, C): as saved by its first refine, else
         computed from the candidate images; None when every candidate was chosen."""
-        saved = f"{r.folder.relative_to(self.store.root)}/{PASSED_GRAMS}"
+        saved = self._in_round(r, PASSED_GRAMS)
         if self.store.path(saved).exists():
             return self.store.read_tensors(saved)
         _, passed = _chosen_and_passed(r.folder, [c.name for c in r.candidates], r.selection)
@@ -607,7 +610,7 @@ class Session:
         return {**training, "completed": done, "resume": f"styleprefs {training['phase']} --resume"}
 
     def _learned_looks(self) -> list[dict[str, float]]:
-        """Per round the last refine learned from, how its picks differ from the passed-over candidates (saved by
+        """For each round a refine has learned from, how its picks differ from the passed-over candidates (saved by
         ``select``; absent in sessions from before it was)."""
         learned = {i for refine in self.state["refines"] for i in refine["rounds"]}
         out = []
