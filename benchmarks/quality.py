@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -79,12 +80,33 @@ def train(painting: Path, photos: list[Path], folder: Path, settings: TrainSetti
     return session, time.perf_counter() - start
 
 
-def score(net: VGG19Features, image: torch.Tensor, style_grams: dict, content_target: torch.Tensor) -> dict[str, float]:
-    """The benchmark's two figures for one image: style distance and content distance."""
+def score(net: VGG19Features, image: torch.Tensor, style_grams: dict, content_target: torch.Tensor) -> dict:
+    """The benchmark's two figures for one image, style distance and content distance, and the style
+    distance of each layer (where a method falls short: the palette in the shallow layers, strokes deeper)."""
     with torch.no_grad():
         activations = features(net, image)
+        layers = {name: style_distance(activations, {name: gram}).item() for name, gram in style_grams.items()}
         return {"style": style_distance(activations, style_grams).item(),
-                "content": content_distance(activations[CONTENT_LAYER], content_target).item()}
+                "content": content_distance(activations[CONTENT_LAYER], content_target).item(),
+                "style_layers": {name: round(value, 4) for name, value in layers.items()}}
+
+
+def cached_gatys(cache: Path, painting: str, name: str, photo: torch.Tensor, style: torch.Tensor, steps: int,
+                 net: VGG19Features) -> tuple[torch.Tensor, list]:
+    """Gatys's result and history for one pair, from ``cache`` when this pair, size and budget ran before.
+
+    Gatys does not depend on the package's training, so a rerun of the benchmark after a training change
+    need not spend its 2 minutes per image again (``--fresh-gatys`` does). The cached seconds are those of
+    the run that made it."""
+    stem = cache / f"{painting}__{name}__{photo.shape[-2]}x{photo.shape[-1]}__{steps}"
+    image_path, history_path = stem.with_suffix(".png"), stem.with_suffix(".json")
+    if image_path.exists() and history_path.exists():
+        return load_image(image_path), [tuple(record) for record in json.loads(history_path.read_text())]
+    baseline, history = gatys(photo, style, steps=steps, net=net)
+    save_image(baseline, image_path)
+    history_path.write_text(json.dumps(history))
+    # Scored from the saved 8-bit PNG, as a cache hit would be, so a rerun gives the same figures.
+    return load_image(image_path), history
 
 
 def mean(rows: list[dict], method: str, key: str) -> float:
@@ -143,6 +165,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, help="timed runs of stylise per image, after a warm-up (default 3)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a training setting other than the default (repeatable), e.g. --set tv_weight=0.1")
+    p.add_argument("--gatys-cache", type=Path, help="folder of Gatys results kept between runs (default OUT/gatys-cache)")
+    p.add_argument("--fresh-gatys", action="store_true", help="rerun Gatys even where a cached result exists")
     p.add_argument("--out", type=Path, help="folder for sessions and images (default .bench/quality)")
     p.add_argument("--json-out", type=Path, help="all figures as JSON (default benchmarks/results/quality.json)")
     p.add_argument("--quick", action="store_true", help="a tiny smoke run: 1 painting, 2+1 photos, few steps, 64 px")
@@ -172,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]the load average is {load:.1f}: other processes compete for the CPU, so the "
                       "timings will be inflated (thread contention slows small images most)[/yellow]")
     # The smoke run trains on small crops and batches: it checks the plumbing, not the quality.
-    settings = TrainSettings(steps=args.steps, **({"size": 64, "batch": 2} if args.quick else {}))
+    settings = TrainSettings(steps=args.steps, **({"size": 64, "batch": 2} if args.quick else {}),
+                             **overrides(args.set))
     paintings = []
     for name in args.paintings:
         found = [p for p in find_images([args.data / "style"]) if p.stem == name]
@@ -185,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"evaluation photos: {', '.join(p.stem for p in eval_photos)}")
 
     net = loss_network()
+    cache = args.gatys_cache or args.out / "gatys-cache"
+    if args.fresh_gatys:
+        shutil.rmtree(cache, ignore_errors=True)
+    cache.mkdir(parents=True, exist_ok=True)
     photos = {p.stem: load_image(p, short_side=args.size) for p in eval_photos}
     report = {
         "settings": {"paintings": [p.stem for p in paintings], "size": args.size, "gatys_steps": args.gatys_steps,
@@ -213,14 +244,14 @@ def main(argv: list[str] | None = None) -> int:
                    "apply": {**apply_scores, "seconds": apply_seconds}, "gatys": None}
             message = f"style {row['photo']['style']:.3f} → apply {row['apply']['style']:.3f} ({apply_seconds:.2f} s)"
             if args.gatys_photos is None or k <= args.gatys_photos:
-                baseline, history = gatys(photo, style, steps=args.gatys_steps, net=net)
+                baseline, history = cached_gatys(cache, painting.stem, name, photo, style, args.gatys_steps, net)
                 row["gatys"] = {**score(net, baseline, style_grams, content_target), "seconds": history[-1][1],
                                 "seconds_to_apply_style": time_to_reach(history, apply_scores["style"]),
                                 "history": [(step, round(t, 3), round(d, 4)) for step, t, d in history]}
                 message += f", Gatys {row['gatys']['style']:.3f} ({history[-1][1]:.0f} s)"
             rows.append(row)
             console.print(message)
-            if k == 1:
+            if row["gatys"] is not None:  # the panel: photo | apply | Gatys
                 save_image(torch.cat([photo, applied, baseline], dim=2),
                            args.out / f"{painting.stem}__{name}__photo-apply-gatys.png")
         report["per_image"] += rows
@@ -251,6 +282,19 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "[green]target met[/green]" if report["target"]["met"] else "[red]target not met[/red]"
     console.print(f"{verdict}; figures in {args.json_out}, images in {args.out}")
     return 0
+
+
+def overrides(assignments: list[str]) -> dict:
+    """``--set name=value`` pairs as keyword arguments of TrainSettings, each value parsed as its default's type."""
+    defaults = TrainSettings().to_dict()
+    out = {}
+    for assignment in assignments:
+        name, _, value = assignment.partition("=")
+        if name not in defaults:
+            raise SystemExit(f"--set: no training setting named {name!r}")
+        kind = type(defaults[name])
+        out[name] = tuple(value.split(",")) if kind in (list, tuple) else kind(value)
+    return out
 
 
 def write_json(report: dict, path: Path) -> None:

@@ -113,22 +113,23 @@ def add_input_skip(g: Generator) -> Generator:
 
 
 @contextlib.contextmanager
-def layers(style: tuple[str, ...], content: str):
-    """Train with other style/content layers: the training module's constants, swapped for the run."""
-    saved = training.STYLE_LAYERS, training.CONTENT_LAYER
-    training.STYLE_LAYERS, training.CONTENT_LAYER = style, content
+def content_layer(name: str):
+    """Train with another content layer: the training module's constant, swapped for the run."""
+    saved = training.CONTENT_LAYER
+    training.CONTENT_LAYER = name
     training.loss_network.cache_clear()
     try:
         yield
     finally:
-        training.STYLE_LAYERS, training.CONTENT_LAYER = saved
+        training.CONTENT_LAYER = saved
         training.loss_network.cache_clear()
 
 
 def train(painting: Path, photos: list[Path], settings: TrainSettings, variant: dict, runtime) -> tuple[Generator, float]:
-    style_layers = variant.get("style_layers", training.STYLE_LAYERS)
-    with layers(style_layers, variant.get("content_layer", training.CONTENT_LAYER)):
-        net = training.loss_network(runtime)
+    style_layers = tuple(variant.get("style_layers", settings.style_layers))
+    settings = TrainSettings.from_dict({**settings.to_dict(), "style_layers": style_layers})
+    with content_layer(variant.get("content_layer", training.CONTENT_LAYER)):
+        net = training.loss_network(runtime, style_layers)
         style = load_image(painting, max_side=settings.style_size)
         contents = [load_image(p, max_side=1024) for p in photos]
         grams = training.gram_stats(net, [style], runtime, layers=style_layers)

@@ -247,7 +247,7 @@ def test_refine_keeps_the_mean_grams_of_the_passed_over_candidates(session):
     first = session.rounds()[0]
     saved = session.store.read_tensors("rounds/001/passed_grams.safetensors")
     passed = [images.load_image(c) for i, c in enumerate(first.candidates, 1) if i not in first.selection]
-    expected = gram_stats(loss_network(session.runtime), passed, session.runtime)
+    expected = gram_stats(loss_network(session.runtime, STYLE_LAYERS), passed, session.runtime, STYLE_LAYERS)
     assert len(passed) == 4
     for name in STYLE_LAYERS:
         assert saved[name].shape == (1, *expected[name].shape[1:])
@@ -271,9 +271,9 @@ def test_a_new_choice_drops_passed_over_grams_of_an_earlier_one(session):
 def test_personal_target_is_the_current_look_moved_toward_the_picks(session):
     first = session.rounds()[:1]
     z = session.preferred_z()
-    net = loss_network(session.runtime)
+    net = loss_network(session.runtime, STYLE_LAYERS)
     preview = images.load_image(Path(session.state["rounds"][0]["preview"]), max_side=48)
-    look = gram_stats(net, [session.stylise(preview, z)], session.runtime)
+    look = gram_stats(net, [session.stylise(preview, z)], session.runtime, STYLE_LAYERS)
     chosen = session.store.read_tensors("rounds/001/chosen_grams.safetensors")
     passed = session.store.read_tensors("rounds/001/passed_grams.safetensors")
 

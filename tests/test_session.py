@@ -4,8 +4,9 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from styleprefs.config import TrainSettings
+from styleprefs.config import LEGACY_STYLE_LAYERS, STYLE_LAYERS, ConfigError, TrainSettings
 from styleprefs.errors import BadInput
 from styleprefs.session import Session
 from styleprefs.store import SessionError
@@ -100,3 +101,33 @@ def test_settings_this_version_does_not_know_are_ignored(made, tmp_path):
     config["settings"]["retired_knob"] = 3
     (copy / "config.json").write_text(json.dumps(config))
     assert Session.open(copy, device="cpu").settings == TINY
+
+
+def test_a_session_from_before_style_layers_were_a_setting_keeps_its_four(made, tmp_path):
+    import shutil
+    root, s, _, _ = made
+    assert json.loads((root / "s" / "config.json").read_text())["settings"]["style_layers"] == list(STYLE_LAYERS)
+    copy = tmp_path / "older"
+    shutil.copytree(root / "s", copy)
+    config = json.loads((copy / "config.json").read_text())
+    del config["settings"]["style_layers"]
+    (copy / "config.json").write_text(json.dumps(config))
+    grams = load_file(copy / "style_grams.safetensors")  # an older version stored these four layers' only
+    save_file({k: v for k, v in grams.items() if k in LEGACY_STYLE_LAYERS}, copy / "style_grams.safetensors")
+    older = Session.open(copy, device="cpu")
+    assert older.settings.style_layers == LEGACY_STYLE_LAYERS
+    photo = torch.rand(3, 40, 40)
+    assert torch.equal(older.stylise(photo), s.stylise(photo))
+    # and it still learns: its stored Grams, the chosen ones' and refine's loss all use its four layers
+    older.propose(n=3, size=48)
+    older.select([2])
+    assert set(older.store.read_tensors("rounds/001/chosen_grams.safetensors")) == set(LEGACY_STYLE_LAYERS)
+    older.refine(steps=1)
+    assert Session.open(copy, device="cpu").state["refines"][0]["steps"] == 1
+
+
+def test_style_layers_must_be_vgg_relus():
+    with pytest.raises(ConfigError, match="relu"):
+        TrainSettings(style_layers=("relu1_1", "conv9_9")).validate()
+    with pytest.raises(ConfigError):
+        TrainSettings(style_layers=()).validate()

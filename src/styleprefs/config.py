@@ -7,12 +7,16 @@ from dataclasses import asdict, dataclass, fields
 from .errors import BadInput
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+# The style layers of sessions saved before ``style_layers`` was a setting (their settings lack the key).
+LEGACY_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 # relu4_1 rather than relu4_2: it is already computed for the style loss, so the loss network can be
 # truncated there (about a third cheaper than running on to relu4_2/relu5_1), and AdaIN-style work
 # shows it keeps the photo's layout while leaving room for strokes.
 CONTENT_LAYER = "relu4_1"
 # The metric of the benchmarks (style distance) also looks at relu5_1, which training never sees.
 METRIC_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+VGG_RELUS = tuple(f"relu{block}_{conv}" for block, convs in enumerate((2, 2, 4, 4, 4), 1)
+                  for conv in range(1, convs + 1))
 DEFAULT_MAX_PIXELS = 100_000_000  # images larger than this are refused before decoding (decompression bombs)
 
 
@@ -37,6 +41,8 @@ class TrainSettings:
     colour_weight: float = 50.0    # λ_col, × each sample's colour from z (200 held strokes back: a GPU sweep, see README)
     tv_weight: float = 0.5         # λ_tv
     adversarial_weight: float = 0.01  # λ_adv (small: the discriminator sharpens, the Grams steer)
+    style_layers: tuple[str, ...] = STYLE_LAYERS  # VGG layers whose Grams the style loss matches
+    start: str = "pretrained"      # G's initial weights: the shipped pretrained generator, or "scratch" (random)
     generator_width: int = 16
     generator_blocks: int = 5
     preference_step: float = 1.0   # γ: how far refine's target moves past the current look, along chosen − passed-over
@@ -51,6 +57,13 @@ class TrainSettings:
             raise ConfigError(f"size must be between 32 and 1024 px, got {self.size}")
         if not 32 <= self.style_size <= 2048:
             raise ConfigError(f"style size must be between 32 and 2048 px, got {self.style_size}")
+        if self.start not in ("pretrained", "scratch"):
+            raise ConfigError(f"start must be 'pretrained' or 'scratch', got {self.start!r}")
+        self.style_layers = tuple(self.style_layers)
+        unknown = [name for name in self.style_layers if name not in VGG_RELUS]
+        if not self.style_layers or unknown or len(set(self.style_layers)) != len(self.style_layers):
+            raise ConfigError(f"style layers must be distinct VGG19 relu layers (relu1_1 … relu5_4), got "
+                              f"{', '.join(self.style_layers) or 'none'}")
         if not 0.0 < self.preference_reach <= 1.0:
             raise ConfigError(f"preference reach must be in (0, 1], got {self.preference_reach}")
         if not 0.0 <= self.preference_step <= 4.0:
@@ -59,7 +72,10 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainSettings:
-        return _from_dict(cls, data)
+        # Keys added since the first schema: a session saved without them was made the old way.
+        settings = _from_dict(cls, {"style_layers": LEGACY_STYLE_LAYERS, "start": "scratch", **data})
+        settings.style_layers = tuple(settings.style_layers)
+        return settings
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -150,7 +150,7 @@ class Generator(nn.Module):
 
     def __init__(self, z_dim: int, width: int = 32, n_residual: int = 5, code_dim: int = 64):
         super().__init__()
-        self.z_dim = z_dim
+        self.z_dim, self.code_dim = z_dim, code_dim
         self.mapping = nn.Sequential(nn.Linear(z_dim, code_dim), nn.ReLU(), nn.Linear(code_dim, code_dim), nn.ReLU())
         self.encoder = nn.ModuleList([
             ConvNormReLU(3, width, 9, code_dim),
@@ -164,14 +164,18 @@ class Generator(nn.Module):
         ])
         self.to_rgb = ToRGB(width, 3, 9)
 
-    def forward(self, content: torch.Tensor, z: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, content: torch.Tensor, z: torch.Tensor, noise: torch.Tensor | None = None,
+                code_shift: torch.Tensor | None = None) -> torch.Tensor:
         """``noise``: the residual blocks' noise map (B, 1, ⌈H/4⌉, ⌈W/4⌉); by default ``z_noise`` of this size
-        (tiling passes each tile its crop of the whole image's map)."""
+        (tiling passes each tile its crop of the whole image's map). ``code_shift`` (B, code_dim) is added to the
+        norms' code: pretraining's per-painting embedding (:mod:`styleprefs.pretrain`)."""
         height, width = content.shape[-2:]
         # Two stride-2 convolutions: pad to a multiple of 4 so the output matches the input's size.
         pad_h, pad_w = -height % 4, -width % 4
         x = F.pad(content * 2 - 1, (0, pad_w, 0, pad_h), mode="replicate")
         code = self.mapping(z.to(x.dtype))
+        if code_shift is not None:
+            code = code + code_shift.to(code.dtype)
         for layer in self.encoder:
             x = layer(x, code)
         noise = (z_noise(z, x.shape[-2], x.shape[-1]) if noise is None else noise).to(x.device, x.dtype)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, controls, images, pipeline, tiling
-from .config import STYLE_LAYERS, ProposalSettings, TrainSettings
+from . import __version__, controls, images, pipeline, pretrain, tiling
+from .config import ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
 from .networks import Discriminator, Generator
@@ -145,7 +145,8 @@ class Session:
         runtime = resolve(device)
         # Decode everything before touching the folder: a bad input fails here, changing nothing.
         content_images, style_images = _decode(content_paths, style_paths, settings, max_pixels)
-        style_grams = gram_stats(loss_network(runtime), style_images, runtime)
+        style_grams = gram_stats(loss_network(runtime, settings.style_layers), style_images, runtime,
+                                 settings.style_layers)
         n_styles = len(style_paths)
 
         # A replaced session is moved aside, and deleted only once the new one is complete.
@@ -186,8 +187,9 @@ class Session:
         style_grams = self.store.read_tensors("style_grams.safetensors")
         torch.manual_seed(self.config["seed"])
         generator = Generator(controls.z_dim(self.n_styles), s.generator_width, s.generator_blocks)
+        started_from = pretrain.load_start(generator, style_grams) if s.start == "pretrained" else None
         discriminator = Discriminator()
-        trainer = Trainer(rt.module(generator), rt.module(discriminator), loss_network(rt), s, rt,
+        trainer = Trainer(rt.module(generator), rt.module(discriminator), self._loss_network(), s, rt,
                           self.n_styles, s.lr)
         rng = torch.Generator().manual_seed(self.config["seed"])
         dim = controls.z_dim(self.n_styles)
@@ -197,7 +199,8 @@ class Session:
         _write_checkpoint(self.store, "checkpoints/000", generator, discriminator, Posterior.prior(dim))
         state = {**self.state, "checkpoint": "checkpoints/000", "training": None,
                  "steps": {**self.state["steps"], "init": s.steps}}
-        self._commit(state, {"command": "init", "steps": s.steps, "seconds": round(seconds, 1)})
+        self._commit(state, {"command": "init", "steps": s.steps, "seconds": round(seconds, 1),
+                             "started_from": f"pretrained ({started_from})" if started_from else "scratch"})
         self.store.path(TRAINING).unlink(missing_ok=True)
 
     def _decode_inputs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -258,6 +261,9 @@ class Session:
                 _load(g, self.store, f"{self.checkpoint}/generator.safetensors")
                 self._generator = self.runtime.module(g).eval()
         return self._generator
+
+    def _loss_network(self):
+        return loss_network(self.runtime, self.settings.style_layers)
 
     def preference(self) -> Posterior:
         """The choice model's posterior as of the current checkpoint. Sessions written before it was
@@ -367,7 +373,7 @@ class Session:
                            "round, or `styleprefs refine --undo` to change its picks")
         folder = self.store.path(entry["folder"])
         chosen, passed = _chosen_and_passed(folder, entry["candidates"], indices)
-        grams = gram_stats(loss_network(self.runtime), chosen, self.runtime)
+        grams = gram_stats(self._loss_network(), chosen, self.runtime, self.settings.style_layers)
         self.store.write_tensors(f"{entry['folder']}/chosen_grams.safetensors", grams)
         # The passed-over candidates' Grams are left to refine (a dozen more VGG passes, ~3 s here); a new
         # choice makes any from an earlier one stale.
@@ -417,7 +423,7 @@ class Session:
         generator = self.generator()
         discriminator = Discriminator()
         _load(discriminator, self.store, f"{self.checkpoint}/discriminator.safetensors")
-        net = loss_network(rt)
+        net = self._loss_network()
         trainer = Trainer(generator, rt.module(discriminator), net, s, rt, self.n_styles, s.refine_lr)
         contents, styles = self._decode_inputs()
         chosen_images = [images.load_image(r.candidates[i - 1]) for r in selected for i in r.selection]
@@ -442,7 +448,7 @@ class Session:
             # extreme z would give (a tiny style weight, a strong chroma loss) would only fight it. Its stroke dial
             # (the layer weights) stays: uniform layer weights cost the "fine strokes" user 3 σ in the benchmark.
             # The prior half keeps what z means.
-            weights = controls.loss_weights(z, len(STYLE_LAYERS), self.n_styles)
+            weights = controls.loss_weights(z, len(s.style_layers), self.n_styles)
             near = z.shape[0] - half
             weights.strength[:near], weights.colour[:near] = 1.0, 0.0
             return weights
@@ -501,23 +507,24 @@ class Session:
 
         ρ_r the recency weights. Aiming at the mean of the chosen images instead pulled the generator back
         from the preferred z toward the average pick and cost taste (benchmarks/preference.py, README)."""
-        net = loss_network(self.runtime)
+        net = self._loss_network()
         latest = self.state["rounds"][selected[-1].index - 1]
         preview = Path(latest.get("preview") or self.config["contents"][0]["path"])
         chosen = [self.store.read_tensors(self._in_round(r, "chosen_grams.safetensors")) for r in selected]
         if preview.is_file():
-            look = gram_stats(net, [self.stylise(images.load_image(preview, max_side=latest["size"]), z)], self.runtime)
+            look = gram_stats(net, [self.stylise(images.load_image(preview, max_side=latest["size"]), z)], self.runtime,
+                              self.settings.style_layers)
         else:  # the preview photo has gone: the latest picks stand in for the current look
             look = chosen[-1]
-        delta = {name: torch.zeros_like(look[name][0]) for name in STYLE_LAYERS}
+        delta = {name: torch.zeros_like(look[name][0]) for name in self.settings.style_layers}
         for weight, r, grams in zip(recency_weights(len(selected)), selected, chosen, strict=True):
             passed = self._passed_grams(r)
             if passed is not None:
-                for name in STYLE_LAYERS:
+                for name in self.settings.style_layers:
                     delta[name] += weight * (grams[name].mean(0) - passed[name][0])
         step, reach = self.settings.preference_step, self.settings.preference_reach
         target = {}
-        for name in STYLE_LAYERS:
+        for name in self.settings.style_layers:
             base, move = look[name].mean(0), step * delta[name]
             # A trust region: one refine moves each layer's Gram by at most ``reach`` of its norm. Unbounded, a taste
             # that always wants "more" (warmer, …) compounded over rounds into a wash that had lost the photo.
@@ -538,7 +545,7 @@ class Session:
         _, passed = _chosen_and_passed(r.folder, [c.name for c in r.candidates], r.selection)
         if not passed:
             return None
-        grams = gram_stats(loss_network(self.runtime), passed, self.runtime)
+        grams = gram_stats(self._loss_network(), passed, self.runtime, self.settings.style_layers)
         return {k: v.mean(0, keepdim=True) for k, v in grams.items()}
 
     def resolve_pick(self, pick: str) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import controls, losses
-from .config import CONTENT_LAYER, STYLE_LAYERS, TrainSettings
+from .config import CONTENT_LAYER, TrainSettings
 from .device import Runtime
 from .networks import Discriminator, Generator
 from .vgg import VGG19Features
@@ -82,15 +82,15 @@ class CropSampler:
 
 
 @lru_cache(maxsize=2)
-def loss_network(runtime: Runtime) -> VGG19Features:
+def loss_network(runtime: Runtime, style_layers: tuple[str, ...]) -> VGG19Features:
     """VGG19 truncated after the deepest layer that training uses; built once per device (it is frozen)."""
-    layers = tuple(dict.fromkeys((*STYLE_LAYERS, CONTENT_LAYER)))
+    layers = tuple(dict.fromkeys((*style_layers, CONTENT_LAYER)))
     return runtime.module(VGG19Features(layers))
 
 
 @torch.no_grad()
 def gram_stats(net: VGG19Features, images: list[torch.Tensor], runtime: Runtime,
-               layers: tuple[str, ...] = STYLE_LAYERS) -> dict[str, torch.Tensor]:
+               layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Gram matrices of each image, layer → (N, C, C), fp32 on the CPU (computed one image at a time)."""
     per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     for image in images:
@@ -104,7 +104,7 @@ def gram_stats(net: VGG19Features, images: list[torch.Tensor], runtime: Runtime,
 def blended_targets(style_grams: dict[str, torch.Tensor], n_styles: int) -> TargetFn:
     """Targets for ``init``: each sample's Grams are its z's blend of the paintings' Grams."""
     def targets(z: torch.Tensor) -> dict[str, torch.Tensor]:
-        blend = controls.loss_weights(z, len(STYLE_LAYERS), n_styles).blend.to(z.device)
+        blend = controls.loss_weights(z, len(style_grams), n_styles).blend.to(z.device)
         return {name: torch.einsum("bk,kij->bij", blend, grams.to(z.device)) for name, grams in style_grams.items()}
     return targets
 
@@ -167,7 +167,7 @@ class Trainer:
              weights: controls.LossWeights | None = None) -> dict[str, float]:
         s, rt = self.settings, self.runtime
         if weights is None:
-            weights = controls.loss_weights(z, len(STYLE_LAYERS), self.n_styles)
+            weights = controls.loss_weights(z, len(targets), self.n_styles)
         # D is frozen for G's update: the gradient flows through it to G, none is spent on its weights.
         self.d.requires_grad_(False)
         with rt.autocast():

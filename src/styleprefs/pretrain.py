@@ -1,0 +1,243 @@
+"""The shipped starting point: one generator pretrained on many paintings, which ``init`` fine-tunes.
+
+A session used to start G from random weights, so its 300 steps had to learn both how to encode a photo
+and how to paint. Pretraining learns the first part once, for everyone. As in Dumoulin et al. (2017), the
+convolutions are shared by all paintings and each painting gets its own norm parameters; here G's norms
+already take a code from z (FiLM), so each pretraining painting adds a learned embedding to that code.
+
+A new session starts from the embedding of the pretraining painting whose style is nearest to its own,
+folded into the norms' biases, which is exact: W(c + e) + b = Wc + (We + b). ``init`` then fine-tunes
+every weight on the session's own paintings and photos.
+
+Reproduce the shipped file (resumable: rerun the same command after an interruption)::
+
+    python -m styleprefs.pretrain --data ../shared/data --out .bench/pretrain --minutes 40
+    python -m styleprefs.pretrain --data ../shared/data --out .bench/pretrain --export
+
+The quality benchmark's paintings and evaluation photos are held out (``HELD_OUT_*``; a test pins them
+to ``benchmarks/quality.py``), so its figures measure paintings and photos pretraining never saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import controls, images
+from .config import TrainSettings
+from .device import Runtime, resolve
+from .networks import Discriminator, FiLMNorm, Generator
+from .training import CropSampler, StopSignals, Trainer, gram_stats, loss_network
+
+# The quality benchmark's four paintings and eight evaluation photos: never seen by pretraining.
+HELD_OUT_PAINTINGS = ("vangogh_starry_night", "hokusai_great_wave", "vangogh_cafe_terrace_at_night",
+                      "gauguin_arearea")
+HELD_OUT_PHOTOS = ("gc_monument_greatWallofChina", "gc_monument_neuschwansteinCastle", "gc_farm_dog",
+                   "gc_erase_horse", "gc_erase_alpaca", "gc_TowerBridgeLondon", "gc_monument_statueofLiberty",
+                   "gc_monument_cabrillo")
+# Not colour photos: a greyscale one, and an RGBA cut-out on a flat background.
+SKIPPED_PHOTOS = ("skimage_camera_gray", "opencv_dog_rgba")
+SHIPPED = "pretrained_generator.safetensors"  # in the package's data folder
+SHIPPED_SHA256 = None  # set when a file is shipped; tests/test_pretrain.py pins it
+STATE = "pretrain.safetensors"  # the resumable training state in --out
+EXPORT_SECONDS = 60.0  # how often the resumable state is saved
+CHUNK = 20  # steps between looks at the clock
+
+
+class MultiStyle(nn.Module):
+    """G plus one code embedding per pretraining painting. Its z is G's z with the painting's index appended,
+    so the unchanged training loop (:class:`~styleprefs.training.Trainer`) can train it."""
+
+    def __init__(self, generator: Generator, n_paintings: int):
+        super().__init__()
+        self.g = generator
+        self.embedding = nn.Embedding(n_paintings, generator.code_dim)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+
+    def forward(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.g(content, z[:, :-1], code_shift=self.embedding(z[:, -1].long()))
+
+
+def descriptor(grams: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A small summary of a painting's style: every layer's Gram diagonal (channel energy), each layer scaled to
+    unit norm so all layers count alike; (N, Σ C) for N paintings."""
+    return torch.cat([torch.nn.functional.normalize(g.diagonal(dim1=-2, dim2=-1).float(), dim=-1)
+                      for g in grams.values()], -1)
+
+
+def shipped_path() -> Path:
+    return Path(str(resources.files("styleprefs") / "data" / SHIPPED))
+
+
+def load_start(generator: Generator, style_grams: dict[str, torch.Tensor], path: Path | None = None) -> str | None:
+    """Load the pretrained weights into ``generator`` in place, starting from the embedding of the pretraining
+    painting nearest to the session's paintings (by :func:`descriptor`). Returns that painting's name, or
+    None (G left as it is) when no shipped file fits this generator's shape or style layers."""
+    path = path or shipped_path()
+    if not path.is_file():
+        return None
+    shipped = load_file(path)
+    meta = json.loads(bytes(shipped.pop("meta").tolist()).decode())
+    weights = {k[2:]: v for k, v in shipped.items() if k.startswith("g.")}
+    own = generator.state_dict()
+    if meta["style_layers"] != list(style_grams) or set(weights) != set(own) or any(
+            weights[k].shape != own[k].shape for k in own if k != "mapping.0.weight"):
+        return None
+    # z has blend dimensions after the three named ones when a session has several paintings: they start at
+    # zero, so every blend begins as the nearest painting's look and init teaches what each axis means.
+    first = torch.zeros_like(own["mapping.0.weight"])
+    first[:, : weights["mapping.0.weight"].shape[1]] = weights["mapping.0.weight"][:, : first.shape[1]]
+    weights["mapping.0.weight"] = first
+    generator.load_state_dict(weights)
+    mine = descriptor({k: v.mean(0, keepdim=True) for k, v in style_grams.items()})
+    nearest = int(torch.cdist(mine, shipped["descriptors"]).argmin())
+    fold_code_shift(generator, shipped["embeddings"][nearest])
+    return meta["paintings"][nearest]
+
+
+@torch.no_grad()
+def fold_code_shift(generator: Generator, shift: torch.Tensor) -> None:
+    """Make ``generator(x, z)`` what ``generator(x, z, code_shift=shift)`` was, by moving the shift into the biases."""
+    for module in generator.modules():
+        if isinstance(module, FiLMNorm):
+            linear = module.to_scale_shift
+            linear.bias += linear.weight @ shift.to(linear.weight)
+
+
+def pretraining_data(data: Path) -> tuple[list[Path], list[Path]]:
+    """The paintings and photos of ``data`` (style/ and content/) that pretraining may see."""
+    paintings = [p for p in images.find_images([data / "style"]) if p.stem not in HELD_OUT_PAINTINGS]
+    photos = [p for p in images.find_images([data / "content"])
+              if p.stem not in HELD_OUT_PHOTOS + SKIPPED_PHOTOS]
+    return paintings, photos
+
+
+def pretrain(data: Path, out: Path, minutes: float, settings: TrainSettings, runtime: Runtime, seed: int = 0,
+             max_steps: int | None = None, log=print) -> Path:
+    """Train (or continue training) the multi-painting generator for ``minutes`` more (or until ``max_steps`` in
+    all), saving a resumable state to ``out`` at least every minute; returns the state's path."""
+    paintings, photos = pretraining_data(data)
+    if not paintings or not photos:
+        raise SystemExit(f"no paintings or photos to pretrain on in {data}")
+    net = loss_network(runtime, settings.style_layers)
+    styles = [images.load_image(p, max_side=settings.style_size) for p in paintings]
+    contents = [images.load_image(p, max_side=4 * settings.size) for p in photos]
+    grams = gram_stats(net, styles, runtime, settings.style_layers)
+    torch.manual_seed(seed)
+    model = MultiStyle(Generator(controls.z_dim(1), settings.generator_width, settings.generator_blocks),
+                       len(paintings))
+    trainer = Trainer(runtime.module(model), runtime.module(Discriminator()), net, settings, runtime, 1, settings.lr)
+    rng = torch.Generator().manual_seed(seed)
+    state_path, step = out / STATE, 0
+    if state_path.exists():
+        saved = load_file(state_path)
+        trainer.load_state_tensors(saved)
+        rng.set_state(saved["rng"])
+        step = int(saved["step"])
+        log(f"resuming at step {step}")
+    names = [p.stem for p in paintings]
+
+    def sample_z(batch: int, g: torch.Generator) -> torch.Tensor:
+        return torch.cat([torch.randn(batch, 3, generator=g),
+                          torch.randint(len(paintings), (batch, 1), generator=g).float()], 1)
+
+    def targets(z: torch.Tensor) -> dict[str, torch.Tensor]:
+        index = z[:, -1].long().cpu()
+        return {name: layer[index].to(z.device) for name, layer in grams.items()}
+
+    def save() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"paintings": names, "photos": [p.stem for p in photos], "style_layers": list(settings.style_layers),
+                "settings": settings.to_dict(), "seed": seed}
+        tensors = {**trainer.state_tensors(), "rng": rng.get_state(), "step": torch.tensor(step),
+                   "descriptors": descriptor(grams), "meta": torch.tensor(list(json.dumps(meta).encode()),
+                                                                        dtype=torch.uint8)}
+        images.atomic_write(state_path, lambda tmp: save_file({k: v.detach().cpu().contiguous()
+                                                               for k, v in tensors.items()}, tmp))
+
+    start = last_save = time.perf_counter()
+    deadline = start + 60 * minutes
+    content, real = CropSampler(contents, settings.size), CropSampler(styles, settings.size)
+    with StopSignals() as stop:
+        # Trainer.run counts to a total; here the clock decides, so run open-ended chunks of steps.
+        while time.perf_counter() < deadline and not stop.requested and (max_steps is None or step < max_steps):
+            chunk_end = step + CHUNK if max_steps is None else min(step + CHUNK, max_steps)
+            for progress in trainer.run("pretrain", chunk_end, content, real, sample_z, targets, rng,
+                                        first_step=step):
+                step = progress.step
+            log(f"step {step} ({time.perf_counter() - start:.0f} s): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in progress.losses.items()))
+            if time.perf_counter() - last_save > EXPORT_SECONDS:
+                save()
+                last_save = time.perf_counter()
+    save()
+    log(f"step {step}, saved {state_path}")
+    return state_path
+
+
+def data_list(data: Path, meta: dict) -> str:
+    """The pretraining data as a Markdown table: each file with its package, path there and licence, taken from
+    the data folder's SOURCES.md (whose rows start `` | `style/NAME.ext` | subject | package | path | size | licence``)."""
+    rows = {}
+    sources = data / "SOURCES.md"
+    for line in sources.read_text(encoding="utf-8").splitlines() if sources.is_file() else []:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 6 and cells[0].startswith("`") and "/" in cells[0]:
+            rows[Path(cells[0].strip("`")).stem] = cells
+    lines = [f"# What the shipped generator was pretrained on ({meta['steps']} steps)", "",
+             "Everything below comes from `../shared/data` (its SOURCES.md has the full provenance). The quality",
+             "benchmark's paintings and evaluation photos are held out: "
+             + ", ".join(HELD_OUT_PAINTINGS + HELD_OUT_PHOTOS) + ".", "",
+             "| kind | file | subject | package | path in the package | licence |", "|---|---|---|---|---|---|"]
+    for kind, names in (("painting", meta["paintings"]), ("photo", meta["photos"])):
+        for name in names:
+            cells = rows.get(name, [f"`{name}`", "?", "?", "?", "?", "not listed in SOURCES.md"])
+            lines.append(f"| {kind} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {cells[5]} |")
+    return "\n".join(lines) + "\n"
+
+
+def export(state_path: Path, target: Path, data: Path | None = None) -> str:
+    """Write the shipped file (G's weights, the paintings' embeddings and descriptors, what made it) from a
+    pretraining state, and beside it the data list with licences when ``data`` is given; returns its SHA-256."""
+    state = load_file(state_path)
+    meta = json.loads(bytes(state["meta"].tolist()).decode())
+    meta["steps"] = int(state["step"])
+    shipped = {k[2:]: v for k, v in state.items() if k.startswith("g.g.")}
+    shipped["embeddings"] = state["g.embedding.weight"]
+    shipped["descriptors"] = state["descriptors"]
+    shipped["meta"] = torch.tensor(list(json.dumps(meta, sort_keys=True).encode()), dtype=torch.uint8)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    images.atomic_write(target, lambda tmp: save_file(shipped, tmp))
+    if data is not None:
+        text = data_list(data, meta)
+        images.atomic_write(target.with_name("PRETRAINING.md"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with style/ and content/")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the resumable training state")
+    parser.add_argument("--minutes", type=float, default=30.0, help="train this many more minutes")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--export", action="store_true", help=f"write the package's {SHIPPED} from the state")
+    args = parser.parse_args(argv)
+    if args.export:
+        digest = export(args.out / STATE, shipped_path(), args.data)
+        print(f"wrote {shipped_path()} (sha256 {digest})")
+        return 0
+    pretrain(args.data, args.out, args.minutes, TrainSettings(), resolve(args.device))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The pretrained starting point: what it may see, that folding it into G is exact, and what ships."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from styleprefs import controls, pretrain
+from styleprefs.config import TrainSettings
+from styleprefs.device import resolve
+from styleprefs.networks import Generator
+from styleprefs.session import Session
+from tests.conftest import ROOT, make_photo
+
+DATA = ROOT / ".." / "shared" / "data"
+TINY = TrainSettings(size=32, batch=1, generator_width=4, generator_blocks=1, style_size=64)
+
+
+def test_folding_the_code_shift_into_the_norms_is_exact():
+    torch.manual_seed(0)
+    g = Generator(3, 4, 1)
+    for p in g.parameters():  # FiLM starts at zero: give it weights so the shift matters
+        torch.nn.init.normal_(p, std=0.2)
+    x, z, shift = torch.rand(2, 3, 24, 20), torch.randn(2, 3), torch.randn(g.code_dim)
+    with torch.no_grad():
+        shifted = g(x, z, code_shift=shift.expand(2, -1))
+        pretrain.fold_code_shift(g, shift)
+        assert torch.allclose(g(x, z), shifted, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def shipped_tiny(tmp_path_factory):
+    """A real (tiny) pretraining run on made-up paintings and photos, exported like the shipped file."""
+    root = tmp_path_factory.mktemp("pretrain")
+    for k in range(3):
+        make_photo(root / "data" / "style" / f"painting{k}.png", seed=10 + k, size=(64, 48))
+    for k in range(4):
+        make_photo(root / "data" / "content" / f"photo{k}.png", seed=20 + k)
+    make_photo(root / "data" / "content" / f"{pretrain.HELD_OUT_PHOTOS[0]}.png", seed=30)
+    state = pretrain.pretrain(root / "data", root / "run", minutes=5, settings=TINY, runtime=resolve("cpu"),
+                              max_steps=6, log=lambda *_: None)
+    pretrain.export(state, root / "shipped.safetensors")
+    return root, root / "shipped.safetensors"
+
+
+def test_pretraining_resumes_and_never_sees_held_out_files(shipped_tiny):
+    root, path = shipped_tiny
+    meta = json.loads(bytes(load_file(path)["meta"].tolist()).decode())
+    assert meta["steps"] == 6 and meta["paintings"] == ["painting0", "painting1", "painting2"]
+    assert pretrain.HELD_OUT_PHOTOS[0] not in meta["photos"] and len(meta["photos"]) == 4
+    state = pretrain.pretrain(root / "data", root / "run", minutes=5, settings=TINY, runtime=resolve("cpu"),
+                              max_steps=8, log=lambda *_: None)
+    assert int(load_file(state)["step"]) == 8  # continued from step 6, not from zero
+
+
+def test_a_new_session_starts_from_its_nearest_pretraining_painting(shipped_tiny):
+    root, path = shipped_tiny
+    shipped = load_file(path)
+    net_settings = TINY
+    from styleprefs.images import load_image
+    from styleprefs.training import gram_stats, loss_network
+    rt = resolve("cpu")
+    painting = load_image(root / "data" / "style" / "painting1.png", max_side=64)
+    grams = gram_stats(loss_network(rt, net_settings.style_layers), [painting], rt, net_settings.style_layers)
+    g = Generator(controls.z_dim(1), 4, 1)
+    assert pretrain.load_start(g, grams, path) == "painting1"
+    # It is the pretrained network at that painting's embedding, exactly.
+    multi = pretrain.MultiStyle(Generator(controls.z_dim(1), 4, 1), 3)
+    multi.g.load_state_dict({k[2:]: v for k, v in shipped.items() if k.startswith("g.")})
+    multi.embedding.weight.data = shipped["embeddings"]
+    x, z = torch.rand(1, 3, 32, 32), torch.randn(1, 3)
+    with torch.no_grad():
+        assert torch.allclose(g(x, z), multi(x, torch.cat([z, torch.ones(1, 1)], 1)), atol=1e-5)
+    # Two paintings: the blend dimensions start at zero and the rest loads.
+    two = Generator(controls.z_dim(2), 4, 1)
+    assert pretrain.load_start(two, {k: v.expand(2, -1, -1) for k, v in grams.items()}, path) == "painting1"
+    assert torch.equal(two.mapping[0].weight[:, 3:], torch.zeros(64, 2))
+    # A generator of another shape is left alone.
+    wide = Generator(controls.z_dim(1), 8, 1)
+    before = {k: v.clone() for k, v in wide.state_dict().items()}
+    assert pretrain.load_start(wide, grams, path) is None
+    assert all(torch.equal(before[k], v) for k, v in wide.state_dict().items())
+
+
+def test_held_out_files_are_the_quality_benchmarks():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    quality = pytest.importorskip("quality")
+    assert set(quality.PAINTINGS) == set(pretrain.HELD_OUT_PAINTINGS)
+    assert set(quality.EXCLUDED_PHOTOS) == set(pretrain.SKIPPED_PHOTOS)
+    if not (DATA / "content").is_dir():
+        pytest.skip("no shared data")
+    _, evaluation = quality.split_photos(DATA / "content", 8, 8, seed=0)
+    assert {p.stem for p in evaluation} == set(pretrain.HELD_OUT_PHOTOS)
+    paintings, photos = pretrain.pretraining_data(DATA)
+    assert not {p.stem for p in paintings} & set(quality.PAINTINGS)
+    assert not {p.stem for p in photos} & {p.stem for p in evaluation}
+
+
+def test_the_shipped_file_is_the_pinned_one():
+    path = pretrain.shipped_path()
+    if pretrain.SHIPPED_SHA256 is None:
+        pytest.skip("no pretrained generator shipped")
+    assert path.stat().st_size <= 20 * 2**20
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == pretrain.SHIPPED_SHA256
+    meta = json.loads(bytes(load_file(path)["meta"].tolist()).decode())
+    assert not set(meta["paintings"]) & set(pretrain.HELD_OUT_PAINTINGS)
+    assert not set(meta["photos"]) & set(pretrain.HELD_OUT_PHOTOS)
+    g = Generator(controls.z_dim(1), TrainSettings().generator_width, TrainSettings().generator_blocks)
+    channels = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}  # by VGG block: relu4_1's block is "4"
+    grams = {k: torch.eye(channels[k[4]])[None] for k in TrainSettings().style_layers}
+    assert pretrain.load_start(g, grams) in meta["paintings"]
