@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from .errors import BadInput
 
@@ -42,7 +43,8 @@ class TrainSettings:
     tv_weight: float = 0.5         # λ_tv
     adversarial_weight: float = 0.01  # λ_adv (small: the discriminator sharpens, the Grams steer)
     style_layers: tuple[str, ...] = STYLE_LAYERS  # VGG layers whose Grams the style loss matches
-    start: str = "pretrained"      # G's initial weights: the shipped pretrained generator, or "scratch" (random)
+    start: str = "pretrained"      # G's initial weights: the shipped pretrained generator, "scratch" (random) or a
+                                   # file that ``python -m styleprefs.pretrain --export`` wrote
     generator_width: int = 16
     generator_blocks: int = 5
     preference_step: float = 1.0   # γ: how far refine's target moves past the current look, along chosen − passed-over
@@ -57,8 +59,8 @@ class TrainSettings:
             raise ConfigError(f"size must be between 32 and 1024 px, got {self.size}")
         if not 32 <= self.style_size <= 2048:
             raise ConfigError(f"style size must be between 32 and 2048 px, got {self.style_size}")
-        if self.start not in ("pretrained", "scratch"):
-            raise ConfigError(f"start must be 'pretrained' or 'scratch', got {self.start!r}")
+        if self.start not in ("pretrained", "scratch") and not Path(self.start).is_file():
+            raise ConfigError(f"start must be 'pretrained', 'scratch' or a pretrained generator's file, got {self.start!r}")
         self.style_layers = tuple(self.style_layers)
         unknown = [name for name in self.style_layers if name not in VGG_RELUS]
         if not self.style_layers or unknown or len(set(self.style_layers)) != len(self.style_layers):
