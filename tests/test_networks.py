@@ -89,3 +89,10 @@ def test_loss_weights_from_z():
     assert torch.allclose(w.blend.sum(1), torch.ones(2))
     assert w.blend[0, 0] > 0.9 and w.blend[1, 1] > 0.9
     assert controls.z_dim(1) == 3 and controls.z_dim(3) == 6
+
+
+def test_the_colour_centre_moves_where_the_photo_colour_pull_is_half_on():
+    z = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 1.5]])
+    assert torch.allclose(controls.loss_weights(z, 4, 1).colour[0], torch.tensor(0.5))
+    shifted = controls.loss_weights(z, 4, 1, colour_centre=1.5).colour
+    assert shifted[0] < 0.05 and torch.allclose(shifted[1], torch.tensor(0.5))

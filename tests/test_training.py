@@ -59,3 +59,29 @@ def test_a_short_training_moves_g_toward_the_style(painting, photos):
     before = content_before + settings.style_weight * strength * style_before
     after = content_after + settings.style_weight * strength * style_after
     assert after < 0.8 * before, (content_before, style_before, content_after, style_after)
+
+
+def test_norm_only_steps_leave_the_convolutions_alone(painting, photos):
+    torch.manual_seed(0)
+    rt = resolve("cpu")
+    settings = TrainSettings(size=32, batch=1)
+    net = loss_network(rt, STYLE_LAYERS)
+    style = images.load_image(painting, max_side=64)
+    grams = gram_stats(net, [style], rt, STYLE_LAYERS)
+    g = Generator(controls.z_dim(1), 4, 1)
+    trainer = Trainer(g, Discriminator(width=4), net, settings, rt, 1, lr=1e-2)
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+
+    def train(first: int, steps: int) -> None:
+        list(trainer.run("init", steps, CropSampler([images.load_image(photos[0], max_side=64)], 32),
+                         CropSampler([style], 32), lambda b, gen: torch.randn(b, 3, generator=gen),
+                         blended_targets(grams, 1), torch.Generator().manual_seed(0), first_step=first,
+                         norms_only_steps=2))
+
+    train(0, 2)
+    after = g.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("to_scale_shift" in k or "mapping" in k for k in changed)
+    assert all(p.requires_grad for p in g.parameters())  # unfrozen again at the end
+    train(2, 3)  # past the norm-only steps everything learns
+    assert not torch.equal(before["encoder.0.conv.conv.weight"], g.state_dict()["encoder.0.conv.conv.weight"])

@@ -40,11 +40,13 @@ class TrainSettings:
     content_weight: float = 1.0    # λ_c
     style_weight: float = 1.0      # λ_s, multiplied by each sample's strength from z
     colour_weight: float = 50.0    # λ_col, × each sample's colour from z (200 held strokes back: a GPU sweep, see README)
+    colour_centre: float = 0.0     # z's colour dial pulls to the photo's colours half-way at this value
     tv_weight: float = 0.5         # λ_tv
     adversarial_weight: float = 0.01  # λ_adv (small: the discriminator sharpens, the Grams steer)
     style_layers: tuple[str, ...] = STYLE_LAYERS  # VGG layers whose Grams the style loss matches
     start: str = "pretrained"      # G's initial weights: the shipped pretrained generator, "scratch" (random) or a
                                    # file that ``python -m styleprefs.pretrain --export`` wrote
+    norm_only_steps: int = 0       # the first steps of init from a pretrained start adapt only the norms
     generator_width: int = 16
     generator_blocks: int = 5
     preference_step: float = 1.0   # γ: how far refine's target moves past the current look, along chosen − passed-over
@@ -55,6 +57,8 @@ class TrainSettings:
         for name in ("steps", "refine_steps", "batch", "generator_width", "generator_blocks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.norm_only_steps < 0:
+            raise ConfigError(f"norm-only steps must be at least 0, got {self.norm_only_steps}")
         if not 32 <= self.size <= 1024:
             raise ConfigError(f"size must be between 32 and 1024 px, got {self.size}")
         if not 32 <= self.style_size <= 2048:
@@ -75,7 +79,8 @@ class TrainSettings:
     @classmethod
     def from_dict(cls, data: dict) -> TrainSettings:
         # Keys added since the first schema: a session saved without them was made the old way.
-        settings = _from_dict(cls, {"style_layers": LEGACY_STYLE_LAYERS, "start": "scratch", **data})
+        settings = _from_dict(cls, {"style_layers": LEGACY_STYLE_LAYERS, "start": "scratch",
+                                    "colour_centre": 0.0, **data})
         settings.style_layers = tuple(settings.style_layers)
         return settings
 

@@ -5,7 +5,8 @@ and z becomes the dial the user explores:
 
 * ``stroke``   shifts weight between shallow and deep style layers: small, fine strokes ↔ large ones;
 * ``strength`` scales the style loss against the content loss: subtle ↔ bold;
-* ``colour``   weights a chroma loss to the photo: the painting's palette ↔ the photo's own colours;
+* ``colour``   weights a chroma loss to the photo: the painting's palette ↔ the photo's own colours
+  (its centre is a setting, ``TrainSettings.colour_centre``);
 * ``blend``    (two or more paintings) mixes the paintings' Gram targets.
 
 z ~ N(0, I) is the prior; every dimension passes through a bounded squashing, so any z is valid.
@@ -39,14 +40,15 @@ class LossWeights:
     blend: torch.Tensor     # (B, K) mixture of the paintings, rows sum to 1
 
 
-def loss_weights(z: torch.Tensor, n_layers: int, n_styles: int) -> LossWeights:
-    """Map z (B, z_dim) to the loss weights each sample is trained with."""
+def loss_weights(z: torch.Tensor, n_layers: int, n_styles: int, colour_centre: float = 0.0) -> LossWeights:
+    """Map z (B, z_dim) to the loss weights each sample is trained with. ``colour_centre`` is where on its dial the
+    colour pull is half on: above 0, the prior's centre (z = 0, apply's default) keeps the painting's palette."""
     z = z.float()
     position = torch.linspace(-1.0, 1.0, n_layers, device=z.device)
     tilt = 2.0 * torch.tanh(z[:, 0:1])
     layers = torch.softmax(tilt * position, dim=1) * n_layers
     strength = torch.exp(1.6 * torch.tanh(z[:, 1]))
-    colour = torch.sigmoid(2.0 * z[:, 2])
+    colour = torch.sigmoid(2.0 * (z[:, 2] - colour_centre))
     if n_styles > 1:
         blend = torch.softmax(1.5 * z[:, 3 : 3 + n_styles], dim=1)
     else:

@@ -47,7 +47,7 @@ HELD_OUT_PHOTOS = ("gc_monument_greatWallofChina", "gc_monument_neuschwansteinCa
 # Not colour photos: a greyscale one, and an RGBA cut-out on a flat background.
 SKIPPED_PHOTOS = ("skimage_camera_gray", "opencv_dog_rgba")
 SHIPPED = "pretrained_generator.safetensors"  # in the package's data folder
-SHIPPED_SHA256 = None  # set when a file is shipped; tests/test_pretrain.py pins it
+SHIPPED_SHA256 = "163c4a5c02e1d7a41de582dd6c77f178efd0b304be5f1f5df8201f2a8b40eab0"  # tests/test_pretrain.py checks it
 STATE = "pretrain.safetensors"  # the resumable training state in --out
 EXPORT_SECONDS = 60.0  # how often the resumable state is saved
 CHUNK = 20  # steps between looks at the clock
@@ -81,7 +81,7 @@ def shipped_path() -> Path:
 def load_start(generator: Generator, style_grams: dict[str, torch.Tensor], path: Path | None = None) -> str | None:
     """Load the pretrained weights into ``generator`` in place, starting from the embedding of the pretraining
     painting nearest to the session's paintings (by :func:`descriptor`). Returns that painting's name, or
-    None (G left as it is) when no shipped file fits this generator's shape or style layers."""
+    None (G left as it is) when no shipped file fits this generator's shape, or it used a layer the session lacks."""
     path = path or shipped_path()
     if not path.is_file():
         return None
@@ -89,7 +89,7 @@ def load_start(generator: Generator, style_grams: dict[str, torch.Tensor], path:
     meta = json.loads(bytes(shipped.pop("meta").tolist()).decode())
     weights = {k[2:]: v for k, v in shipped.items() if k.startswith("g.")}
     own = generator.state_dict()
-    if meta["style_layers"] != list(style_grams) or set(weights) != set(own) or any(
+    if not set(meta["style_layers"]) <= set(style_grams) or set(weights) != set(own) or any(
             weights[k].shape != own[k].shape for k in own if k != "mapping.0.weight"):
         return None
     # z has blend dimensions after the three named ones when a session has several paintings: they start at
@@ -98,7 +98,8 @@ def load_start(generator: Generator, style_grams: dict[str, torch.Tensor], path:
     first[:, : weights["mapping.0.weight"].shape[1]] = weights["mapping.0.weight"][:, : first.shape[1]]
     weights["mapping.0.weight"] = first
     generator.load_state_dict(weights)
-    mine = descriptor({k: v.mean(0, keepdim=True) for k, v in style_grams.items()})
+    # The nearest painting by the layers pretraining used (a session may match more layers than those).
+    mine = descriptor({k: style_grams[k].mean(0, keepdim=True) for k in meta["style_layers"]})
     nearest = int(torch.cdist(mine, shipped["descriptors"]).argmin())
     fold_code_shift(generator, shipped["embeddings"][nearest])
     return meta["paintings"][nearest]

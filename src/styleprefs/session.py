@@ -196,7 +196,7 @@ class Session:
         dim = controls.z_dim(self.n_styles)
         seconds = self._train(trainer, "init", s.steps, CropSampler(contents, s.size), CropSampler(styles, s.size),
                               lambda b, g: torch.randn(b, dim, generator=g), blended_targets(style_grams, self.n_styles),
-                              rng, on_progress)
+                              rng, on_progress, norms_only_steps=s.norm_only_steps if started_from else 0)
         _write_checkpoint(self.store, "checkpoints/000", generator, discriminator, Posterior.prior(dim))
         state = {**self.state, "checkpoint": "checkpoints/000", "training": None,
                  "steps": {**self.state["steps"], "init": s.steps}}
@@ -210,7 +210,7 @@ class Session:
 
     def _train(self, trainer: Trainer, phase: str, steps: int, content: CropSampler, real: CropSampler,
                sample_z, targets, rng: torch.Generator, on_progress: ProgressFn | None,
-               weights: WeightsFn | None = None) -> float:
+               weights: WeightsFn | None = None, norms_only_steps: int = 0) -> float:
         """Run a training phase with resumable checkpoints: every ``checkpoint_seconds``, and at a
         step boundary when SIGINT/SIGTERM asks to stop. Continues from ``training.safetensors`` if present."""
         first = 0
@@ -228,7 +228,7 @@ class Session:
         step = first
         with StopSignals() as stop:
             for progress in trainer.run(phase, steps, content, real, sample_z, targets, rng, first_step=first,
-                                        weights=weights):
+                                        weights=weights, norms_only_steps=norms_only_steps):
                 step = progress.step
                 if on_progress:
                     on_progress(progress)
@@ -449,7 +449,7 @@ class Session:
             # extreme z would give (a tiny style weight, a strong chroma loss) would only fight it. Its stroke dial
             # (the layer weights) stays: uniform layer weights cost the "fine strokes" user 3 σ in the benchmark.
             # The prior half keeps what z means.
-            weights = controls.loss_weights(z, len(s.style_layers), self.n_styles)
+            weights = controls.loss_weights(z, len(s.style_layers), self.n_styles, s.colour_centre)
             near = z.shape[0] - half
             weights.strength[:near], weights.colour[:near] = 1.0, 0.0
             return weights

@@ -167,7 +167,7 @@ class Trainer:
              weights: controls.LossWeights | None = None) -> dict[str, float]:
         s, rt = self.settings, self.runtime
         if weights is None:
-            weights = controls.loss_weights(z, len(targets), self.n_styles)
+            weights = controls.loss_weights(z, len(targets), self.n_styles, s.colour_centre)
         # D is frozen for G's update: the gradient flows through it to G, none is spent on its weights.
         self.d.requires_grad_(False)
         with rt.autocast():
@@ -199,18 +199,29 @@ class Trainer:
         values = torch.stack([total, l_content.mean(), l_style.mean(), l_colour.mean(), l_adv.mean(), l_d]).detach().tolist()
         return dict(zip(names, values))  # one device sync per step, not six
 
+    def train_norms_only(self, only: bool) -> None:
+        """Let only the norms' parameters (the FiLM layers and the mapping from z that feeds them) learn, or all.
+        Frozen weights get no gradient, so Adam leaves them, and their moments, as they are."""
+        for name, parameter in self.g.named_parameters():
+            parameter.requires_grad_(not only or "to_scale_shift" in name or "mapping" in name)
+
     def run(self, phase: str, steps: int, content: CropSampler, real: CropSampler,
             sample_z: ZSampler, targets: TargetFn, generator: torch.Generator,
-            first_step: int = 0, weights: WeightsFn | None = None) -> Iterator[Progress]:
+            first_step: int = 0, weights: WeightsFn | None = None, norms_only_steps: int = 0) -> Iterator[Progress]:
+        """Train from ``first_step`` to ``steps``; the first ``norms_only_steps`` adapt only the norms (Dumoulin et
+        al.'s way to a new style, from a pretrained start)."""
         self.g.train()
         self.d.train()
         rt, batch = self.runtime, self.settings.batch
         start = time.perf_counter()
         for step in range(first_step, steps):
+            if step in (first_step, norms_only_steps):
+                self.train_norms_only(step < norms_only_steps)
             crops = rt.images(content.sample(batch, generator))
             real_crops = rt.images(real.sample(batch, generator))
             z = sample_z(batch, generator).to(rt.device)
             report = self.step(crops, real_crops, z, targets(z), weights(z) if weights else None)
             yield Progress(phase, step + 1, steps, time.perf_counter() - start, report)
+        self.train_norms_only(False)
         self.g.eval()
         self.d.eval()
