@@ -40,13 +40,14 @@ class TrainSettings:
     content_weight: float = 1.0    # λ_c
     style_weight: float = 1.0      # λ_s, multiplied by each sample's strength from z
     colour_weight: float = 50.0    # λ_col, × each sample's colour from z (200 held strokes back: a GPU sweep, see README)
-    colour_centre: float = 0.0     # z's colour dial pulls to the photo's colours half-way at this value
+    colour_centre: float = 1.5     # z's colour dial pulls to the photo's colours half-way here: z = 0 keeps the
+                                   # painting's palette (at 0, the old centre, the default look was a tinted photo)
     tv_weight: float = 0.5         # λ_tv
     adversarial_weight: float = 0.01  # λ_adv (small: the discriminator sharpens, the Grams steer)
     style_layers: tuple[str, ...] = STYLE_LAYERS  # VGG layers whose Grams the style loss matches
     start: str = "pretrained"      # G's initial weights: the shipped pretrained generator, "scratch" (random) or a
                                    # file that ``python -m styleprefs.pretrain --export`` wrote
-    norm_only_steps: int = 0       # the first steps of init from a pretrained start adapt only the norms
+    norm_only_steps: int = 100     # the first steps of init from a pretrained start adapt only the norms
     generator_width: int = 16
     generator_blocks: int = 5
     preference_step: float = 1.0   # γ: how far refine's target moves past the current look, along chosen − passed-over
