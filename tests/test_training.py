@@ -27,13 +27,18 @@ def test_blended_targets_mix_the_paintings_grams():
     assert torch.allclose(t[1], 2 * torch.eye(4), atol=1e-3)  # an even blend
 
 
-def test_a_short_training_moves_g_toward_the_style(painting, photos):
+def painting_targets(painting, side: int):
+    """The CPU runtime, the loss network, the painting at ``side`` px and its Grams, on a fixed seed."""
     torch.manual_seed(0)
     rt = resolve("cpu")
-    settings = TrainSettings(size=64, batch=2)
     net = loss_network(rt, STYLE_LAYERS)
-    style = images.load_image(painting, max_side=96)
-    grams = gram_stats(net, [style], rt, STYLE_LAYERS)
+    style = images.load_image(painting, max_side=side)
+    return rt, net, style, gram_stats(net, [style], rt, STYLE_LAYERS)
+
+
+def test_a_short_training_moves_g_toward_the_style(painting, photos):
+    rt, net, style, grams = painting_targets(painting, 96)
+    settings = TrainSettings(size=64, batch=2)
     assert grams["relu3_1"].shape == (1, 256, 256)
     g, d = Generator(controls.z_dim(1), 8, 2), Discriminator(width=8)
     trainer = Trainer(rt.module(g), rt.module(d), net, settings, rt, 1, lr=settings.lr)
@@ -62,12 +67,8 @@ def test_a_short_training_moves_g_toward_the_style(painting, photos):
 
 
 def test_norm_only_steps_leave_the_convolutions_alone(painting, photos):
-    torch.manual_seed(0)
-    rt = resolve("cpu")
+    rt, net, style, grams = painting_targets(painting, 64)
     settings = TrainSettings(size=32, batch=1)
-    net = loss_network(rt, STYLE_LAYERS)
-    style = images.load_image(painting, max_side=64)
-    grams = gram_stats(net, [style], rt, STYLE_LAYERS)
     g = Generator(controls.z_dim(1), 4, 1)
     trainer = Trainer(g, Discriminator(width=4), net, settings, rt, 1, lr=1e-2)
     before = {k: v.clone() for k, v in g.state_dict().items()}
