@@ -444,14 +444,14 @@ class Session:
                                      base[name][z.shape[0] - half:]]) for name in base}
 
         def loss_weights(z: torch.Tensor) -> controls.LossWeights:
-            # The near half matches the personal target at full style weight and without the pull to the photo's
-            # colours: the target already carries the strength and palette the user picked, and the weights an
-            # extreme z would give (a tiny style weight, a strong chroma loss) would only fight it. Its stroke dial
-            # (the layer weights) stays: uniform layer weights cost the "fine strokes" user 3 σ in the benchmark.
+            # The near half matches the personal target without the pull to the photo's colours: the target already
+            # carries the palette the user picked, and a strong chroma loss would only fight it. Its stroke dial (the
+            # layer weights) stays: uniform layer weights cost the "fine strokes" user 3 σ in the benchmark. So does
+            # its strength: from the pretrained start a low-strength z* looks much like the photo, and full style
+            # weight pulled a "subtle" user's look back toward the painting (P77 against P100 with z*'s own).
             # The prior half keeps what z means.
             weights = controls.loss_weights(z, len(s.style_layers), self.n_styles, s.colour_centre)
-            near = z.shape[0] - half
-            weights.strength[:near], weights.colour[:near] = 1.0, 0.0
+            weights.colour[: z.shape[0] - half] = 0.0
             return weights
 
         rng = torch.Generator().manual_seed(self.config["seed"] + 7919 * (len(self.state["refines"]) + 1))
