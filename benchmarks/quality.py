@@ -96,7 +96,7 @@ class StartingPoint:
         style = load_image(painting, max_side=settings.style_size)
         grams = gram_stats(training_network(runtime, settings.style_layers), [style], runtime, settings.style_layers)
         self.generator = Generator(3, settings.generator_width, settings.generator_blocks)
-        self.nearest = load_start(self.generator, grams, None if settings.start == "pretrained" else Path(settings.start))
+        self.nearest = load_start(self.generator, grams, settings.start)
         if self.nearest is None:
             raise SystemExit("--start-only: no pretrained generator fits these settings")
         console.print(f"{painting.stem}: starting from the embedding of {self.nearest}")
@@ -286,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(message)
             if row["gatys"] is not None:  # the panel: photo | apply | Gatys
                 strips.append(torch.cat([photo, applied, baseline], dim=2))
-                save_image(torch.cat([photo, applied, baseline], dim=2),
-                           args.out / f"{painting.stem}__{name}__photo-apply-gatys.png")
+                save_image(strips[-1], args.out / f"{painting.stem}__{name}__photo-apply-gatys.png")
         report["per_image"] += rows
         report["per_painting"][painting.stem] = summary(rows)
         write_json(report, args.json_out)  # after every painting, so an interrupted run keeps its figures
@@ -331,11 +330,13 @@ def verdict(per_painting: dict[str, dict]) -> dict:
     failures = {}
     for name, s in per_painting.items():
         removal, slack = s["removal_ratio"], s["apply_content"] - s["gatys_content"]
+        why = []
         if removal is None or removal < TARGET_REMOVAL:
-            failures[name] = f"removal {removal if removal is None else round(removal, 3)} < {TARGET_REMOVAL}"
+            why.append(f"removal {removal if removal is None else round(removal, 3)} < {TARGET_REMOVAL}")
         if slack > CONTENT_SLACK:
-            failures[name] = (failures.get(name, "") + f"{'; ' if name in failures else ''}content distance "
-                              f"{s['apply_content']:.3f} is {slack:+.3f} from Gatys's {s['gatys_content']:.3f}")
+            why.append(f"content distance {s['apply_content']:.3f} is {slack:+.3f} from Gatys's {s['gatys_content']:.3f}")
+        if why:
+            failures[name] = "; ".join(why)
     removals = [s["removal_ratio"] or 0.0 for s in per_painting.values()]
     mean_removal = statistics.fmean(removals)
     return {"removal_each_at_least": TARGET_REMOVAL, "content_slack_at_most": CONTENT_SLACK,
@@ -349,10 +350,8 @@ def panel(strips: list[torch.Tensor], per_row: int, path: Path) -> None:
     strips = [strip[:, :height] for strip in strips]
     rows = []
     for first in range(0, len(strips), per_row):
-        row = strips[first : first + per_row]
-        width = sum(s.shape[-1] for s in row)
         gap = torch.ones(3, height, 8)
-        rows.append(torch.cat([x for s in row for x in (s, gap)][:-1], dim=2)[:, :, :width + 8 * (len(row) - 1)])
+        rows.append(torch.cat([x for s in strips[first : first + per_row] for x in (s, gap)][:-1], dim=2))
     width = max(r.shape[-1] for r in rows)
     rows = [torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows]
     save_image(torch.cat([x for r in rows for x in (r, torch.ones(3, 8, width))][:-1], dim=1), path, quality=90)

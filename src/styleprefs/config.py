@@ -54,6 +54,9 @@ class TrainSettings:
     preference_reach: float = 0.15  # ... but by at most this fraction of each layer's Gram norm per refine
     checkpoint_seconds: float = 30.0  # how often init/refine save a resumable checkpoint
 
+    def __post_init__(self) -> None:
+        self.style_layers = tuple(self.style_layers)  # JSON gives a list; loss_network's cache needs a tuple
+
     def validate(self) -> TrainSettings:
         for name in ("steps", "refine_steps", "batch", "generator_width", "generator_blocks"):
             if getattr(self, name) < 1:
@@ -66,7 +69,6 @@ class TrainSettings:
             raise ConfigError(f"style size must be between 32 and 2048 px, got {self.style_size}")
         if self.start not in ("pretrained", "scratch") and not Path(self.start).is_file():
             raise ConfigError(f"start must be 'pretrained', 'scratch' or a pretrained generator's file, got {self.start!r}")
-        self.style_layers = tuple(self.style_layers)
         unknown = [name for name in self.style_layers if name not in VGG_RELUS]
         if not self.style_layers or unknown or len(set(self.style_layers)) != len(self.style_layers):
             raise ConfigError(f"style layers must be distinct VGG19 relu layers (relu1_1 … relu5_4), got "
@@ -80,10 +82,7 @@ class TrainSettings:
     @classmethod
     def from_dict(cls, data: dict) -> TrainSettings:
         # Keys added since the first schema: a session saved without them was made the old way.
-        settings = _from_dict(cls, {"style_layers": LEGACY_STYLE_LAYERS, "start": "scratch",
-                                    "colour_centre": 0.0, **data})
-        settings.style_layers = tuple(settings.style_layers)
-        return settings
+        return _from_dict(cls, {"style_layers": LEGACY_STYLE_LAYERS, "start": "scratch", "colour_centre": 0.0, **data})
 
     def to_dict(self) -> dict:
         return asdict(self)

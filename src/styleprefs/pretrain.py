@@ -78,11 +78,12 @@ def shipped_path() -> Path:
     return Path(str(resources.files("styleprefs") / "data" / SHIPPED))
 
 
-def load_start(generator: Generator, style_grams: dict[str, torch.Tensor], path: Path | None = None) -> str | None:
+def load_start(generator: Generator, style_grams: dict[str, torch.Tensor], start: str | Path = "pretrained") -> str | None:
     """Load the pretrained weights into ``generator`` in place, starting from the embedding of the pretraining
-    painting nearest to the session's paintings (by :func:`descriptor`). Returns that painting's name, or
-    None (G left as it is) when no shipped file fits this generator's shape, or it used a layer the session lacks."""
-    path = path or shipped_path()
+    painting nearest to the session's paintings (by :func:`descriptor`). ``start`` is ``TrainSettings.start``:
+    "pretrained" (the shipped file) or a file ``--export`` wrote. Returns that painting's name, or None (G left as
+    it is) when no such file fits this generator's shape, or it used a layer the session lacks."""
+    path = shipped_path() if start == "pretrained" else Path(start)
     if not path.is_file():
         return None
     shipped = load_file(path)

@@ -187,8 +187,7 @@ class Session:
         style_grams = self.store.read_tensors("style_grams.safetensors")
         torch.manual_seed(self.config["seed"])
         generator = Generator(controls.z_dim(self.n_styles), s.generator_width, s.generator_blocks)
-        started_from = None if s.start == "scratch" else pretrain.load_start(
-            generator, style_grams, None if s.start == "pretrained" else Path(s.start))
+        started_from = None if s.start == "scratch" else pretrain.load_start(generator, style_grams, s.start)
         discriminator = Discriminator()
         trainer = Trainer(rt.module(generator), rt.module(discriminator), self._loss_network(), s, rt,
                           self.n_styles, s.lr)
