@@ -96,9 +96,9 @@ def test_session_stylise_switches_to_tiles_above_the_threshold(generator, photo,
         def generator(self):
             return generator
         from styleprefs.session import Session
-        stylise_batch = Session.stylise_batch
+        stylise_batch, _generate = Session.stylise_batch, Session._generate
 
-    out = Stub().stylise_batch(photo[None], z)
+    out = Stub().stylise_batch(photo[None], z, side=300)  # a working resolution of the photo's own size
     assert out.shape == (1, 3, 200, 300)
     assert max(s[-2] * s[-1] for s in calls) <= 224 * 224  # no forward saw the whole image
     assert calls[0][-2:] == (100, 150)  # the statistics pass, scaled down to STATS_PIXELS

@@ -213,9 +213,11 @@ def refine(
 def apply(
     inputs: Annotated[list[Path], typer.Argument(help="Photos: files or folders.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (names mirror the inputs).")],
-    size: Annotated[Optional[int], typer.Option(help="Cap on the long side in px (default: own size up to 2048; "
-                                                     "over 4 megapixels is done in tiles, in bounded memory).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Cap on the long side in px (default: own size, up to 8192). "
+                                                     "The look is the same at any size.")] = None,
     pick: Annotated[Optional[str], typer.Option(help="Use the z of a proposal, ROUND:INDEX, instead of the learned one.")] = None,
+    stroke_scale: Annotated[float, typer.Option(help="Strokes this many times larger (2) or smaller (0.5) relative to "
+                                                     "the image than on the contact sheet.")] = 1.0,
     fmt: Annotated[str, typer.Option("--format", help="png or jpg.")] = "png",
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist (cheap reruns).")] = False,
     shard: Annotated[Optional[str], typer.Option(help="Process only shard K of N (K/N), for parallel jobs.")] = None,
@@ -237,7 +239,7 @@ def apply(
 
             def report(k: int, total: int, path: Path) -> None:
                 progress.update(task, total=total, completed=k, info=path.name)
-            r = s.apply(inputs, out, size=size, pick=pick, fmt=fmt, skip_existing=skip_existing, shard=shard,
+            r = s.apply(inputs, out, size=size, pick=pick, stroke_scale=stroke_scale, fmt=fmt, skip_existing=skip_existing, shard=shard,
                         max_pixels=max_pixels, max_batch=batch, on_progress=report)
         return {"command": "apply", "outputs": [str(p) for p in r.outputs], "seconds": round(r.seconds, 2),
                 "existing": [str(p) for p in r.existing], "warnings": r.warnings,

@@ -100,6 +100,11 @@ def resize(img: Image.Image, max_side: int | None = None, short_side: int | None
     return img.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
 
 
+def shrink(image: torch.Tensor, max_side: int) -> torch.Tensor:
+    """A (3, H, W) image in [0, 1] as :func:`load_image` would give it at ``max_side`` (the preview photo's resize)."""
+    return to_tensor(resize(to_pil(image), max_side=max_side))
+
+
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """PIL RGB → float tensor (3, H, W) in [0, 1]."""
     return to_bytes(img).float() / 255.0

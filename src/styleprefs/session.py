@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, controls, images, pipeline, pretrain, tiling
+from . import __version__, controls, images, pipeline, pretrain, render, tiling
 from .config import ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
@@ -42,7 +42,8 @@ from .training import (CropSampler, Progress, StopSignals, Trainer, WeightsFn, b
 
 ProgressFn = Callable[[Progress], None]
 PASSED_GRAMS = "passed_grams.safetensors"  # in a round's folder: the mean Gram of the candidates passed over
-MAX_APPLY_SIDE = 2048
+MAX_APPLY_SIDE = 8192  # apply keeps a photo's own size up to this long side
+MIN_STROKE_SCALE, MAX_STROKE_SCALE = 0.125, 8.0
 STATE_FIELDS = {"checkpoint": (str, type(None)), "rounds": list, "refines": list, "steps": dict}
 TRAINING = "training.safetensors"  # the resumable mid-training state of an unfinished init or refine
 
@@ -298,21 +299,41 @@ class Session:
         self.store.append_history(event)
 
     # ----------------------------------------------------------------- the loop
-    def stylise(self, image: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Stylise one (3, H, W) image in [0, 1] at ``z`` (default: the preferred z)."""
-        return self.stylise_batch(image[None], z)[0]
+    def stylise(self, image: torch.Tensor, z: torch.Tensor | None = None, stroke_scale: float = 1.0,
+                side: int | None = None) -> torch.Tensor:
+        """Stylise one (3, H, W) image in [0, 1] at ``z`` (default: the preferred z); see :meth:`stylise_batch`."""
+        return self.stylise_batch(image[None], z, stroke_scale, side)[0]
 
     @torch.inference_mode()
-    def stylise_batch(self, batch: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Stylise (B, 3, H, W) images of one size at one ``z``; images over ``tiling.TILE_ABOVE`` pixels
-        are done in tiles, in bounded memory. Returns (B, 3, H, W), fp32, on the CPU."""
+    def stylise_batch(self, batch: torch.Tensor, z: torch.Tensor | None = None, stroke_scale: float = 1.0,
+                      side: int | None = None) -> torch.Tensor:
+        """Stylise (B, 3, H, W) images of one size at one ``z``, as the contact sheet shows that z whatever their size:
+        the generator runs at the working resolution (long side ``side``, default :meth:`working_side`, ÷
+        ``stroke_scale``) and the full-resolution photo guides the result back to (B, 3, H, W), fp32, on the CPU."""
         z = self.preferred_z() if z is None else z
+        return render.render(lambda small: self._generate(small, z), batch, side or self.working_side(), stroke_scale)
+
+    def _generate(self, batch: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The generator on (B, 3, H, W) at its own grid; over ``tiling.TILE_ABOVE`` pixels in tiles, in bounded
+        memory."""
         generator = self.generator()
         if tiling.needs_tiles(*batch.shape[-2:]):
             return torch.stack([tiling.stylise_tiled(generator, image, z, self.runtime) for image in batch])
         with self.runtime.autocast():
             z = z.reshape(1, -1).expand(len(batch), -1).to(self.runtime.device)
             return generator(self.runtime.images(batch), z).float().cpu()
+
+    def working_side(self, round_index: int | None = None) -> int:
+        """The long side (px) the generator works at: the preview size of round ``round_index`` (1-based; default the
+        latest round), where the user saw the looks they picked; before any round, the proposal size."""
+        rounds = self.state["rounds"]
+        if not rounds:
+            return self.proposal_settings.size
+        entry = rounds[-1 if round_index is None else round_index - 1]
+        side = entry.get("size", self.proposal_settings.size)
+        if not isinstance(side, int) or not 32 <= side <= 2048:
+            raise SessionError(f"{self.store.path('state.json')}: damaged (round {entry.get('index')}'s size)")
+        return side
 
     def propose(self, n: int | None = None, size: int | None = None, preview: Path | None = None) -> Round:
         """Render ``n`` candidates, each from its own z, plus a numbered contact sheet; start a round.
@@ -329,7 +350,7 @@ class Session:
         photo = images.load_image(preview_path, max_side=size)
         checkpoint = self.checkpoint
         z = self.preference().propose(n, seed=self.config["seed"] * 1000 + len(self.state["rounds"]) + 1)
-        rendered = [self.stylise(photo, zi) for zi in z]
+        rendered = [self.stylise(photo, zi, side=size) for zi in z]
         candidates = [f"candidate-{i:02d}.png" for i in range(1, n + 1)]
         self.store.path("rounds").mkdir(exist_ok=True)
         pending = Path(tempfile.mkdtemp(prefix=".pending-", dir=self.store.path("rounds")))
@@ -512,7 +533,8 @@ class Session:
         preview = Path(latest.get("preview") or self.config["contents"][0]["path"])
         chosen = [self.store.read_tensors(self._in_round(r, "chosen_grams.safetensors")) for r in selected]
         if preview.is_file():
-            look = gram_stats(net, [self.stylise(images.load_image(preview, max_side=latest["size"]), z)], self.runtime,
+            look = gram_stats(net, [self.stylise(images.load_image(preview, max_side=latest["size"]), z, side=latest["size"])],
+                              self.runtime,
                               self.settings.style_layers)
         else:  # the preview photo has gone: the latest picks stand in for the current look
             look = chosen[-1]
@@ -563,7 +585,7 @@ class Session:
         return z[candidate - 1]
 
     def apply(self, inputs: list[Path], out: Path, size: int | None = None, pick: str | None = None,
-              fmt: str = "png", skip_existing: bool = False, shard: str | None = None,
+              fmt: str = "png", skip_existing: bool = False, shard: str | None = None, stroke_scale: float = 1.0,
               max_pixels: int = images.DEFAULT_MAX_PIXELS, max_batch: int = pipeline.MAX_BATCH,
               on_progress: Callable[[int, int, Path], None] | None = None) -> ApplyResult:
         """Stylise files and folders into ``out``, mirroring their names; never writes over an input.
@@ -571,14 +593,20 @@ class Session:
         ``shard="K/N"`` takes a deterministic 1/N of the inputs (for parallel jobs sharing a session);
         ``skip_existing`` leaves outputs that are already there. Unusable images are skipped and listed.
         Photos are decoded and written on worker threads while the model runs, and consecutive photos of
-        one size go through it together, up to ``max_batch`` (1: one at a time; the outputs are the same)."""
+        one size go through it together, up to ``max_batch`` (1: one at a time; the outputs are the same).
+
+        Every photo becomes the picked candidate (or the learned look) at its own size: the generator works at the
+        preview's scale relative to the image, and ``stroke_scale`` makes the strokes that many times larger."""
         if fmt not in ("png", "jpg"):
             raise BadInput(f"--format must be png or jpg, got {fmt!r}")
         if size is not None and not images.MIN_SIDE <= size <= 8192:
             raise BadInput(f"--size must be between {images.MIN_SIDE} and 8192 px, got {size}")
         if not 1 <= max_batch <= 256:
             raise BadInput(f"--batch must be between 1 and 256, got {max_batch}")
+        if not MIN_STROKE_SCALE <= stroke_scale <= MAX_STROKE_SCALE:
+            raise BadInput(f"--stroke-scale must be between {MIN_STROKE_SCALE} and {MAX_STROKE_SCALE}, got {stroke_scale}")
         z = self.resolve_pick(pick) if pick else self.preferred_z()
+        side = self.working_side(int(pick.split(":")[0]) if pick else None)
         jobs = _select_shard(_output_names(inputs, Path(out), fmt), shard)
         _check_writable(Path(out))
         result = ApplyResult()
@@ -592,7 +620,7 @@ class Session:
             else:
                 todo.append((source, target))
         self.generator()  # a damaged checkpoint fails here, before any photo is read
-        items = pipeline.stylise_files(todo, lambda batch: self.stylise_batch(batch, z),
+        items = pipeline.stylise_files(todo, lambda batch: self.stylise_batch(batch, z, stroke_scale, side),
                                        max_side=size or MAX_APPLY_SIDE, max_pixels=max_pixels, max_batch=max_batch,
                                        batch_pixels=pipeline.BATCH_PIXELS[self.runtime.device.type])
         for k, item in enumerate(items, start=len(result.existing) + 1):

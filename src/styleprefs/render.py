@@ -1,0 +1,132 @@
+"""Full-size rendering: a photo of any size becomes the candidate that was picked, seen at full size.
+
+The generator's strokes are a fixed number of pixels, so run on the photo's own grid the same z gives a
+different picture at every size (at 2000 px, a tinted photo with pixel-sized grain). Here the generator
+runs at a *working resolution* instead: the photo scaled so its long side is the preview's (``side``), as
+the candidates on the contact sheet were rendered. Strokes, palette and strength are then fixed relative to
+the image, and ``stroke_scale`` F makes the strokes F× larger (working side ÷ F) or smaller.
+
+The working-resolution result is brought to full size with the full-resolution photo as the guide (He et
+al.'s guided filter used for upsampling, as in the fast and deep guided filters): in every small window of
+the working grid the output is fitted as a·L + b of the photo's luminance L; a and b are interpolated to full
+size and applied to the full-resolution L, so the photo's edges, hair and text come through sharp, shaded
+as the painting shades them. What the fit misses (brush texture that does not follow L) is interpolated and
+added back, so scaled down again the output is the working-resolution picture: what the sheet showed.
+
+Memory stays bounded by the full-size output itself: the full-size composition runs in bands of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+MIN_WORKING_SIDE = 32   # the generator's smallest input side worth running
+RADIUS = 1              # guided filter window radius, in working-resolution px
+EPS = 1e-3              # guided filter regulariser (variance units of L in [0, 1]): flat areas keep the painting's
+                        # texture instead of amplifying the photo's noise
+DETAIL = 1.0            # the photo's detail finer than the working grid keeps at least its own contrast
+BAND = 256              # full-resolution rows composed at a time
+LUMA = (0.299, 0.587, 0.114)
+
+Stylise = Callable[[torch.Tensor], torch.Tensor]
+
+
+def working_size(height: int, width: int, side: int, stroke_scale: float = 1.0) -> tuple[int, int]:
+    """The grid the generator runs on for an image of ``height``×``width``: long side ``side / stroke_scale``,
+    same aspect; the short side at least MIN_WORKING_SIDE."""
+    if stroke_scale <= 0:
+        raise ValueError(f"stroke scale must be positive, got {stroke_scale}")
+    scale = side / stroke_scale / max(height, width)
+    return max(MIN_WORKING_SIDE, round(height * scale)), max(MIN_WORKING_SIDE, round(width * scale))
+
+
+def resample(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) in [0, 1] to ``size``, bicubic (antialiased when shrinking, as Pillow's resize): close to the
+    Lanczos resize that made the preview photo."""
+    if tuple(batch.shape[-2:]) == tuple(size):
+        return batch
+    shrink = size[0] < batch.shape[-2] or size[1] < batch.shape[-1]
+    return F.interpolate(batch, size=size, mode="bicubic", antialias=shrink, align_corners=False).clamp_(0, 1)
+
+
+def render(stylise: Stylise, batch: torch.Tensor, side: int, stroke_scale: float = 1.0) -> torch.Tensor:
+    """Stylise (B, 3, H, W) images in [0, 1] of one size at the working resolution and bring the result to
+    (B, 3, H, W), fp32, on the CPU. ``stylise`` runs the generator on a (B, 3, h, w) batch at one z."""
+    height, width = batch.shape[-2:]
+    size = working_size(height, width, side, stroke_scale)
+    if size == (height, width):
+        return stylise(batch)
+    small = resample(batch.float(), size)
+    styled = stylise(small).float()
+    if size[0] * size[1] >= height * width:  # a small photo: rendered larger, then scaled down
+        return resample(styled, (height, width))
+    return torch.stack([guided_upsample(photo, low, out) for photo, low, out in zip(batch, small, styled, strict=True)])
+
+
+def luminance(image: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) → (1, H, W)."""
+    weights = torch.tensor(LUMA, dtype=image.dtype, device=image.device)
+    return torch.einsum("chw,c->hw", image, weights)[None]
+
+
+def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2r+1)² window of (C, h, w), the window cut at the border."""
+    return F.avg_pool2d(x[None], 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)[0]
+
+
+def guided_coefficients(guide: torch.Tensor, styled: torch.Tensor, radius: int = RADIUS,
+                        eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel of the working grid, a and b (each (3, h, w)) with styled ≈ a·guide + b in every window around
+    it, averaged over the windows that cover the pixel (He et al., guided filter)."""
+    mean_i, mean_p = _box(guide, radius), _box(styled, radius)
+    cov = _box(guide * styled, radius) - mean_i * mean_p
+    var = _box(guide * guide, radius) - mean_i * mean_i
+    a = cov / (var + eps)
+    b = mean_p - a * mean_i
+    return _box(a, radius), _box(b, radius)
+
+
+def _cubic(t: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic convolution kernel with a = −0.75, as ``F.interpolate(mode="bicubic")`` uses."""
+    a, t = -0.75, t.abs()
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return torch.where(t <= 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
+
+
+def _source_rows(length: int, source: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For output rows ``start:end`` of ``length``, bicubic from ``source`` rows (align_corners=False, edge rows
+    repeated): the four source rows of each, (n, 4), and their weights, (n, 4)."""
+    position = (torch.arange(start, end, dtype=torch.float64) + 0.5) * (source / length) - 0.5
+    first = position.floor()
+    offsets = torch.arange(-1, 3, dtype=torch.float64)
+    weights = _cubic(position[:, None] - (first[:, None] + offsets)).float()
+    return (first[:, None].long() + offsets.long()).clamp(0, source - 1), weights
+
+
+@torch.inference_mode()
+def guided_upsample(photo: torch.Tensor, small: torch.Tensor, styled: torch.Tensor) -> torch.Tensor:
+    """The full-size (3, H, W) output for ``photo`` (3, H, W, uint8 or [0, 1]) from ``styled``, the generator's
+    output for ``small`` (the photo at the working resolution). Composed in bands of BAND rows."""
+    height, width = photo.shape[-2:]
+    guide_small = luminance(small)
+    a, b = guided_coefficients(guide_small, styled)
+    residual = styled - (a * guide_small + b)  # what the linear fit misses, added back at its own scale
+    # Interpolate along the width once (h × W is small), then each band along the height.
+    coefficients = F.interpolate(torch.cat([a, b, residual, guide_small])[None], size=(a.shape[-2], width),
+                                 mode="bicubic", align_corners=False)[0]
+    luma = torch.tensor(LUMA)[:, None, None]
+    out = torch.empty(3, height, width)
+    scale = 1 / 255 if photo.dtype == torch.uint8 else 1.0
+    for start in range(0, height, BAND):
+        end = min(start + BAND, height)
+        taps, weights = _source_rows(height, a.shape[-2], start, end)
+        rows = torch.einsum("cnkw,nk->cnw", coefficients[:, taps], weights)
+        guide = luminance(photo[:, start:end].float() * scale)
+        detail = guide - rows[9:10]  # the photo's luminance finer than the working grid
+        boost = (DETAIL - (rows[0:3] * luma).sum(0, keepdim=True)).clamp_(min=0)
+        out[:, start:end] = (rows[0:3] * guide + rows[3:6] + rows[6:9] + boost * detail).clamp_(0, 1)
+    return out

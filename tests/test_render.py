@@ -1,0 +1,134 @@
+"""Full-size rendering: a photo of any size becomes the candidate picked on the sheet, with the photo's own
+fine detail kept sharp; the working resolution follows the preview and ``stroke_scale``."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from styleprefs import images, render
+from styleprefs.config import METRIC_STYLE_LAYERS, TrainSettings
+from styleprefs.device import resolve
+from styleprefs.losses import gram
+from styleprefs.networks import Generator
+from styleprefs.pretrain import load_start
+from styleprefs.training import gram_stats, loss_network
+from styleprefs.vgg import VGG19Features
+from tests.conftest import EXAMPLES
+
+RT = resolve("cpu", "fp32")
+SIDE = 96  # the preview's long side in these tests (the product's is 256)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    """The shipped pretrained generator at Starry Night's nearest embedding: a real, trained network whose z
+    changes the look."""
+    settings = TrainSettings()
+    painting = images.load_image(EXAMPLES / "paintings" / "vangogh_starry_night.jpg", max_side=settings.style_size)
+    grams = gram_stats(loss_network(RT, settings.style_layers), [painting], RT, settings.style_layers)
+    g = Generator(3, settings.generator_width, settings.generator_blocks)
+    assert load_start(g, grams, "pretrained") is not None
+    return g.eval()
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return images.load_image(EXAMPLES / "photos" / "skimage_chelsea_cat.png")  # 451×300, whiskers and fur
+
+
+def stylise_with(generator, z):
+    def stylise(batch):
+        with torch.inference_mode():
+            return generator(batch, z.reshape(1, -1).expand(len(batch), -1))
+    return stylise
+
+
+def style_distance(net, a, b) -> float:
+    """The benchmarks' symmetrised style distance (mean over relu1_1…relu5_1) between two images."""
+    with torch.no_grad():
+        ga = {k: gram(v) for k, v in net(a[None]).items()}
+        gb = {k: gram(v) for k, v in net(b[None]).items()}
+    one_way = lambda x, y: torch.stack([(x[k] - y[k]).norm() / y[k].norm() for k in METRIC_STYLE_LAYERS]).mean()
+    return float(one_way(ga, gb) + one_way(gb, ga)) / 2
+
+
+def test_working_size_keeps_the_aspect_and_follows_the_stroke_scale():
+    assert render.working_size(3000, 4000, 256) == (192, 256)
+    assert render.working_size(4000, 3000, 256, stroke_scale=2) == (128, 96)
+    assert render.working_size(300, 400, 256, stroke_scale=0.5) == (384, 512)  # small photos are rendered larger
+    assert render.working_size(100, 4000, 256) == (render.MIN_WORKING_SIDE, 256)  # a panorama keeps a usable height
+    with pytest.raises(ValueError):
+        render.working_size(100, 100, 256, stroke_scale=0)
+
+
+def test_a_large_photo_becomes_the_candidate_that_was_picked(generator, cat):
+    """The bug a user hit: the look picked on the sheet was gone at full size (strokes fixed in pixels)."""
+    zs = torch.randn(6, 3, generator=torch.Generator().manual_seed(3)) * 1.5
+    preview = images.load_image(EXAMPLES / "photos" / "skimage_chelsea_cat.png", max_side=SIDE)
+    candidates = [render.render(stylise_with(generator, z), preview[None], SIDE)[0] for z in zs]
+    net = VGG19Features(METRIC_STYLE_LAYERS)
+    pairwise = [style_distance(net, a, b) for a, b in itertools.combinations(candidates, 2)]
+    spread = sum(pairwise) / len(pairwise)
+    large = F.interpolate(cat[None], scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)  # 902×600
+    for k, z in enumerate(zs):
+        full = render.render(stylise_with(generator, z), large, SIDE)[0]
+        assert full.shape == large.shape[1:]
+        seen = images.shrink(full, SIDE)  # as the preview photo was made
+        distances = [style_distance(net, seen, c) for c in candidates]
+        assert min(range(len(zs)), key=distances.__getitem__) == k, distances
+        assert distances[k] < spread / 2, (distances[k], spread)
+    # What apply did before: the generator on the photo's own grid. That look is not the candidate.
+    with torch.inference_mode():
+        old = generator(large, zs[:1])[0]
+    old_seen = images.shrink(old, SIDE)
+    assert style_distance(net, old_seen, candidates[0]) > spread / 2
+
+
+def high_frequencies(image: torch.Tensor) -> torch.Tensor:
+    """The luminance minus its 3×3 mean: 1-px detail."""
+    lum = render.luminance(image)[None]
+    return (lum - F.avg_pool2d(lum, 3, 1, 1, count_include_pad=False))[0]
+
+
+def test_full_resolution_detail_stays_sharp(generator, cat):
+    z = torch.zeros(3)
+    full = render.render(stylise_with(generator, z), cat[None], SIDE)[0]  # working grid 96×64, 4.7× smaller
+    kept = float(high_frequencies(full).std() / high_frequencies(cat).std())
+    # An upscale of the working-resolution picture, for scale: it has lost the whiskers and the fur.
+    small = render.resample(cat[None], render.working_size(300, 451, SIDE))
+    blurry = render.resample(stylise_with(generator, z)(small), cat.shape[-2:])[0]
+    lost = float(high_frequencies(blurry).std() / high_frequencies(cat).std())
+    assert kept >= 0.9 and lost < 0.4, (kept, lost)
+    # ... and the detail is the photo's, in place: it correlates with the photo's own.
+    a, b = high_frequencies(full).flatten(), high_frequencies(cat).flatten()
+    assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.6
+
+
+def test_bands_change_nothing(generator, cat, monkeypatch):
+    stylise = stylise_with(generator, torch.tensor([0.3, -0.5, 1.0]))
+    whole = render.render(stylise, cat[None], SIDE)
+    monkeypatch.setattr(render, "BAND", 7)  # bands that do not divide the height
+    assert torch.allclose(render.render(stylise, cat[None], SIDE), whole, atol=1e-6)
+    # uint8 photos (as apply decodes them) give the float photo's result
+    as_bytes = (cat * 255).round().to(torch.uint8)
+    small = render.resample(as_bytes[None].float() / 255, render.working_size(300, 451, SIDE))
+    assert torch.allclose(render.guided_upsample(as_bytes, small[0], stylise(small)[0]),
+                          render.guided_upsample(as_bytes.float() / 255, small[0], stylise(small)[0]), atol=1e-6)
+
+
+def test_the_stroke_scale_sets_the_working_grid(generator, cat):
+    seen = []
+
+    def stylise(batch):
+        seen.append(tuple(batch.shape[-2:]))
+        return stylise_with(generator, torch.zeros(3))(batch)
+
+    for scale in (1.0, 2.0, 0.5):
+        out = render.render(stylise, cat[None], SIDE, stroke_scale=scale)
+        assert out.shape == (1, 3, 300, 451)
+    assert seen == [(64, 96), (32, 48), (128, 192)]
+    # At the working grid's own size nothing is resampled: the candidate is the generator's output itself.
+    preview = render.resample(cat[None], (64, 96))
+    assert torch.equal(render.render(stylise, preview, SIDE), stylise(preview))
