@@ -113,20 +113,27 @@ def guided_upsample(photo: torch.Tensor, small: torch.Tensor, styled: torch.Tens
     output for ``small`` (the photo at the working resolution). Composed in bands of BAND rows."""
     height, width = photo.shape[-2:]
     guide_small = luminance(small)
-    a, b = guided_coefficients(guide_small, styled)
-    residual = styled - (a * guide_small + b)  # what the linear fit misses, added back at its own scale
-    # Interpolate along the width once (h × W is small), then each band along the height.
-    coefficients = F.interpolate(torch.cat([a, b, residual, guide_small])[None], size=(a.shape[-2], width),
+    a, _ = guided_coefficients(guide_small, styled)
+    # styled = a·L + offset exactly on the working grid: offset is the fit's b plus what the fit misses (brush texture
+    # that does not follow L), both brought up at their own scale.
+    offset = styled - a * guide_small
+    # Interpolate along the width once (h × W is small), then each band along the height, four source rows a time.
+    coefficients = F.interpolate(torch.cat([a, offset, guide_small])[None], size=(a.shape[-2], width),
                                  mode="bicubic", align_corners=False)[0]
-    luma = torch.tensor(LUMA)[:, None, None]
+    luma = torch.tensor(LUMA)
     out = torch.empty(3, height, width)
     scale = 1 / 255 if photo.dtype == torch.uint8 else 1.0
     for start in range(0, height, BAND):
         end = min(start + BAND, height)
         taps, weights = _source_rows(height, a.shape[-2], start, end)
-        rows = torch.einsum("cnkw,nk->cnw", coefficients[:, taps], weights)
-        guide = luminance(photo[:, start:end].float() * scale)
-        detail = guide - rows[9:10]  # the photo's luminance finer than the working grid
-        boost = (DETAIL - (rows[0:3] * luma).sum(0, keepdim=True)).clamp_(min=0)
-        out[:, start:end] = (rows[0:3] * guide + rows[3:6] + rows[6:9] + boost * detail).clamp_(0, 1)
+        rows = coefficients.index_select(1, taps[:, 0]).mul_(weights[:, 0:1])
+        for k in range(1, 4):
+            rows.addcmul_(coefficients.index_select(1, taps[:, k]), weights[:, k:k + 1])
+        guide = luminance(photo[:, start:end].float().mul_(scale))
+        slope = rows[0:3]
+        # The photo's luminance finer than the working grid, kept at least at its own contrast where the painting's
+        # slope is lower.
+        boost = (DETAIL - torch.einsum("c,cnw->nw", luma, slope)[None]).clamp_(min=0)
+        band = torch.addcmul(rows[3:6], slope, guide).addcmul_(boost, guide - rows[6:7])
+        out[:, start:end] = band.clamp_(0, 1)
     return out
