@@ -177,10 +177,10 @@ def session(learned, tmp_path) -> Session:
 
 def test_refine_stores_the_posterior_and_round_2_is_drawn_from_it(session):
     posterior = Posterior.from_tensors(session.store.read_tensors("checkpoints/001/preference.safetensors"))
-    assert posterior.picks == 2 and posterior.spread() < Posterior.prior(3).spread()
+    assert posterior.picks == 2 and posterior.spread() < Posterior.prior(session.look_dim).spread()
     # Exactly the model of round 1's picks, chosen and unchosen.
     first = session.rounds()[0]
-    assert torch.allclose(posterior.mean, fit([Choice(first.z, [1, 4])], 3).mean)
+    assert torch.allclose(posterior.mean, fit([Choice(first.z, [1, 4])], session.look_dim).mean)
     assert torch.equal(session.preferred_z(), posterior.best_z())
     second = session.rounds()[1].z
     assert torch.equal(second[0], posterior.best_z())  # candidate 1 exploits
@@ -204,7 +204,7 @@ def test_undo_returns_to_the_state_before_the_refine(session, learned):
     undone = session.undo()
     assert undone == {"undone": "checkpoints/001", "checkpoint": "checkpoints/000", "rounds": 1}
     again = Session.open(session.store.root, device="cpu")
-    assert again.state == before and torch.equal(again.preferred_z(), torch.zeros(3))
+    assert again.state == before and torch.equal(again.preferred_z(), torch.zeros(again.look_dim))
     assert not torch.equal(again.stylise(image, z), base_output.stylise(image, z))  # the generator of init
     assert torch.equal(again.stylise(image, z), again.stylise(image, z))
     assert again.select([3]).selection == [3]  # round 1's picks may change again

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from styleprefs import images
 from styleprefs.config import LEGACY_STYLE_LAYERS, STYLE_LAYERS, ConfigError, TrainSettings
 from styleprefs.errors import BadInput
 from styleprefs.session import Session
@@ -31,7 +32,7 @@ def test_a_reopened_session_renders_the_same_images(made):
     again = Session.open(root / "s", device="cpu")
     assert torch.equal(s.stylise(image, z), again.stylise(image, z))
     assert again.settings == TINY
-    assert torch.equal(again.preferred_z(), torch.zeros(3))
+    assert torch.equal(again.preferred_z(), torch.zeros(4))  # z and the stroke scale
 
 
 def test_same_seed_same_session(made, tmp_path):
@@ -78,16 +79,16 @@ def test_config_records_inputs_and_settings(made):
     config = json.loads((root / "s" / "config.json").read_text())
     assert config["contents"][0]["path"] == str(photo.resolve())
     assert config["styles"][0]["path"] == str(painting.resolve())
-    assert config["settings"]["size"] == 48 and config["z_names"] == ["stroke", "strength", "colour"]
+    assert config["settings"]["size"] == 48 and config["z_names"] == ["stroke", "strength", "colour", "scale"]
 
 
 def test_two_paintings_add_blend_axes(made, tmp_path):
     root, _, photo, painting = made
     second = make_photo(root / "painting2.png", seed=9, size=(64, 80))
     s = Session.init(tmp_path / "two", [painting, second], [photo], TINY, device="cpu")
-    assert s.config["z_names"] == ["stroke", "strength", "colour", "blend1", "blend2"]
+    assert s.config["z_names"] == ["stroke", "strength", "colour", "blend1", "blend2", "scale"]
     r = s.propose(n=3, size=48)
-    assert r.z.shape == (3, 5) and len(r.candidates) == 3
+    assert r.z.shape == (3, 6) and len(r.candidates) == 3
     assert s.stylise(torch.rand(3, 40, 40)).shape == (3, 40, 40)
 
 
@@ -131,3 +132,47 @@ def test_style_layers_must_be_vgg_relus():
         TrainSettings(style_layers=("relu1_1", "conv9_9")).validate()
     with pytest.raises(ConfigError):
         TrainSettings(style_layers=()).validate()
+
+
+def test_a_look_carries_its_stroke_scale_to_every_size(made, tmp_path):
+    import shutil
+    root, _, photo, _ = made
+    copy = tmp_path / "looks"
+    shutil.copytree(root / "s", copy)
+    s = Session.open(copy, device="cpu")
+    r = s.propose(n=6, size=48)
+    scales = [s.split(look)[1] for look in r.z]
+    assert len(set(scales)) == 6 and min(scales) < 0.9 and max(scales) > 1.1  # round 1 spans stroke sizes
+    image = torch.rand(3, 60, 90)
+    look = r.z[0]
+    z, scale = s.split(look)
+    assert torch.equal(s.stylise(image, look, side=48), s.stylise(image, z, stroke_scale=scale, side=48))
+    # apply --pick renders the pick with its own scale, times --stroke-scale
+    out = s.apply([photo], tmp_path / "out", pick="1:1", stroke_scale=2.0)
+    expected = s.stylise(images.load_image(photo), z, stroke_scale=2 * scale, side=48)
+    assert (images.load_image(out.outputs[0]) - expected).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_a_session_from_before_the_stroke_scale_keeps_z_alone(made, tmp_path):
+    import shutil
+    from styleprefs.preference import Posterior
+    root, s, photo, _ = made
+    copy = tmp_path / "no-scale"
+    shutil.copytree(root / "s", copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["z_names"] = ["stroke", "strength", "colour"]
+    (copy / "config.json").write_text(json.dumps(config))
+    save_file(Posterior.prior(3).to_tensors(), copy / "checkpoints" / "000" / "preference.safetensors")
+    old = Session.open(copy, device="cpu")
+    assert old.look_dim == 3 and old.preferred_z().shape == (3,)
+    image = torch.rand(3, 40, 40)
+    assert torch.equal(old.stylise(image), s.stylise(image, torch.zeros(4)))  # scale 1
+    r = old.propose(n=3, size=48)
+    assert r.z.shape == (3, 3)
+    old.select([2])
+    old.refine(steps=1)
+    assert old.apply([photo], tmp_path / "out", pick="1:2").outputs
+    config["z_names"] = ["stroke", "blend1"]
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SessionError, match="z_names"):
+        Session.open(copy, device="cpu")

@@ -96,7 +96,8 @@ def test_session_stylise_switches_to_tiles_above_the_threshold(generator, photo,
         def generator(self):
             return generator
         from styleprefs.session import Session
-        stylise_batch, _generate = Session.stylise_batch, Session._generate
+        z_dim = look_dim = 3
+        stylise_batch, _generate, split = Session.stylise_batch, Session._generate, Session.split
 
     out = Stub().stylise_batch(photo[None], z, side=300)  # a working resolution of the photo's own size
     assert out.shape == (1, 3, 200, 300)

@@ -10,6 +10,10 @@ and z becomes the dial the user explores:
 * ``blend``    (two or more paintings) mixes the paintings' Gram targets.
 
 z ~ N(0, I) is the prior; every dimension passes through a bounded squashing, so any z is valid.
+
+A *look*, what a candidate is and what the choice model learns over, is z plus one exact dial that needs no
+training: ``scale``, the size of the strokes relative to the image (the working resolution of ``render``). Sessions
+made before it have looks that are z alone, at scale 1.
 """
 
 from __future__ import annotations
@@ -28,6 +32,20 @@ def z_dim(n_styles: int) -> int:
 
 def dim_names(n_styles: int) -> list[str]:
     return list(NAMED_DIMS) + ([f"blend{k + 1}" for k in range(n_styles)] if n_styles > 1 else [])
+
+
+SCALE = "scale"  # the look's last dimension: strokes relative to the image
+
+
+def look_names(n_styles: int) -> list[str]:
+    """The dimensions of a look: z's, then the stroke scale."""
+    return [*dim_names(n_styles), SCALE]
+
+
+def stroke_scale(value: float) -> float:
+    """The look's scale coordinate (prior N(0, 1)) → strokes that many times the preview's: 1 at 0, about 0.6 to
+    1.6 over ±1 sd, bounded to (0.43, 2.3). Smaller strokes than that read as a photo on the 256-px sheet."""
+    return float(2.0 ** (1.2 * torch.tanh(torch.tensor(0.6 * float(value)))))
 
 
 @dataclass

@@ -98,6 +98,11 @@ class Session:
         self.settings = TrainSettings.from_dict(self.config["settings"])
         self.proposal_settings = ProposalSettings.from_dict(self.config.get("proposal_settings") or {})
         self.n_styles = len(self.config["styles"])
+        self.z_dim = controls.z_dim(self.n_styles)
+        # A look is z, plus the stroke scale in sessions made since it was a dial.
+        if self.config["z_names"] not in (controls.dim_names(self.n_styles), controls.look_names(self.n_styles)):
+            raise SessionError(f"{store.path('config.json')}: damaged ('z_names' does not fit {self.n_styles} painting(s))")
+        self.look_dim = len(self.config["z_names"])
         self._generator: Generator | None = None
         self._posterior: Posterior | None = None
 
@@ -163,7 +168,7 @@ class Session:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": seed, "device": runtime.name,
             "bf16": runtime.bf16, "styles": _inputs(style_paths), "contents": _inputs(content_paths),
             "settings": settings.to_dict(), "proposal_settings": asdict(ProposalSettings()),
-            "z_names": controls.dim_names(n_styles),
+            "z_names": controls.look_names(n_styles),
         })
         store.write_tensors("style_grams.safetensors", style_grams)
         store.write_json("state.json", {"checkpoint": None, "rounds": [], "refines": [],
@@ -187,17 +192,17 @@ class Session:
         contents, styles = decoded or self._decode_inputs()
         style_grams = self.store.read_tensors("style_grams.safetensors")
         torch.manual_seed(self.config["seed"])
-        generator = Generator(controls.z_dim(self.n_styles), s.generator_width, s.generator_blocks)
+        generator = Generator(self.z_dim, s.generator_width, s.generator_blocks)
         started_from = None if s.start == "scratch" else pretrain.load_start(generator, style_grams, s.start)
         discriminator = Discriminator()
         trainer = Trainer(rt.module(generator), rt.module(discriminator), self._loss_network(), s, rt,
                           self.n_styles, s.lr)
         rng = torch.Generator().manual_seed(self.config["seed"])
-        dim = controls.z_dim(self.n_styles)
+        dim = self.z_dim
         seconds = self._train(trainer, "init", s.steps, CropSampler(contents, s.size), CropSampler(styles, s.size),
                               lambda b, g: torch.randn(b, dim, generator=g), blended_targets(style_grams, self.n_styles),
                               rng, on_progress, norms_only_steps=s.norm_only_steps if started_from else 0)
-        _write_checkpoint(self.store, "checkpoints/000", generator, discriminator, Posterior.prior(dim))
+        _write_checkpoint(self.store, "checkpoints/000", generator, discriminator, Posterior.prior(self.look_dim))
         state = {**self.state, "checkpoint": "checkpoints/000", "training": None,
                  "steps": {**self.state["steps"], "init": s.steps}}
         self._commit(state, {"command": "init", "steps": s.steps, "seconds": round(seconds, 1),
@@ -257,7 +262,7 @@ class Session:
         Built outside inference mode even when ``stylise`` asks first, so ``refine`` can train the same object."""
         if self._generator is None:
             with torch.inference_mode(False):
-                g = Generator(controls.z_dim(self.n_styles), self.settings.generator_width,
+                g = Generator(self.z_dim, self.settings.generator_width,
                               self.settings.generator_blocks)
                 _load(g, self.store, f"{self.checkpoint}/generator.safetensors")
                 self._generator = self.runtime.module(g).eval()
@@ -276,18 +281,29 @@ class Session:
             else:
                 learned = {i for refine in self.state["refines"] for i in refine["rounds"]}
                 self._posterior = fit(_choices([r for r in self.rounds() if r.index in learned]),
-                                      controls.z_dim(self.n_styles))
+                                      self.look_dim)
         return self._posterior
 
     def preferred_z(self) -> torch.Tensor:
-        """The z ``apply`` uses by default: where the posterior mean utility is highest (0 before any pick)."""
+        """The look ``apply`` uses by default: where the posterior mean utility is highest (0 before any pick)."""
         return self.preference().best_z()
+
+    def split(self, look: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """A look → the generator's z and the stroke scale (1 for a look that is z alone, as in older sessions)."""
+        look = look.reshape(-1)
+        if look.numel() not in (self.z_dim, self.look_dim):
+            raise BadInput(f"a look of this session has {self.look_dim} numbers, got {look.numel()}")
+        scale = controls.stroke_scale(float(look[self.z_dim])) if look.numel() > self.z_dim else 1.0
+        return look[: self.z_dim], scale
 
     def rounds(self) -> list[Round]:
         result = []
         for entry in self.state["rounds"]:
             folder = self.store.path(entry["folder"])
             z = self.store.read_tensors(f"{entry['folder']}/proposals.safetensors")["z"]
+            if z.ndim != 2 or z.shape[1] != self.look_dim:
+                raise SessionError(f"{self.store.path(entry['folder'])}/proposals.safetensors: damaged (looks of "
+                                   f"shape {tuple(z.shape)}, expected (n, {self.look_dim}))")
             result.append(Round(entry["index"], folder, z,
                                 [folder / name for name in entry["candidates"]], folder / "sheet.png",
                                 entry.get("selection")))
@@ -299,19 +315,21 @@ class Session:
         self.store.append_history(event)
 
     # ----------------------------------------------------------------- the loop
-    def stylise(self, image: torch.Tensor, z: torch.Tensor | None = None, stroke_scale: float = 1.0,
+    def stylise(self, image: torch.Tensor, look: torch.Tensor | None = None, stroke_scale: float = 1.0,
                 side: int | None = None) -> torch.Tensor:
-        """Stylise one (3, H, W) image in [0, 1] at ``z`` (default: the preferred z); see :meth:`stylise_batch`."""
-        return self.stylise_batch(image[None], z, stroke_scale, side)[0]
+        """Stylise one (3, H, W) image in [0, 1] with ``look`` (default: the preferred one); see :meth:`stylise_batch`."""
+        return self.stylise_batch(image[None], look, stroke_scale, side)[0]
 
     @torch.inference_mode()
-    def stylise_batch(self, batch: torch.Tensor, z: torch.Tensor | None = None, stroke_scale: float = 1.0,
+    def stylise_batch(self, batch: torch.Tensor, look: torch.Tensor | None = None, stroke_scale: float = 1.0,
                       side: int | None = None) -> torch.Tensor:
-        """Stylise (B, 3, H, W) images of one size at one ``z``, as the contact sheet shows that z whatever their size:
-        the generator runs at the working resolution (long side ``side``, default :meth:`working_side`, ÷
-        ``stroke_scale``) and the full-resolution photo guides the result back to (B, 3, H, W), fp32, on the CPU."""
-        z = self.preferred_z() if z is None else z
-        return render.render(lambda small: self._generate(small, z), batch, side or self.working_side(), stroke_scale)
+        """Stylise (B, 3, H, W) images of one size with one ``look`` (a z, or z and its stroke scale), as the contact
+        sheet shows it whatever their size: the generator runs at the working resolution (long side ``side``, default
+        :meth:`working_side`, ÷ the look's stroke scale × ``stroke_scale``) and the full-resolution photo guides the
+        result back to (B, 3, H, W), fp32, on the CPU."""
+        z, scale = self.split(self.preferred_z() if look is None else look)
+        return render.render(lambda small: self._generate(small, z), batch, side or self.working_side(),
+                             scale * stroke_scale)
 
     def _generate(self, batch: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The generator on (B, 3, H, W) at its own grid; over ``tiling.TILE_ABOVE`` pixels in tiles, in bounded
@@ -430,7 +448,7 @@ class Session:
         if not selected or all(r.index in consumed for r in selected):
             raise BadInput("no new selection to learn from: run `styleprefs propose`, then `styleprefs select N ...`")
         before = {**self.state, "training": None}
-        posterior = fit(_choices(selected), controls.z_dim(self.n_styles))
+        posterior = fit(_choices(selected), self.look_dim)
         best = posterior.best_z()
         style_grams = self.store.read_tensors("style_grams.safetensors")
         for r in selected:  # computed once per round, at its first refine
@@ -438,7 +456,10 @@ class Session:
                 passed = self._passed_grams(r)
                 if passed is not None:
                     self.store.write_tensors(self._in_round(r, PASSED_GRAMS), passed)
-        personal = self.personal_target(selected, best)
+        # The stroke scale is exact at render time, so training learns z's part of the taste: the current look is
+        # rendered at scale 1 (at its own scale, the strokes would be enlarged twice: once by G, once by the render).
+        best_z, _ = self.split(best)
+        personal = self.personal_target(selected, best_z)
 
         rt, s = self.runtime, self.settings
         generator = self.generator()
@@ -449,13 +470,13 @@ class Session:
         contents, styles = self._decode_inputs()
         chosen_images = [images.load_image(r.candidates[i - 1]) for r in selected for i in r.selection]
         base_targets = blended_targets(style_grams, self.n_styles)
-        dim = best.numel()
+        dim = best_z.numel()
         half = s.batch // 2
 
         def sample_z(batch: int, g: torch.Generator) -> torch.Tensor:
             # Half the batch near the preferred z (personal target), half from the prior so the
             # rest of the z space is not forgotten.
-            near = best + NEAR_SPREAD * torch.randn(batch - half, dim, generator=g)
+            near = best_z + NEAR_SPREAD * torch.randn(batch - half, dim, generator=g)
             return torch.cat([near, torch.randn(half, dim, generator=g)])
 
         def targets(z: torch.Tensor) -> dict[str, torch.Tensor]:
