@@ -52,19 +52,28 @@ def cli(*args: object) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# Started from a fresh, small interpreter: Linux carries a process's peak RSS across exec, so a child forked straight
+# from this process (VGG and images loaded) would report this process's size as its own.
+LAUNCHER = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"peak-rss-kb {usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(*args: object) -> tuple[dict, float, float]:
-    """As :func:`cli`, also returning the wall seconds and the child's peak RSS in GB (from wait4)."""
+    """As :func:`cli`, also returning the wall seconds and the command's own peak RSS in GB."""
     started = time.perf_counter()
-    with open(os.devnull, "w") as devnull, subprocess.Popen(
-            [sys.executable, "-m", "styleprefs", *map(str, args), "--json"], stdout=subprocess.PIPE,
-            stderr=devnull, text=True) as proc:
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run([sys.executable, "-c", LAUNCHER, "-m", "styleprefs", *map(str, args), "--json"],
+                          capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
-        sys.exit(f"styleprefs {' '.join(map(str, args))} exited {proc.returncode}")
-    return json.loads(out.strip().splitlines()[-1]), seconds, usage.ru_maxrss / 2**20
+        sys.exit(f"styleprefs {' '.join(map(str, args))} failed:\n{proc.stderr}")
+    kb = int(proc.stderr.strip().splitlines()[-1].split()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1]), seconds, kb / 2**20
 
 
 def grams(net: VGG19Features, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -101,15 +110,17 @@ def enlarge(photo: Path, side: int, folder: Path) -> Path:
     return target
 
 
-def panel(candidate: Path, output: Path, photo: Path, out: Path, crop: int = 480) -> None:
-    """Candidate | the full-size output shrunk to the same height | 1:1 crops of the photo and the output."""
+def panel(candidate: Path, output: Path, photo: Path, out: Path, centre: tuple[float, float], crop: int = 480) -> None:
+    """Candidate | the full-size output shrunk to the same height | 1:1 crops of the photo and the output around
+    ``centre`` (fractions of the width and height)."""
     big = Image.open(output).convert("RGB")
     src = Image.open(photo).convert("RGB")
     height = 2 * crop
     cand = Image.open(candidate).convert("RGB")
     cand = cand.resize((round(cand.width * height / cand.height), height), Image.Resampling.LANCZOS)
     whole = big.resize((round(big.width * height / big.height), height), Image.Resampling.LANCZOS)
-    x, y = big.width // 2 - crop // 2, big.height * 2 // 5 - crop // 2
+    x = min(max(0, round(big.width * centre[0]) - crop // 2), big.width - crop)
+    y = min(max(0, round(big.height * centre[1]) - crop // 2), big.height - crop)
     crops = [img.crop((x, y, x + crop, y + crop)) for img in (src, big)]
     sheet = Image.new("RGB", (cand.width + whole.width + crop + 24, height), "white")
     sheet.paste(cand, (0, 0))
@@ -125,10 +136,13 @@ def main() -> int:
                    help="a session to pick from (made on the bundled examples if absent)")
     p.add_argument("--photo", type=Path, default=SHARED_PHOTO if SHARED_PHOTO.exists() else
                    EXAMPLES / "photos" / "skimage_astronaut.png")
+    p.add_argument("--round", type=int, help="pick from this existing round (default: propose a new one on --photo)")
     p.add_argument("--picks", type=int, nargs="+", default=[2, 7, 11])
     p.add_argument("--sides", type=int, nargs="+", default=[1024, 2048, 4000, 6000])
     p.add_argument("--out", type=Path, default=ROOT / ".bench" / "fullsize")
     p.add_argument("--panel", type=Path, default=ROOT / "docs" / "fullsize.jpg")
+    p.add_argument("--crop-at", type=float, nargs=2, default=(0.82, 0.3), metavar=("X", "Y"),
+                   help="centre of the panel's 1:1 crops, as fractions of the width and height (default: the dog's head)")
     p.add_argument("--json-out", type=Path, default=ROOT / "benchmarks" / "results" / "fullsize.json")
     args = p.parse_args()
     console = Console(width=140)
@@ -137,9 +151,14 @@ def main() -> int:
         console.print(f"making a session at {args.session} (default init on the bundled examples)")
         cli("init", "--style", EXAMPLES / "paintings" / "vangogh_starry_night.jpg", "--content", EXAMPLES / "photos",
             "--session", args.session, "--force")
-    proposed = cli("propose", "--n", 16, "--preview", args.photo, "--session", args.session)
-    round_index, candidates = proposed["round"], [Path(c) for c in proposed["candidates"]]
-    side = json.loads((args.session / "state.json").read_text())["rounds"][-1]["size"]
+    if args.round is None:
+        proposed = cli("propose", "--n", 16, "--preview", args.photo, "--session", args.session)
+        args.round = proposed["round"]
+    entry = json.loads((args.session / "state.json").read_text())["rounds"][args.round - 1]
+    if Path(entry["preview"]).resolve() != args.photo.resolve():
+        sys.exit(f"round {args.round} was rendered on {entry['preview']}, not on --photo {args.photo}")
+    round_index, side = args.round, entry["size"]
+    candidates = [args.session / entry["folder"] / name for name in entry["candidates"]]
 
     net = VGG19Features(METRIC_STYLE_LAYERS)
     candidate_grams = [grams(net, images.load_image(c)) for c in candidates]
@@ -182,9 +201,10 @@ def main() -> int:
                   f"{r['apply_s']:.2f}", f"{r['wall_s']:.1f}", f"{r['peak_rss_gb']:.2f}")
     console.print(t)
     largest = max(args.sides)
-    shown = next(r for r in rows if r["pick"] == args.picks[0] and r["side"] == (4000 if 4000 in args.sides else largest)
+    shown = next(r for r in rows if r["pick"] == args.picks[-1] and r["side"] == (4000 if 4000 in args.sides else largest)
                  and r["stroke_scale"] == 1.0)
-    panel(candidates[args.picks[0] - 1], Path(shown["output"]), enlarge(args.photo, shown["side"], photos), args.panel)
+    panel(candidates[args.picks[-1] - 1], Path(shown["output"]), enlarge(args.photo, shown["side"], photos), args.panel,
+          tuple(args.crop_at))
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps({"photo": str(args.photo.name), "preview_side": side, "round": round_index,
                                          "half_spread": half_spread, "torch_threads": torch.get_num_threads(),

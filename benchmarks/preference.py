@@ -2,8 +2,8 @@
 
 The user sees only the images: each round it scores the N proposals with a hidden taste function of
 the rendered image (never of z or of the session's state), picks its top k, and refines. After R
-rounds, the session's default ``apply`` runs on photos the session never saw, and those outputs are
-scored. The yardstick is the prior: the same photos stylised at ≥ 64 z drawn from round 1's prior
+rounds, the session's default ``apply`` runs on photos the session never saw, at their own size (1024 to 1920 px),
+and those outputs, shrunk to the preview size the user picked at, are scored. The yardstick is the prior: the same photos stylised at ≥ 64 z drawn from round 1's prior
 by the generator ``init`` made; we report the final score's percentile among them, its gain over
 their median (in their standard deviations), the first round whose outputs reach the 90th
 percentile, and the wall time. Same picks budget, same run, same round 1, against:
@@ -56,7 +56,7 @@ PAINTING_A = "vangogh_starry_night.jpg"
 PAINTING_B = "gauguin_arearea.jpg"
 TRAIN_PHOTOS = ["gc_TowerBridgeLondon.jpg", "gc_animal_koala.jpg", "gc_farm_sheep.jpg",
                 "gc_monument_montStMichel.jpg", "gc_people_italy.jpg", "opencv_hfs_lake.jpg"]
-HELD_OUT = ["gc_animal_scarlet_macaw.jpg", "gc_monument_eiffelTower.jpg", "opencv_hfs_tree.jpg"]
+HELD_OUT = ["gc_animal_scarlet_macaw.jpg", "gc_monument_eiffelTower.jpg", "gc_erase_swans.jpg"]  # 1024–1920 px
 STYLE = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 
 
@@ -140,7 +140,8 @@ class Setup:
     base: Path            # the session init made, copied for every method
     eye: Eye
     preview: torch.Tensor  # the photo proposals are rendered on (the session's first content photo)
-    held_out: list[torch.Tensor]
+    held_out: list[torch.Tensor]  # the unseen photos at their own size
+    seen: list[torch.Tensor]      # ... and shrunk to the size they are judged at (the preview's)
     prior: dict[str, list[float]]  # taste → scores of the prior's z on the held-out photos
     prior_z: torch.Tensor
 
@@ -159,8 +160,18 @@ def pick(taste: Taste, eye: Eye, candidates: list[torch.Tensor], photo: torch.Te
     return [int(i) + 1 for i in scores.topk(k).indices]
 
 
-def held_out_score(session: Session, z: torch.Tensor, taste: Taste, setup: Setup) -> float:
-    return outputs_score(taste, setup.eye, [session.stylise(p, z) for p in setup.held_out], setup.held_out)
+def held_out_score(session: Session, z: torch.Tensor, taste: Taste, setup: Setup, size: int) -> float:
+    """The taste's score of ``z`` on the unseen photos, stylised at their own size and shrunk to ``size``."""
+    outputs = [images.shrink(session.stylise(p, z), size) for p in setup.held_out]
+    return outputs_score(taste, setup.eye, outputs, setup.seen)
+
+
+def stylised_ratio(eye: Eye, outputs: list[torch.Tensor], photos: list[torch.Tensor], paintings: int) -> float:
+    """The largest, over the outputs, of the style distance to the nearer painting over the photo's own: at most
+    0.8 for every output to be a stylisation rather than a tinted photo."""
+    def nearer(x: torch.Tensor) -> float:
+        return min(eye.style_distance(x, k) for k in range(paintings))
+    return max(nearer(x) / nearer(p) for x, p in zip(outputs, photos))
 
 
 def run_styleprefs(taste: Taste, setup: Setup, folder: Path, args, fine_tune: bool) -> dict:
@@ -176,15 +187,16 @@ def run_styleprefs(taste: Taste, setup: Setup, folder: Path, args, fine_tune: bo
             t = time.perf_counter()
             s.refine(steps=args.refine_steps if fine_tune else 0)
             refine_seconds.append(time.perf_counter() - t)
-            per_round.append(held_out_score(s, s.preferred_z(), taste, setup))
+            per_round.append(held_out_score(s, s.preferred_z(), taste, setup, args.eval_size))
     s = Session.open(folder, "cpu")
     out = folder.parent / f"{folder.name}-applied"
-    result = s.apply(setup_paths(args), out, size=args.eval_size)  # apply's default: the learned z
+    result = s.apply(setup_paths(args), out)  # apply's defaults: the learned look, each photo at its own size
     assert not result.skipped, result.skipped
-    outputs = [images.load_image(out / f"{Path(name).stem}.png") for name in HELD_OUT]
-    final = outputs_score(taste, setup.eye, outputs, [_fit(ph, x) for ph, x in zip(setup.held_out, outputs)])
+    outputs = [images.load_image(out / f"{Path(name).stem}.png", max_side=args.eval_size) for name in HELD_OUT]
+    final = outputs_score(taste, setup.eye, outputs, setup.seen)
     return {"per_round": per_round, "final": final, "seconds": time.perf_counter() - started,
-            "refine_seconds": refine_seconds, "z": s.preferred_z().tolist(), "taste_words": s.status()["taste"]}
+            "refine_seconds": refine_seconds, "z": s.preferred_z().tolist(), "taste_words": s.status()["taste"],
+            "stylised_ratio": stylised_ratio(setup.eye, outputs, setup.seen, 2 if taste.two_paintings else 1)}
 
 
 def run_random(taste: Taste, setup: Setup, folder: Path, args) -> dict:
@@ -199,7 +211,7 @@ def run_random(taste: Taste, setup: Setup, folder: Path, args) -> dict:
             value = taste.score(setup.eye, images.load_image(c), setup.preview)
             if value > best:
                 best, best_z = value, z
-        per_round.append(held_out_score(s, best_z, taste, setup))
+        per_round.append(held_out_score(s, best_z, taste, setup, args.eval_size))
     return {"per_round": per_round, "final": per_round[-1], "seconds": time.perf_counter() - started,
             "z": best_z.tolist()}
 
@@ -218,7 +230,7 @@ def run_mean_z(taste: Taste, setup: Setup, folder: Path, args) -> dict:
         chosen.append(z_round[[i - 1 for i in picks]])
         weights = torch.tensor([2.0**i for i in range(len(chosen))])
         mean = sum(w * c.mean(0) for w, c in zip(weights / weights.sum(), chosen))
-        per_round.append(held_out_score(s, mean, taste, setup))
+        per_round.append(held_out_score(s, mean, taste, setup, args.eval_size))
         if round_index < args.rounds:
             spread = max(0.6**round_index, 0.25)
             z_round = mean + spread * torch.randn(args.n, mean.numel(), generator=g)
@@ -249,14 +261,15 @@ def prepare(two_paintings: bool, work: Path, args) -> tuple[Setup, float]:
     s = Session.open(folder, "cpu")
     eye = Eye([DATA / "style" / PAINTING_A, DATA / "style" / PAINTING_B])
     preview = images.load_image(Path(s.config["contents"][0]["path"]), max_side=args.proposal_size)
-    held_out = [images.load_image(p, max_side=args.eval_size) for p in setup_paths(args)]
+    held_out = [images.load_image(p) for p in setup_paths(args)]
+    seen = [images.shrink(p, args.eval_size) for p in held_out]
     prior_z = torch.randn(args.prior, len(s.config["z_names"]), generator=torch.Generator().manual_seed(2024))
-    rendered = [[s.stylise(p, z) for p in held_out] for z in prior_z]
+    rendered = [[images.shrink(s.stylise(p, z), args.eval_size) for p in held_out] for z in prior_z]
     tastes = [t for t in TASTES if t.two_paintings == two_paintings and t.name in args.tastes]
-    prior = {t.name: [outputs_score(t, eye, outs, held_out) for outs in rendered] for t in tastes}
+    prior = {t.name: [outputs_score(t, eye, outs, seen) for outs in rendered] for t in tastes}
     console.print(f"  prior: {args.prior} z × {len(held_out)} held-out photos scored "
                   f"({time.perf_counter() - started - init_seconds:.0f} s; init {init_seconds:.0f} s)")
-    return Setup(folder, eye, preview, held_out, prior, prior_z), init_seconds
+    return Setup(folder, eye, preview, held_out, seen, prior, prior_z), init_seconds
 
 
 def summarise(taste: Taste, method: str, run: dict, prior: list[float]) -> dict:
@@ -266,7 +279,7 @@ def summarise(taste: Taste, method: str, run: dict, prior: list[float]) -> dict:
             "gain_sd": (run["final"] - median) / sd, "rounds_to_p90": reached, "seconds": run["seconds"],
             "final": run["final"], "prior_median": median, "prior_sd": sd,
             "per_round_percentile": [percentile(v, prior) for v in run["per_round"]],
-            **{k: run[k] for k in ("z", "refine_seconds", "taste_words") if k in run}}
+            **{k: run[k] for k in ("z", "refine_seconds", "taste_words", "stylised_ratio") if k in run}}
 
 
 METHODS = ("random", "mean-z", "no-finetune", "styleprefs")
@@ -274,13 +287,15 @@ METHODS = ("random", "mean-z", "no-finetune", "styleprefs")
 
 def table(rows: list[dict]) -> Table:
     t = Table(title="Simulated users: final apply on unseen photos, as a percentile of the prior's outputs")
-    for header in ("taste", "method", "percentile", "gain (σ)", "rounds to P90", "per round (pct)", "seconds"):
+    for header in ("taste", "method", "percentile", "gain (σ)", "rounds to P90", "per round (pct)",
+                   "style to painting / photo's (max)", "seconds"):
         t.add_column(header, justify="left" if header in ("taste", "method") else "right")
     for row in rows:
         bold = row["method"] == "styleprefs"
         t.add_row(row["taste"], row["method"], f"{row['percentile']:.0f}", f"{row['gain_sd']:+.2f}",
                   str(row["rounds_to_p90"] or "–"), " ".join(f"{p:.0f}" for p in row["per_round_percentile"]),
-                  f"{row['seconds']:.0f}", style="bold" if bold else None)
+                  f"{row['stylised_ratio']:.2f}" if "stylised_ratio" in row else "–", f"{row['seconds']:.0f}",
+                  style="bold" if bold else None)
     return t
 
 
@@ -297,6 +312,7 @@ def verdict(rows: list[dict]) -> dict:
         "finetune_gain_sd": statistics.fmean(by[t, "styleprefs"]["gain_sd"] - by[t, "no-finetune"]["gain_sd"]
                                              for t in tastes),
         "no_finetune_reached_p90": sum(by[t, "no-finetune"]["percentile"] >= 90 for t in tastes),
+        "all_outputs_stylised": sum(by[t, "styleprefs"].get("stylised_ratio", 9) <= 0.8 for t in tastes),
     }
 
 
@@ -322,7 +338,8 @@ def main() -> int:
     p.add_argument("--refine-steps", type=int, default=10)
     p.add_argument("--train-size", type=int, default=96)
     p.add_argument("--proposal-size", type=int, default=96)
-    p.add_argument("--eval-size", type=int, default=96, help="long side of the held-out photos")
+    p.add_argument("--eval-size", type=int, default=96,
+                   help="long side the outputs (made at the photos' own size) are judged at: the preview's")
     p.add_argument("--sheets", default="warm", help="the taste whose round-1 and last sheets go to docs/ ('' for none)")
     p.add_argument("--work", type=Path, default=ROOT / ".bench" / "preference")
     p.add_argument("--bases", type=Path, default=ROOT / ".bench" / "preference",
@@ -387,7 +404,8 @@ def report(args, parts: list[dict]) -> int:
     if summary:
         console.print(f"styleprefs: ≥ P90 on {summary['reached_p90']}/{summary['tastes']} tastes; beats random on "
                       f"{summary['beats_random']}, mean-z on {summary['beats_mean_z']}, no-finetune on "
-                      f"{summary['beats_no_finetune']} (fine-tuning adds {summary['finetune_gain_sd']:+.2f} σ on average)")
+                      f"{summary['beats_no_finetune']} (fine-tuning adds {summary['finetune_gain_sd']:+.2f} σ on average); "
+                      f"every final output a stylisation on {summary['all_outputs_stylised']}/{summary['tastes']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "settings": {k: v for k, v in parts[0].get("settings", vars(args)).items() if k not in ("report", "part")},

@@ -695,7 +695,8 @@ class Session:
             "contents": len(self.config["contents"]),
             "checkpoint": self.state["checkpoint"],
             "preferred_z": None if z is None else dict(zip(self.config["z_names"], [round(v, 3) for v in z.tolist()])),
-            "taste": _taste(posterior, z, styles, self._learned_looks()),
+            "stroke_scale": None if z is None else round(self.split(z)[1], 2),
+            "taste": _taste(posterior, z, styles, self._learned_looks(), None if z is None else self.split(z)[1]),
             "unfinished": unfinished,
             "latest_sheet": str(self.store.path(rounds[-1]["folder"]) / "sheet.png") if rounds else None,
         }
@@ -707,11 +708,14 @@ def _choices(rounds: list[Round]) -> list[Choice]:
 
 
 def _taste(posterior: Posterior | None, z: torch.Tensor | None, styles: list[str],
-           round_looks: list[dict[str, float]]) -> dict:
+           round_looks: list[dict[str, float]], stroke_scale: float | None = None) -> dict:
     """What the choice model has learned, in words, and how sure it is; and what the picks look like."""
     if posterior is None or posterior.picks == 0:
         return {"summary": "nothing learned yet: select the candidates you like, then refine", "picks": 0}
     words = describe(z, styles)
+    if stroke_scale is not None and not 0.8 < stroke_scale < 1.25:
+        words.append(f"{'larger' if stroke_scale > 1 else 'smaller'} strokes for the image's size "
+                     f"(×{stroke_scale:.2f})")
     sure = posterior.confidence(z, torch.zeros_like(z))
     summary = ("; ".join(f"{w} than round 1" if i == 0 else w for i, w in enumerate(words))
                if words else "close to the centre of round 1")
