@@ -57,29 +57,39 @@ def _open(spec: dict):
 
 
 def worker_apply(spec: dict) -> dict:
-    """apply on a folder of same-size photos, ``repeats`` times, then the bare forward on the same batches."""
+    """apply on a folder of same-size photos, ``repeats`` times, then the bare generator forward on the same batches at
+    the working grid apply runs it on (the rest of apply is decoding, resampling, the guided upsampling and writing).
+
+    ``strokes``: "look" (the learned look's own stroke scale), "smallest" (the smallest a look can have: the largest
+    working grid, the dearest case) or "own grid" (the generator on the photo's own pixels, as apply did before
+    full-size rendering; over 4 megapixels that runs in tiles)."""
     import torch
-    from styleprefs import pipeline, tiling
+    from styleprefs import pipeline, render, tiling
+    from styleprefs.controls import stroke_scale
     session, load_s = _open(spec)
     folder, out, n = Path(spec["folder"]), Path(spec["out"]), spec["images"]
+    side = spec["size"]
+    look = session.preferred_z()  # once, as apply does (finding it can take longer than a forward)
+    z, scale = session.split(look)
+    extra_scale = {"look": 1.0, "smallest": stroke_scale(-1e9) / scale,
+                   "own grid": session.working_side() / side / scale}[spec.get("strokes", "look")]
+    grid = render.working_size(side, side, session.working_side(), scale * extra_scale)
     per_image = []
     for r in range(spec["repeats"]):
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
-        result = session.apply([folder], out / str(r), size=spec["size"])
+        result = session.apply([folder], out / str(r), size=side, stroke_scale=extra_scale)
         per_image.append((time.perf_counter() - started) / n)
         assert len(result.outputs) == n, result.skipped
-    side = spec["size"]
-    z = session.preferred_z()  # once, as apply does (finding it can take longer than a forward)
     forward = []
-    if not tiling.needs_tiles(side, side):
+    if not tiling.needs_tiles(*grid):
         batch_pixels = pipeline.BATCH_PIXELS[session.runtime.device.type]
         batch = max(1, min(n, pipeline.MAX_BATCH, batch_pixels // (side * side)))
-        x = torch.rand(batch, 3, side, side)
+        x = torch.rand(batch, 3, *grid)
         for _ in range(spec["repeats"] + 1):  # the first is a warm-up
             _sync(spec["device"])
             started = time.perf_counter()
-            session.stylise_batch(x, z)
+            session._generate(x, z)
             _sync(spec["device"])
             forward.append((time.perf_counter() - started) / batch)
         forward = forward[1:]
@@ -88,7 +98,7 @@ def worker_apply(spec: dict) -> dict:
         extra["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if spec.get("crop"):
         extra["crop"] = str(tile_boundary_crop(session, folder, out / "0", side, Path(spec["crop"])))
-    return {"apply": per_image, "forward": forward, "load_s": load_s, **extra}
+    return {"apply": per_image, "forward": forward, "load_s": load_s, "grid": list(grid), **extra}
 
 
 def tile_boundary_crop(session, folder: Path, out: Path, side: int, path: Path) -> Path:
@@ -303,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print("init, a few steps …")
     init_run = measure("train", {"phase": "init", "steps": steps, "device": args.device,
                                  "session": str(train_session if args.session else session)})
-    child([sys.executable, "-m", "styleprefs", "propose", "--n", "4", "--size", "64", "--session", str(session),
+    # A round at the default preview size: apply's working grid follows the latest round's.
+    child([sys.executable, "-m", "styleprefs", "propose", "--n", "4", "--session", str(session),
            "--device", args.device, "--json"])
     child([sys.executable, "-m", "styleprefs", "select", "1", "2", "--session", str(session), "--json"])
 
@@ -325,12 +336,20 @@ def main(argv: list[str] | None = None) -> int:
                     "out": str(args.out / "applied"), "images": n, "size": side, "repeats": repeats}
             m, rss = measure("apply", spec)
             limit = per_pixel * side * side / rates[precision]
+            grid_limit = per_pixel * m["grid"][0] * m["grid"][1] / rates[precision]
             a = row(f"apply, {side} px", precision, m["apply"], "s/image", rss,
-                    f"{n} photos a run; model load {m['load_s']:.1f} s apart",
-                    physical_limit_s=limit)
+                    f"{n} photos a run; model load {m['load_s']:.1f} s apart; the look's working grid "
+                    f"{m['grid'][1]}×{m['grid'][0]}", physical_limit_s=grid_limit)
             f = row(f"  bare generator forward, {side} px", precision, m["forward"], "s/image", None,
-                    f"same batches; FLOP limit {limit:.3f} s", physical_limit_s=limit)
+                    f"same batches, on the working grid; its FLOP limit {grid_limit:.3f} s", physical_limit_s=grid_limit)
             results[(precision, side)] = (a, f)
+            if side == 512 and precision == "fp32":
+                m, rss = measure("apply", {**spec, "strokes": "smallest"})
+                row("apply, 512 px, the smallest strokes a look has", precision, m["apply"], "s/image", rss,
+                    f"working grid {m['grid'][1]}×{m['grid'][0]}: the dearest a look can be")
+                m, rss = measure("apply", {**spec, "strokes": "own grid"})
+                row("apply, 512 px, on its own grid (apply before full-size rendering)", precision, m["apply"],
+                    "s/image", rss, f"the generator at {m['grid'][1]}×{m['grid'][0]}")
 
     rate_row = None
     folder = make_photos(args.out / f"folder-{folder_n}", folder_n, folder_side, folder_side * 3 // 4)
@@ -345,9 +364,12 @@ def main(argv: list[str] | None = None) -> int:
         big = make_photos(args.out / f"photos-4096-{args.big_photo.stem if args.big_photo else 'example'}", 1, 4096, 4096,
                           [args.big_photo] if args.big_photo else None)
         spec = {"session": str(session), "device": args.device, "precision": "fp32", "folder": str(big),
-                "out": str(args.out / "applied"), "images": 1, "size": 4096, "repeats": 1, "crop": str(args.crop)}
+                "out": str(args.out / "applied"), "images": 1, "size": 4096, "repeats": 1}
         m, rss = measure("apply", spec)
-        row("apply, one 4096×4096 photo (tiled)", "fp32", m["apply"], "s/image", rss,
+        row("apply, one 4096×4096 photo", "fp32", m["apply"], "s/image", rss,
+            f"the look's working grid {m['grid'][1]}×{m['grid'][0]}, guided up to full size")
+        m, rss = measure("apply", {**spec, "strokes": "own grid", "crop": str(args.crop)})
+        row("apply, one 4096×4096 photo on its own grid (tiled)", "fp32", m["apply"], "s/image", rss,
             f"tiles; boundary crop {Path(m['crop']).relative_to(ROOT)}")
 
     # training: per step, and the defaults (estimated from the per-step time unless --full)
