@@ -155,3 +155,18 @@ def test_real_entry_point_prints_one_line_and_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "no session" in proc.stderr
+
+
+@pytest.mark.parametrize("scale", ["0", "0.01", "-1", "9", "nan"])
+def test_apply_refuses_a_stroke_scale_out_of_range(session, tmp_path, scale):
+    result = run("apply", session["photos"], "--out", tmp_path / "o", "--stroke-scale", scale,
+                 "--session", session["session"], expect=2)
+    assert "--stroke-scale must be between 0.015 and 8" in result.output
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_apply_keeps_a_large_photo_at_its_own_size(session, tmp_path):
+    """Up to 8192 px by default (it was capped at 2048); the look comes from the working resolution."""
+    big = make_photo(tmp_path / "in" / "big.png", size=(2600, 1200))
+    data = run_json("apply", big, "--out", tmp_path / "o", "--stroke-scale", "2", "--session", session["session"])
+    assert Image.open(data["outputs"][0]).size == (2600, 1200)

@@ -108,3 +108,18 @@ def test_an_interrupted_forced_init_says_where_the_old_session_is(selected, pain
         Session.init(root, [painting], [photo], SMALL, device="cpu", force=True, on_progress=interrupt)
     old = next(root.parent.glob(".s.replaced-*")) / "session"
     assert Session.open(old, device="cpu").status()["round"] == 1  # the replaced session is whole
+
+
+def test_a_killed_writer_s_temporary_files_go_at_the_next_locked_command(selected):
+    root = selected.store.root
+    leftovers = [root / ".state.json.k1l2.tmp", root / "checkpoints" / "000" / ".generator.safetensors.x9.tmp"]
+    rendering = root / "rounds" / ".pending-abc" / ".candidate-01.png.q7.tmp"  # a propose at work, without the lock
+    for path in [*leftovers, rendering]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    with Session.editing(root, device="cpu"):
+        pass
+    assert not any(path.exists() for path in leftovers)
+    assert rendering.exists()
+    rendering.parent.joinpath(rendering.name).unlink()
+    rendering.parent.rmdir()

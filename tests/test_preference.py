@@ -272,8 +272,10 @@ def test_personal_target_is_the_current_look_moved_toward_the_picks(session):
     first = session.rounds()[:1]
     z = session.preferred_z()
     net = loss_network(session.runtime, STYLE_LAYERS)
-    preview = images.load_image(Path(session.state["rounds"][0]["preview"]), max_side=48)
-    look = gram_stats(net, [session.stylise(preview, z)], session.runtime, STYLE_LAYERS)
+    working = session.working_side(1)
+    preview = images.load_image(Path(session.state["rounds"][0]["preview"]), max_side=working)
+    # the current look as the sheet showed it: rendered at the working side, seen at the round's 48 px
+    look = gram_stats(net, [session.preview(preview, z, 48, working)], session.runtime, STYLE_LAYERS)
     chosen = session.store.read_tensors("rounds/001/chosen_grams.safetensors")
     passed = session.store.read_tensors("rounds/001/passed_grams.safetensors")
 

@@ -149,7 +149,8 @@ def test_a_look_carries_its_stroke_scale_to_every_size(made, tmp_path):
     assert torch.equal(s.stylise(image, look, side=48), s.stylise(image, z, stroke_scale=scale, side=48))
     # apply --pick renders the pick with its own scale, times --stroke-scale
     out = s.apply([photo], tmp_path / "out", pick="1:1", stroke_scale=2.0)
-    expected = s.stylise(images.load_image(photo), z, stroke_scale=2 * scale, side=48)
+    assert s.working_side(1) == 320  # the session's working side, whatever the sheet's size
+    expected = s.stylise(images.load_image(photo), z, stroke_scale=2 * scale, side=320)
     assert (images.load_image(out.outputs[0]) - expected).abs().max() <= 1 / 255 + 1e-6
 
 
@@ -176,3 +177,20 @@ def test_a_session_from_before_the_stroke_scale_keeps_z_alone(made, tmp_path):
     (copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(SessionError, match="z_names"):
         Session.open(copy, device="cpu")
+
+
+def test_the_sheet_shows_what_apply_gives_whatever_its_size(made, tmp_path):
+    """A candidate on a 48-px sheet and on a 96-px one are the same look: apply's output, seen at that size."""
+    import shutil
+    root, _, photo, _ = made
+    copy = tmp_path / "sheets"
+    shutil.copytree(root / "s", copy)
+    s = Session.open(copy, device="cpu")
+    small, large = s.propose(n=2, size=48), s.propose(n=2, size=96)
+    look = small.z[0]
+    out = s.apply([photo], tmp_path / "out", pick="1:1")
+    applied = images.load_image(out.outputs[0])
+    assert (images.shrink(applied, 48) - images.load_image(small.candidates[0])).abs().mean() < 2 / 255
+    big = s.stylise(images.load_image(photo), look)
+    assert torch.equal(images.shrink(big, 96), images.shrink(s.stylise(images.load_image(photo), look), 96))
+    assert large.z.shape == small.z.shape

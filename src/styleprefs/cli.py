@@ -122,7 +122,8 @@ def init(
 @app.command()
 def propose(
     n: Annotated[int, typer.Option("--n", help="Number of candidates.")] = 16,
-    size: Annotated[Optional[int], typer.Option(help="Long side of the candidates in px (default 256).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Long side of the candidates on the sheet in px (default 256); "
+                                                     "the looks do not depend on it.")] = None,
     preview: Annotated[Optional[Path], typer.Option(help="Photo to render the candidates on (default: the first content photo).")] = None,
     device: DeviceOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,

@@ -93,7 +93,10 @@ class ProposalSettings:
     """How candidates are rendered."""
 
     n: int = 16
-    size: int = 256  # long side of the preview renders, px
+    size: int = 256  # long side of the candidates on the sheet, px
+    working_side: int = 320  # long side the generator works at, for the candidates and for apply at any size: it fixes
+                             # the strokes relative to the image (at 256, each apply's output came up 1.5× to the
+                             # quality benchmark's photos and lost fine texture; at 384 round 1 spans fewer looks)
 
     @classmethod
     def from_dict(cls, data: dict) -> ProposalSettings:

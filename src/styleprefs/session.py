@@ -43,7 +43,7 @@ from .training import (CropSampler, Progress, StopSignals, Trainer, WeightsFn, b
 ProgressFn = Callable[[Progress], None]
 PASSED_GRAMS = "passed_grams.safetensors"  # in a round's folder: the mean Gram of the candidates passed over
 MAX_APPLY_SIDE = 8192  # apply keeps a photo's own size up to this long side
-MIN_STROKE_SCALE, MAX_STROKE_SCALE = 0.125, 8.0
+MIN_STROKE_SCALE, MAX_STROKE_SCALE = 0.015, 8.0  # down to a 256-px preview's strokes on a 16000-px photo's own pixels
 STATE_FIELDS = {"checkpoint": (str, type(None)), "rounds": list, "refines": list, "steps": dict}
 TRAINING = "training.safetensors"  # the resumable mid-training state of an unfinished init or refine
 
@@ -342,16 +342,20 @@ class Session:
             return generator(self.runtime.images(batch), z).float().cpu()
 
     def working_side(self, round_index: int | None = None) -> int:
-        """The long side (px) the generator works at: the preview size of round ``round_index`` (1-based; default the
-        latest round), where the user saw the looks they picked; before any round, the proposal size."""
+        """The long side (px) the generator works at: where round ``round_index`` (1-based; default the latest) was
+        rendered, so its picks look as they did on its sheet; before any round (or for a round recorded without it),
+        the session's ``working_side`` setting."""
         rounds = self.state["rounds"]
-        if not rounds:
-            return self.proposal_settings.size
-        entry = rounds[-1 if round_index is None else round_index - 1]
-        side = entry.get("size", self.proposal_settings.size)
+        entry = rounds[-1 if round_index is None else round_index - 1] if rounds else {}
+        side = entry.get("working_side", self.proposal_settings.working_side)
         if not isinstance(side, int) or not 32 <= side <= 2048:
-            raise SessionError(f"{self.store.path('state.json')}: damaged (round {entry.get('index')}'s size)")
+            raise SessionError(f"{self.store.path('state.json')}: damaged (round {entry.get('index')}'s working side)")
         return side
+
+    def preview(self, photo: torch.Tensor, look: torch.Tensor, size: int, working: int) -> torch.Tensor:
+        """A candidate as the sheet shows it: ``photo`` rendered with ``look`` at the working side ``working``, then
+        shrunk to the long side ``size`` as any output is for viewing (what apply gives at any size, seen small)."""
+        return images.shrink(self.stylise(photo, look, side=working), size)
 
     def propose(self, n: int | None = None, size: int | None = None, preview: Path | None = None) -> Round:
         """Render ``n`` candidates, each from its own z, plus a numbered contact sheet; start a round.
@@ -365,10 +369,11 @@ class Session:
         if not 32 <= size <= 2048:
             raise BadInput(f"--size must be between 32 and 2048 px, got {size}")
         preview_path = Path(preview) if preview else Path(self.config["contents"][0]["path"])
-        photo = images.load_image(preview_path, max_side=size)
+        working = self.proposal_settings.working_side
+        photo = images.load_image(preview_path, max_side=max(size, working))
         checkpoint = self.checkpoint
         z = self.preference().propose(n, seed=self.config["seed"] * 1000 + len(self.state["rounds"]) + 1)
-        rendered = [self.stylise(photo, zi, side=size) for zi in z]
+        rendered = [self.preview(photo, zi, size, working) for zi in z]
         candidates = [f"candidate-{i:02d}.png" for i in range(1, n + 1)]
         self.store.path("rounds").mkdir(exist_ok=True)
         pending = Path(tempfile.mkdtemp(prefix=".pending-", dir=self.store.path("rounds")))
@@ -388,6 +393,7 @@ class Session:
                 shutil.rmtree(self.store.path(name), ignore_errors=True)
                 pending.rename(self.store.path(name))
                 entry = {"index": index, "folder": name, "candidates": candidates, "n": n, "size": size,
+                         "working_side": working,
                          "preview": str(preview_path.resolve()), "checkpoint": checkpoint, "selection": None}
                 self._commit({**self.state, "rounds": [*self.state["rounds"], entry]},
                              {"command": "propose", "round": index, "n": n})
@@ -554,8 +560,9 @@ class Session:
         preview = Path(latest.get("preview") or self.config["contents"][0]["path"])
         chosen = [self.store.read_tensors(self._in_round(r, "chosen_grams.safetensors")) for r in selected]
         if preview.is_file():
-            look = gram_stats(net, [self.stylise(images.load_image(preview, max_side=latest["size"]), z, side=latest["size"])],
-                              self.runtime,
+            working = self.working_side(latest["index"])
+            photo = images.load_image(preview, max_side=max(latest["size"], working))
+            look = gram_stats(net, [self.preview(photo, z, latest["size"], working)], self.runtime,
                               self.settings.style_layers)
         else:  # the preview photo has gone: the latest picks stand in for the current look
             look = chosen[-1]

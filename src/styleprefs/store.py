@@ -89,6 +89,14 @@ class Store:
         history["events"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry})
         self.write_json("history.json", history)
 
+    def _remove_leftovers(self) -> None:
+        """Delete the temporary files of writers killed mid-write (``atomic_write``'s ``.NAME.*.tmp``). Every writer of
+        the session's files holds the lock, so with it held none of these is in use; the one exception, a ``propose``
+        rendering its round in ``rounds/.pending-*`` without the lock, is left alone."""
+        for leftover in self.root.rglob(".*.tmp"):
+            if not any(part.startswith(".pending-") for part in leftover.relative_to(self.root).parts[:-1]):
+                leftover.unlink(missing_ok=True)
+
     @contextmanager
     def lock(self, timeout: float = 30.0):
         """Exclusive lock for commands that change the session; waits up to ``timeout`` seconds."""
@@ -106,6 +114,7 @@ class Store:
                     time.sleep(0.2)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+            self._remove_leftovers()
             yield
         finally:
             os.close(fd)
