@@ -36,6 +36,7 @@ from rich.table import Table
 from styleprefs import images, render
 from styleprefs.config import METRIC_STYLE_LAYERS
 from styleprefs.losses import gram
+from styleprefs.session import Session
 from styleprefs.vgg import VGG19Features
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,6 +159,8 @@ def main() -> int:
     if Path(entry["preview"]).resolve() != args.photo.resolve():
         sys.exit(f"round {args.round} was rendered on {entry['preview']}, not on --photo {args.photo}")
     round_index, side = args.round, entry["size"]
+    session = Session.open(args.session, "cpu")
+    own_scales = {pick: session.split(session.rounds()[round_index - 1].z[pick - 1])[1] for pick in args.picks}
     candidates = [args.session / entry["folder"] / name for name in entry["candidates"]]
 
     net = VGG19Features(METRIC_STYLE_LAYERS)
@@ -170,7 +173,8 @@ def main() -> int:
     rows = []
     runs = [(pick, s, 1.0) for pick in args.picks for s in args.sides]
     old_side = 2048 if 2048 in args.sides else args.sides[0]
-    runs.append((args.picks[0], old_side, side / old_side))  # the generator on the photo's own grid: the old apply
+    # The generator on the photo's own grid, as apply did before full-size rendering.
+    runs.append((args.picks[0], old_side, session.working_side(round_index) / old_side / own_scales[args.picks[0]]))
     for pick, long_side, stroke_scale in runs:
         photo = enlarge(args.photo, long_side, photos)
         out = args.out / "styled" / f"pick{pick}-{long_side}-x{stroke_scale:g}"
@@ -187,16 +191,17 @@ def main() -> int:
                      "detail": detail(full) / detail(images.load_image(photo)),
                      "apply_s": result["seconds"], "wall_s": wall, "peak_rss_gb": rss, "output": str(output)})
         r = rows[-1]
+        r["own_stroke_scale"] = own_scales[pick]
         console.print(f"pick {pick} at {long_side} px (stroke scale {stroke_scale:g}): drift {r['drift']:.3f} "
                       f"(rank {rank}), detail {r['detail']:.2f}, {r['apply_s']:.2f} s, {rss:.2f} GB")
 
     t = Table(title=f"round {round_index}'s picks applied at full size (preview {side} px; half the candidates' mean "
                     f"pairwise distance: {half_spread:.3f})")
-    for col in ("pick", "long side", "MP", "stroke scale", "drift to pick", "rank of 16", "nearest other",
+    for col in ("pick", "long side", "MP", "--stroke-scale", "drift to pick", "rank of 16", "nearest other",
                 "detail kept", "apply s", "wall s", "peak RSS GB"):
         t.add_column(col, justify="right")
     for r in rows:
-        t.add_row(str(r["pick"]), str(r["side"]), f"{r['pixels'] / 1e6:.1f}", f"{r['stroke_scale']:g}",
+        t.add_row(str(r["pick"]), str(r["side"]), f"{r['pixels'] / 1e6:.1f}", f"{r['stroke_scale']:.3g}",
                   f"{r['drift']:.3f}", str(r["rank"]), f"{r['nearest_other']:.3f}", f"{r['detail']:.2f}",
                   f"{r['apply_s']:.2f}", f"{r['wall_s']:.1f}", f"{r['peak_rss_gb']:.2f}")
     console.print(t)

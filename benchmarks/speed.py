@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     quality = ROOT / "benchmarks" / "results" / "quality.json"
     gatys_s = None
     if quality.exists():
-        gatys_s = json.loads(quality.read_text())["overall"].get("gatys_seconds_to_apply_style")
+        gatys_s = json.loads(quality.read_text()).get("overall", {}).get("gatys_seconds_to_apply_style")
     if gatys_s and ("fp32", 256) in results:
         apply_256 = results[("fp32", 256)][0]["median"]
         gatys_note = (f"from quality.py's last run (256 px short side); "
