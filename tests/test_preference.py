@@ -247,11 +247,22 @@ def test_refine_keeps_the_mean_grams_of_the_passed_over_candidates(session):
     first = session.rounds()[0]
     saved = session.store.read_tensors("rounds/001/passed_grams.safetensors")
     passed = [images.load_image(c) for i, c in enumerate(first.candidates, 1) if i not in first.selection]
-    expected = gram_stats(loss_network(session.runtime, STYLE_LAYERS), passed, session.runtime, STYLE_LAYERS)
     assert len(passed) == 4
+    # What refine learned from: the passed-over candidates' z alone, rendered at stroke scale 1 by the generator the
+    # round was proposed with (the scale is exact at render time and is not learnt into G a second time).
+    at_proposal = Session.open(session.store.root, device="cpu")
+    at_proposal.state = {**at_proposal.state, "checkpoint": session.state["rounds"][0]["checkpoint"]}
+    renders = at_proposal._learning_images(session.state["rounds"][0],
+                                           [i for i in range(1, 7) if i not in first.selection])
+    net = loss_network(session.runtime, STYLE_LAYERS)
+    expected = gram_stats(net, renders, session.runtime, STYLE_LAYERS)
+    shown = gram_stats(net, passed, session.runtime, STYLE_LAYERS)
+    scales = [session.split(first.z[i - 1])[1] for i in range(1, 7) if i not in first.selection]
+    assert any(abs(scale - 1) > 0.1 for scale in scales)  # so the renders differ from what the sheet showed
     for name in STYLE_LAYERS:
         assert saved[name].shape == (1, *expected[name].shape[1:])
         torch.testing.assert_close(saved[name][0], expected[name].mean(0))
+    assert not torch.allclose(saved["relu1_1"][0], shown["relu1_1"].mean(0), rtol=1e-3, atol=1e-5)
     picked = [images.load_image(first.candidates[i - 1]) for i in first.selection]
     contrast = session.store.read_json("rounds/001/selection.json")["looks"]
     assert contrast == contrast_looks([looks(x) for x in picked], [looks(x) for x in passed])
@@ -294,9 +305,14 @@ def test_personal_target_is_the_current_look_moved_toward_the_picks(session):
         assert float(step.norm()) <= 0.01 * float(look[name][0].norm()) * (1 + 1e-4)
         assert torch.nn.functional.cosine_similarity(step.flatten(), delta.flatten(), dim=0) > 0.999
     session.settings.preference_reach = 1.0
-    # A session from before passed_grams existed gets the same target, from the candidates' images.
+    # A session from before passed_grams existed recomputes them; its round was proposed by an earlier checkpoint, so
+    # from the candidates' images as shown (the generator that could re-render them at stroke scale 1 is gone).
     session.store.path("rounds/001/passed_grams.safetensors").unlink()
     again = session.personal_target(first, z)
+    shown = [images.load_image(c) for i, c in enumerate(first[0].candidates, 1) if i not in first[0].selection]
+    shown_grams = gram_stats(net, shown, session.runtime, STYLE_LAYERS)
     for name in STYLE_LAYERS:
-        torch.testing.assert_close(again[name], moved[name], rtol=1e-4, atol=1e-6)
+        move = 2.0 * (chosen[name].mean(0) - shown_grams[name].mean(0))
+        clip = min(1.0, float(look[name][0].norm()) / float(move.norm()))  # the trust region at reach 1
+        torch.testing.assert_close(again[name], look[name][0] + clip * move, rtol=1e-4, atol=1e-4)
 

@@ -418,7 +418,8 @@ class Session:
                            "round, or `styleprefs refine --undo` to change its picks")
         folder = self.store.path(entry["folder"])
         chosen, passed = _chosen_and_passed(folder, entry["candidates"], indices)
-        grams = gram_stats(self._loss_network(), chosen, self.runtime, self.settings.style_layers)
+        grams = gram_stats(self._loss_network(), self._learning_images(entry, indices), self.runtime,
+                           self.settings.style_layers)
         self.store.write_tensors(f"{entry['folder']}/chosen_grams.safetensors", grams)
         # The passed-over candidates' Grams are left to refine (a dozen more VGG passes, ~3 s here); a new
         # choice makes any from an earlier one stale.
@@ -559,7 +560,7 @@ class Session:
         latest = self.state["rounds"][selected[-1].index - 1]
         preview = Path(latest.get("preview") or self.config["contents"][0]["path"])
         chosen = [self.store.read_tensors(self._in_round(r, "chosen_grams.safetensors")) for r in selected]
-        if preview.is_file():
+        if preview.is_file():  # as the sheet would show it, like the picks' Grams (``_learning_images``)
             working = self.working_side(latest["index"])
             photo = images.load_image(preview, max_side=max(latest["size"], working))
             look = gram_stats(net, [self.preview(photo, z, latest["size"], working)], self.runtime,
@@ -592,11 +593,28 @@ class Session:
         saved = self._in_round(r, PASSED_GRAMS)
         if self.store.path(saved).exists():
             return self.store.read_tensors(saved)
-        _, passed = _chosen_and_passed(r.folder, [c.name for c in r.candidates], r.selection)
+        passed = [i for i in range(1, len(r.candidates) + 1) if i not in r.selection]
         if not passed:
             return None
-        grams = gram_stats(self._loss_network(), passed, self.runtime, self.settings.style_layers)
+        grams = gram_stats(self._loss_network(), self._learning_images(self.state["rounds"][r.index - 1], passed),
+                           self.runtime, self.settings.style_layers)
         return {k: v.mean(0, keepdim=True) for k, v in grams.items()}
+
+    def _learning_images(self, entry: dict, indices: list[int]) -> list[torch.Tensor]:
+        """Candidates ``indices`` (1-based) of a round as refine learns from them: their z alone, rendered at stroke
+        scale 1 as the sheet would have shown it. The scale is applied exactly at render time; learnt into G as well,
+        a taste for small strokes was applied twice (benchmarks/preference.py: beats random on 3 of 5 tastes, against
+        4 this way). Measured on the working grid instead, fine-tuning moved G much further and the outputs stopped
+        being stylisations (2 of 5). The candidate images themselves where the renders cannot be reproduced: sessions
+        without the dial, a preview photo that has gone, or a round proposed from another checkpoint."""
+        folder = self.store.path(entry["folder"])
+        preview = Path(entry.get("preview") or "")
+        if self.look_dim == self.z_dim or entry.get("checkpoint") != self.checkpoint or not preview.is_file():
+            return [images.load_image(folder / entry["candidates"][i - 1]) for i in indices]
+        looks = self.store.read_tensors(f"{entry['folder']}/proposals.safetensors")["z"]
+        working = self.working_side(entry["index"])
+        photo = images.load_image(preview, max_side=max(entry["size"], working))
+        return [self.preview(photo, self.split(looks[i - 1])[0], entry["size"], working) for i in indices]
 
     def resolve_pick(self, pick: str) -> torch.Tensor:
         """The z of ``ROUND:INDEX`` (both 1-based)."""
