@@ -187,10 +187,20 @@ def test_the_sheet_shows_what_apply_gives_whatever_its_size(made, tmp_path):
     shutil.copytree(root / "s", copy)
     s = Session.open(copy, device="cpu")
     small, large = s.propose(n=2, size=48), s.propose(n=2, size=96)
-    look = small.z[0]
-    out = s.apply([photo], tmp_path / "out", pick="1:1")
-    applied = images.load_image(out.outputs[0])
-    assert (images.shrink(applied, 48) - images.load_image(small.candidates[0])).abs().mean() < 2 / 255
-    big = s.stylise(images.load_image(photo), look)
-    assert torch.equal(images.shrink(big, 96), images.shrink(s.stylise(images.load_image(photo), look), 96))
-    assert large.z.shape == small.z.shape
+    # Every candidate, the small-stroke ones included, on a photo larger than the working side: their working grid is
+    # larger than the session's, and a preview decoded at the working side made them from an enlarged photo.
+    big = make_photo(tmp_path / "big.png", size=(1000, 750), seed=9)
+    sheet = s.propose(n=6, size=48, preview=big)
+    assert min(s.split(z)[1] for z in sheet.z) < 0.8
+    for k in range(1, 7):
+        out = s.apply([big], tmp_path / f"out{k}", pick=f"{sheet.index}:{k}")
+        applied = images.load_image(out.outputs[0])
+        # measured: at most 0.69/255 here; 1.45/255 for the smallest strokes when the preview was decoded at 320 px
+        assert (images.shrink(applied, 48) - images.load_image(sheet.candidates[k - 1])).abs().mean() < 1 / 255
+    for k in (1, 2):
+        out = s.apply([photo], tmp_path / f"small{k}", pick=f"1:{k}")
+        applied = images.load_image(out.outputs[0])
+        assert (images.shrink(applied, 48) - images.load_image(small.candidates[k - 1])).abs().mean() < 2 / 255
+    # the 96-px sheet is the same rendering, shrunk less
+    shown = images.shrink(s.stylise(images.load_image(photo), large.z[0]), 96)
+    assert (shown - images.load_image(large.candidates[0])).abs().max() < 1e-6

@@ -42,6 +42,9 @@ def look_names(n_styles: int) -> list[str]:
     return [*dim_names(n_styles), SCALE]
 
 
+SMALLEST_STROKES = 2.0 ** -1.2  # the least ``stroke_scale`` gives: its working grid is the largest, 2.3× the session's
+
+
 def stroke_scale(value: float) -> float:
     """The look's scale coordinate (prior N(0, 1)) → strokes that many times the preview's: 1 at 0, about 0.6 to
     1.6 over ±1 sd, bounded to (0.43, 2.3). Smaller strokes than that read as a photo on the 256-px sheet."""

@@ -18,6 +18,7 @@ leaves the previous state whole.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -370,7 +371,9 @@ class Session:
             raise BadInput(f"--size must be between 32 and 2048 px, got {size}")
         preview_path = Path(preview) if preview else Path(self.config["contents"][0]["path"])
         working = self.proposal_settings.working_side
-        photo = images.load_image(preview_path, max_side=max(size, working))
+        # Sharp enough for the smallest strokes a look has (a working grid over the session's): from a smaller copy,
+        # those candidates were made from an enlarged photo and showed less detail than apply then gave.
+        photo = images.load_image(preview_path, max_side=max(size, math.ceil(working / controls.SMALLEST_STROKES)))
         checkpoint = self.checkpoint
         z = self.preference().propose(n, seed=self.config["seed"] * 1000 + len(self.state["rounds"]) + 1)
         rendered = [self.preview(photo, zi, size, working) for zi in z]
