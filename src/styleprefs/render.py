@@ -2,16 +2,17 @@
 
 The generator's strokes are a fixed number of pixels, so run on the photo's own grid the same z gives a
 different picture at every size (at 2000 px, a tinted photo with pixel-sized grain). Here the generator
-runs at a *working resolution* instead: the photo scaled so its long side is the preview's (``side``), as
-the candidates on the contact sheet were rendered. Strokes, palette and strength are then fixed relative to
-the image, and ``stroke_scale`` F makes the strokes F× larger (working side ÷ F) or smaller.
+runs at a *working resolution* instead: the photo scaled so its long side is the session's working side
+(``side``), as the candidates on the contact sheet were rendered before being shrunk to the sheet. Strokes,
+palette and strength are then fixed relative to the image, and ``stroke_scale`` F makes the strokes F× larger
+(working side ÷ F) or smaller.
 
 The working-resolution result is brought to full size with the full-resolution photo as the guide (He et
 al.'s guided filter used for upsampling, as in the fast and deep guided filters): in every small window of
 the working grid the output is fitted as a·L + b of the photo's luminance L; a and b are interpolated to full
 size and applied to the full-resolution L, so the photo's edges, hair and text come through sharp, shaded
 as the painting shades them. What the fit misses (brush texture that does not follow L) is interpolated and
-added back, so scaled down again the output is the working-resolution picture: what the sheet showed.
+added back, so shrunk to the sheet's size the output is what the sheet showed.
 
 Memory stays bounded by the full-size output itself: the full-size composition runs in bands of rows.
 """
