@@ -61,6 +61,10 @@ def test_working_size_keeps_the_aspect_and_follows_the_stroke_scale():
     assert render.working_size(100, 4000, 256) == (render.MIN_WORKING_SIDE, 256)  # a panorama keeps a usable height
     with pytest.raises(ValueError):
         render.working_size(100, 100, 256, stroke_scale=0)
+    # strokes finer than the photo's pixels are not drawn: a tiny scale stops at the photo's own grid ...
+    assert render.working_size(3000, 4000, 256, stroke_scale=0.015) == (3000, 4000)
+    # ... or, for a photo smaller than that, at the smallest strokes a look has
+    assert render.working_size(375, 500, 256, stroke_scale=0.015) == (442, 589)
 
 
 def test_a_large_photo_becomes_the_candidate_that_was_picked(generator, cat):

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 MIN_WORKING_SIDE = 32   # the generator's smallest input side worth running
+MAX_ENLARGEMENT = 2.3   # a working side over the session's by at most this (the smallest strokes a look has)
 RADIUS = 1              # guided filter window radius, in working-resolution px
 EPS = 1e-3              # guided filter regulariser (variance units of L in [0, 1]): flat areas keep the painting's
                         # texture instead of amplifying the photo's noise
@@ -37,10 +38,13 @@ Stylise = Callable[[torch.Tensor], torch.Tensor]
 
 def working_size(height: int, width: int, side: int, stroke_scale: float = 1.0) -> tuple[int, int]:
     """The grid the generator runs on for an image of ``height``×``width``: long side ``side / stroke_scale``,
-    same aspect; the short side at least MIN_WORKING_SIDE."""
+    same aspect; the short side at least MIN_WORKING_SIDE. Strokes finer than the image's own pixels are not
+    drawn: the long side is at most the image's, or MAX_ENLARGEMENT × ``side`` for images smaller than that
+    (without the cap, ``--stroke-scale 0.015`` on a 500-px photo asked for a 21000-px grid)."""
     if stroke_scale <= 0:
         raise ValueError(f"stroke scale must be positive, got {stroke_scale}")
-    scale = side / stroke_scale / max(height, width)
+    long_side = min(side / stroke_scale, max(height, width, MAX_ENLARGEMENT * side))
+    scale = long_side / max(height, width)
     return max(MIN_WORKING_SIDE, round(height * scale)), max(MIN_WORKING_SIDE, round(width * scale))
 
 
