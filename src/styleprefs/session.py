@@ -564,10 +564,7 @@ class Session:
         preview = Path(latest.get("preview") or self.config["contents"][0]["path"])
         chosen = [self.store.read_tensors(self._in_round(r, "chosen_grams.safetensors")) for r in selected]
         if preview.is_file():  # as the sheet would show it, like the picks' Grams (``_learning_images``)
-            working = self.working_side(latest["index"])
-            photo = images.load_image(preview, max_side=max(latest["size"], working))
-            look = gram_stats(net, [self.preview(photo, z, latest["size"], working)], self.runtime,
-                              self.settings.style_layers)
+            look = gram_stats(net, self._on_sheet(latest, preview, [z]), self.runtime, self.settings.style_layers)
         else:  # the preview photo has gone: the latest picks stand in for the current look
             look = chosen[-1]
         delta = {name: torch.zeros_like(look[name][0]) for name in self.settings.style_layers}
@@ -615,12 +612,20 @@ class Session:
         if self.look_dim == self.z_dim or entry.get("checkpoint") != self.checkpoint or not preview.is_file():
             return [images.load_image(folder / entry["candidates"][i - 1]) for i in indices]
         looks = self.store.read_tensors(f"{entry['folder']}/proposals.safetensors")["z"]
+        return self._on_sheet(entry, preview, [self.split(looks[i - 1])[0] for i in indices])
+
+    def _on_sheet(self, entry: dict, preview: Path, looks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``looks`` rendered on ``preview`` as round ``entry``'s sheet shows a candidate (its working side and size)."""
         working = self.working_side(entry["index"])
         photo = images.load_image(preview, max_side=max(entry["size"], working))
-        return [self.preview(photo, self.split(looks[i - 1])[0], entry["size"], working) for i in indices]
+        return [self.preview(photo, look, entry["size"], working) for look in looks]
 
     def resolve_pick(self, pick: str) -> torch.Tensor:
-        """The z of ``ROUND:INDEX`` (both 1-based)."""
+        """The look of ``ROUND:INDEX`` (both 1-based)."""
+        return self._pick(pick)[0]
+
+    def _pick(self, pick: str) -> tuple[torch.Tensor, int]:
+        """The look of ``ROUND:INDEX`` and its round's index."""
         try:
             round_index, candidate = (int(part) for part in pick.split(":"))
         except ValueError:
@@ -631,7 +636,7 @@ class Session:
         z = rounds[round_index - 1].z
         if not 1 <= candidate <= z.shape[0]:
             raise BadInput(f"no candidate {candidate} in round {round_index}: choose from 1 to {z.shape[0]}")
-        return z[candidate - 1]
+        return z[candidate - 1], round_index
 
     def apply(self, inputs: list[Path], out: Path, size: int | None = None, pick: str | None = None,
               fmt: str = "png", skip_existing: bool = False, shard: str | None = None, stroke_scale: float = 1.0,
@@ -654,8 +659,8 @@ class Session:
             raise BadInput(f"--batch must be between 1 and 256, got {max_batch}")
         if not MIN_STROKE_SCALE <= stroke_scale <= MAX_STROKE_SCALE:
             raise BadInput(f"--stroke-scale must be between {MIN_STROKE_SCALE} and {MAX_STROKE_SCALE}, got {stroke_scale}")
-        z = self.resolve_pick(pick) if pick else self.preferred_z()
-        side = self.working_side(int(pick.split(":")[0]) if pick else None)
+        z, round_index = self._pick(pick) if pick else (self.preferred_z(), None)
+        side = self.working_side(round_index)
         jobs = _select_shard(_output_names(inputs, Path(out), fmt), shard)
         _check_writable(Path(out))
         result = ApplyResult()
@@ -708,6 +713,7 @@ class Session:
         rounds = self.state["rounds"]
         unfinished = self.training_progress()
         z = self.preferred_z() if self.state["checkpoint"] else None
+        scale = None if z is None else self.split(z)[1]
         posterior = self.preference() if self.state["checkpoint"] else None
         styles = [Path(s["path"]).stem for s in self.config["styles"]]
         return {
@@ -723,8 +729,8 @@ class Session:
             "contents": len(self.config["contents"]),
             "checkpoint": self.state["checkpoint"],
             "preferred_z": None if z is None else dict(zip(self.config["z_names"], [round(v, 3) for v in z.tolist()])),
-            "stroke_scale": None if z is None else round(self.split(z)[1], 2),
-            "taste": _taste(posterior, z, styles, self._learned_looks(), None if z is None else self.split(z)[1]),
+            "stroke_scale": None if scale is None else round(scale, 2),
+            "taste": _taste(posterior, z, styles, self._learned_looks(), scale),
             "unfinished": unfinished,
             "latest_sheet": str(self.store.path(rounds[-1]["folder"]) / "sheet.png") if rounds else None,
         }
