@@ -70,11 +70,11 @@ def test_kill_9_at_random_moments_never_breaks_the_session(selected):
         assert status["refines"] in (0, 1)
         if status["refines"] == 1:
             break
-    s = Session.open(root, device="cpu")
-    if s.status()["unfinished"]:
-        s.refine(resume=True)
-    elif s.status()["refines"] == 0:  # killed before training began: simply run it again
-        s.refine(steps=4)
+    with Session.editing(root, device="cpu") as s:  # as the CLI's refine does: under the lock
+        if s.status()["unfinished"]:
+            s.refine(resume=True)
+        elif s.status()["refines"] == 0:  # killed before training began: simply run it again
+            s.refine(steps=4)
     final = Session.open(root, device="cpu").status()
     assert final["refines"] == 1 and final["unfinished"] is None
     assert not list(root.rglob("*.tmp"))  # no temporary file left visible as state
