@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import subprocess
 import sys
 import time
@@ -33,24 +32,15 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from loop import cli, grams_of, pairwise_style_distance
 from styleprefs import images, render
 from styleprefs.config import METRIC_STYLE_LAYERS
-from styleprefs.losses import gram
 from styleprefs.session import Session
 from styleprefs.vgg import VGG19Features
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 SHARED_PHOTO = ROOT.parent / "shared" / "data" / "content" / "gc_farm_dog.jpg"  # 4:3, so 4000 px is 12 megapixels
-
-
-def cli(*args: object) -> dict:
-    """One styleprefs command in a fresh process: its JSON."""
-    proc = subprocess.run([sys.executable, "-m", "styleprefs", *map(str, args), "--json"], capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        sys.exit(f"styleprefs {' '.join(map(str, args))} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # Started from a fresh, small interpreter: Linux carries a process's peak RSS across exec, so a child forked straight
@@ -66,7 +56,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 
 def run_measured(*args: object) -> tuple[dict, float, float]:
-    """As :func:`cli`, also returning the wall seconds and the command's own peak RSS in GB."""
+    """As ``loop.cli``, also returning the command's own peak RSS in GB."""
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", LAUNCHER, "-m", "styleprefs", *map(str, args), "--json"],
                           capture_output=True, text=True)
@@ -75,18 +65,6 @@ def run_measured(*args: object) -> tuple[dict, float, float]:
         sys.exit(f"styleprefs {' '.join(map(str, args))} failed:\n{proc.stderr}")
     kb = int(proc.stderr.strip().splitlines()[-1].split()[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1]), seconds, kb / 2**20
-
-
-def grams(net: VGG19Features, image: torch.Tensor) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        return {k: gram(v) for k, v in net(image[None]).items()}
-
-
-def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    """Symmetrised style distance between two images' Grams."""
-    def one_way(x, y):
-        return float(torch.stack([(x[k] - y[k]).norm() / y[k].norm() for k in METRIC_STYLE_LAYERS]).mean())
-    return (one_way(a, b) + one_way(b, a)) / 2
 
 
 def detail(image: torch.Tensor) -> float:
@@ -153,7 +131,7 @@ def main() -> int:
         cli("init", "--style", EXAMPLES / "paintings" / "vangogh_starry_night.jpg", "--content", EXAMPLES / "photos",
             "--session", args.session, "--force")
     if args.round is None:
-        proposed = cli("propose", "--n", 16, "--preview", args.photo, "--session", args.session)
+        proposed, _ = cli("propose", "--n", 16, "--preview", args.photo, "--session", args.session)
         args.round = proposed["round"]
     entry = json.loads((args.session / "state.json").read_text())["rounds"][args.round - 1]
     if Path(entry["preview"]).resolve() != args.photo.resolve():
@@ -164,8 +142,8 @@ def main() -> int:
     candidates = [args.session / entry["folder"] / name for name in entry["candidates"]]
 
     net = VGG19Features(METRIC_STYLE_LAYERS)
-    candidate_grams = [grams(net, images.load_image(c)) for c in candidates]
-    pairwise = [distance(a, b) for a, b in itertools.combinations(candidate_grams, 2)]
+    candidate_grams = grams_of(net, candidates, side)
+    pairwise = [pairwise_style_distance(a, b) for a, b in itertools.combinations(candidate_grams, 2)]
     half_spread = sum(pairwise) / len(pairwise) / 2
 
     photos = args.out / "photos"
@@ -182,8 +160,8 @@ def main() -> int:
                                          "--stroke-scale", stroke_scale, "--session", args.session)
         output = Path(result["outputs"][0])
         full = images.load_image(output)
-        seen = grams(net, images.load_image(output, max_side=side))
-        distances = [distance(seen, c) for c in candidate_grams]
+        seen = grams_of(net, [output], side)[0]
+        distances = [pairwise_style_distance(seen, c) for c in candidate_grams]
         rank = 1 + sum(d < distances[pick - 1] for d in distances)
         rows.append({"pick": pick, "side": long_side, "pixels": full.shape[-2] * full.shape[-1],
                      "stroke_scale": stroke_scale, "drift": distances[pick - 1], "half_spread": half_spread,
