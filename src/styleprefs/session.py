@@ -34,6 +34,7 @@ from . import __version__, controls, images, pipeline, pretrain, render, tiling
 from .config import ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
+from .guard import Guard
 from .networks import Discriminator, Generator
 from .preference import (NEAR_SPREAD, Choice, Posterior, contrast_looks, describe, describe_looks, fit, looks,
                          recency_weights)
@@ -106,6 +107,7 @@ class Session:
         self.look_dim = len(self.config["z_names"])
         self._generator: Generator | None = None
         self._posterior: Posterior | None = None
+        self._preferred: torch.Tensor | None = None
 
     # ----------------------------------------------------------------- creation and loading
     @classmethod
@@ -286,8 +288,30 @@ class Session:
         return self._posterior
 
     def preferred_z(self) -> torch.Tensor:
-        """The look ``apply`` uses by default: where the posterior mean utility is highest (0 before any pick)."""
-        return self.preference().best_z()
+        """The look ``apply`` uses by default: where the posterior mean utility is highest (0 before any pick), moved
+        toward the centre where its picture would not be a stylisation (``guard``)."""
+        if self._preferred is None:
+            self._preferred = self._stylised(self.preference().best_z())
+        return self._preferred
+
+    def _guard(self, photo: torch.Tensor) -> Guard:
+        """What counts as a stylisation of ``photo`` (as a sheet shows it) in this session."""
+        return Guard(self._loss_network(), self.runtime, self.store.read_tensors("style_grams.safetensors"), photo)
+
+    def _stylised(self, look: torch.Tensor) -> torch.Tensor:
+        """``look``, or the nearest look toward the centre whose picture is a stylisation, judged as the latest round's
+        sheet shows it (the first training photo before any round). Unjudged when that photo has gone."""
+        if not bool(look.any()):  # the centre: the default look, nothing to move toward
+            return look
+        entry = self.state["rounds"][-1] if self.state["rounds"] else {
+            "index": None, "size": self.proposal_settings.size}
+        preview = Path(entry.get("preview") or self.config["contents"][0]["path"])
+        if not preview.is_file():
+            return look
+        size, working = entry["size"], self.working_side(entry["index"])
+        photo = images.load_image(preview, max_side=max(size, math.ceil(working / controls.SMALLEST_STROKES)))
+        guard = self._guard(images.shrink(photo, size))
+        return guard.stylised(look, lambda candidate: self.preview(photo, candidate, size, working))[0]
 
     def split(self, look: torch.Tensor) -> tuple[torch.Tensor, float]:
         """A look → the generator's z and the stroke scale (1 for a look that is z alone, as in older sessions)."""
@@ -375,8 +399,12 @@ class Session:
         # those candidates were made from an enlarged photo and showed less detail than apply then gave.
         photo = images.load_image(preview_path, max_side=max(size, math.ceil(working / controls.SMALLEST_STROKES)))
         checkpoint = self.checkpoint
-        z = self.preference().propose(n, seed=self.config["seed"] * 1000 + len(self.state["rounds"]) + 1)
-        rendered = [self.preview(photo, zi, size, working) for zi in z]
+        proposed = self.preference().propose(n, seed=self.config["seed"] * 1000 + len(self.state["rounds"]) + 1)
+        guard = self._guard(images.shrink(photo, size))
+        shown = [guard.stylised(look, lambda candidate: self.preview(photo, candidate, size, working))
+                 for look in proposed]
+        z = torch.stack([look for look, _ in shown])  # as shown: what the choice model learns from
+        rendered = [picture for _, picture in shown]
         candidates = [f"candidate-{i:02d}.png" for i in range(1, n + 1)]
         self.store.path("rounds").mkdir(exist_ok=True)
         pending = Path(tempfile.mkdtemp(prefix=".pending-", dir=self.store.path("rounds")))
@@ -459,7 +487,7 @@ class Session:
             raise BadInput("no new selection to learn from: run `styleprefs propose`, then `styleprefs select N ...`")
         before = {**self.state, "training": None}
         posterior = fit(_choices(selected), self.look_dim)
-        best = posterior.best_z()
+        best = self._stylised(posterior.best_z())
         style_grams = self.store.read_tensors("style_grams.safetensors")
         for r in selected:  # computed once per round, at its first refine
             if not self.store.path(self._in_round(r, PASSED_GRAMS)).exists():
@@ -522,7 +550,7 @@ class Session:
                  "steps": {**self.state["steps"], "refine": self.state["steps"]["refine"] + steps}}
         self._commit(state, {"command": "refine", **refine})
         self.store.path(TRAINING).unlink(missing_ok=True)
-        self._generator, self._posterior = None, None
+        self._generator, self._posterior, self._preferred = None, None, None
         return refine
 
     def undo(self) -> dict:
@@ -548,7 +576,7 @@ class Session:
                       "rounds": [r for r in self.state["rounds"] if r["index"] <= learned], "training": None,
                       "steps": {**self.state["steps"], "refine": self.state["steps"]["refine"] - last["steps"]}}
         self._commit(before, {"command": "undo", "undone": last["checkpoint"], "checkpoint": before["checkpoint"]})
-        self._generator, self._posterior = None, None
+        self._generator, self._posterior, self._preferred = None, None, None
         return {"undone": last["checkpoint"], "checkpoint": before["checkpoint"], "rounds": len(before["rounds"])}
 
     def personal_target(self, selected: list[Round], z: torch.Tensor) -> dict[str, torch.Tensor]:

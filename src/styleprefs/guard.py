@@ -1,0 +1,64 @@
+"""Every look a stylisation: no candidate, and no learned look, may be a tinted photo.
+
+A look's picture is a stylisation when its style distance to the nearer painting is at most ``STYLISED`` of the
+photo's own (the benchmarks' measure: VGG19 Grams at the session's style layers, ‖G(x) − G(s)‖ / ‖G(s)‖, mean over
+layers). The weak corners of the look space fail it: the least strength with the photo's own colours, or the
+largest strokes, left a session's pictures at 0.85–0.89 of the photo's distance, and a taste for "subtle" or
+"warm" went straight there.
+
+``Guard.stylised`` moves a look that fails toward the prior's centre (the default look) until its picture passes.
+The stroke scale moves with z: on a short init, the largest strokes (a working grid 2.3× coarser than the sheet's)
+were a tinted photo at every z.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .device import Runtime
+from .losses import style_distance
+from .vgg import VGG19Features
+
+STYLISED = 0.75  # at most this share of the photo's style distance to the nearer painting
+SHRINK = (0.75, 0.5, 0.25, 0.0)  # the fractions of z tried, in turn, for a look that fails
+
+
+class Guard:
+    """Measures pictures of one photo against the session's paintings."""
+
+    def __init__(self, net: VGG19Features, runtime: Runtime, painting_grams: dict[str, torch.Tensor],
+                 photo: torch.Tensor):
+        self._net, self._runtime = net, runtime
+        self._grams = painting_grams  # layer → (K, C, C)
+        self._photo = self.distance(photo)
+
+    @torch.no_grad()
+    def distance(self, image: torch.Tensor) -> float:
+        """Style distance of a (3, H, W) image to the nearer painting."""
+        with self._runtime.autocast():
+            features = self._net(self._runtime.images(image[None]))
+        features = {name: features[name].float().cpu() for name in self._grams}
+        paintings = next(iter(self._grams.values())).shape[0]
+        return min(float(style_distance(features, {name: grams[k : k + 1] for name, grams in self._grams.items()}))
+                   for k in range(paintings))
+
+    def ratio(self, image: torch.Tensor) -> float:
+        """The image's distance over the photo's: below 1 is nearer the painting than the photo is."""
+        return self.distance(image) / max(self._photo, 1e-12)
+
+    def stylised(self, look: torch.Tensor,
+                 render: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``look`` and its picture (``render(look)``) if the picture is a stylisation; else the first of look × SHRINK
+        whose picture is. When not even the centre's is, the generator is at fault, not the look: it stays as it was
+        (moving every candidate to one point would only show the same picture many times)."""
+        picture = render(look)
+        if self.ratio(picture) <= STYLISED or not bool(look.any()):
+            return look, picture
+        for fraction in SHRINK:
+            moved = look * fraction
+            moved_picture = render(moved)
+            if self.ratio(moved_picture) <= STYLISED:
+                return moved, moved_picture
+        return look, picture

@@ -1,0 +1,83 @@
+"""Every look a stylisation: the guard, on a real session (pretrained start, a short init) and the real VGG19."""
+
+import shutil
+
+import pytest
+import torch
+
+from styleprefs import images
+from styleprefs.config import TrainSettings
+from styleprefs.guard import STYLISED, Guard
+from styleprefs.session import Session
+from styleprefs.training import loss_network
+from tests.conftest import EXAMPLES
+
+PAINTING = EXAMPLES / "paintings" / "vangogh_starry_night.jpg"
+CAT, COFFEE = EXAMPLES / "photos" / "skimage_chelsea_cat.png", EXAMPLES / "photos" / "skimage_coffee.png"
+
+SHORT = TrainSettings(steps=12, size=48, batch=2, refine_steps=1)  # enough for z = 0 to be a stylisation
+WEAKEST = [2.5, -2.5, 2.5]  # largest strokes, least strength, the photo's own colours
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    root = tmp_path_factory.mktemp("guard")
+    session = Session.init(root / "s", [PAINTING], [CAT, COFFEE], SHORT, device="cpu", seed=5)
+    return root, session, CAT
+
+
+def guard_for(session: Session, photo: torch.Tensor) -> Guard:
+    return Guard(loss_network(session.runtime, session.settings.style_layers), session.runtime,
+                 session.store.read_tensors("style_grams.safetensors"), photo)
+
+
+def test_the_photo_is_its_own_yardstick_and_the_painting_is_near_zero(made):
+    _, session, cat = made
+    photo = images.load_image(cat, max_side=256)
+    guard = guard_for(session, photo)
+    assert guard.ratio(photo) == pytest.approx(1.0)
+    assert guard.ratio(images.load_image(PAINTING, max_side=256)) < 0.3
+
+
+def test_a_weak_look_moves_toward_the_centre_until_it_is_a_stylisation(made):
+    _, session, cat = made
+    photo = images.load_image(cat, max_side=736)
+    guard = guard_for(session, images.shrink(photo, 256))
+
+    def render(look):
+        return session.preview(photo, look, 256, 320)
+
+    weak = torch.tensor([*WEAKEST, 2.5])
+    assert guard.ratio(render(weak)) > STYLISED  # the corner is a tinted photo, without the guard
+    moved, picture = guard.stylised(weak, render)
+    assert guard.ratio(picture) <= STYLISED
+    assert torch.equal(picture, render(moved))  # the picture is the look's own
+    fraction = float(moved[0] / weak[0])
+    assert 0.0 <= fraction < 1.0 and torch.allclose(moved, fraction * weak)  # toward the centre, the default look
+
+    fine = torch.tensor([-1.0, 1.0, -0.5, 0.0])
+    kept, _ = guard.stylised(fine, render)
+    assert torch.equal(kept, fine)
+
+
+def test_a_user_who_picks_the_subtlest_gets_stylisations_not_tinted_photos(made):
+    root, session, cat = made
+    folder = root / "subtle"
+    shutil.copytree(session.store.root, folder)
+    s = Session.open(folder, "cpu")
+    first = s.propose(n=16, size=256, preview=cat)
+    photo = images.load_image(cat, max_side=256)
+    guard = guard_for(s, photo)
+    ratios = [guard.ratio(images.load_image(c)) for c in first.candidates]
+    assert max(ratios) <= STYLISED + 0.02  # as saved: 8-bit PNGs
+    subtlest = sorted(range(16), key=lambda i: -ratios[i])[:3]
+    s.select([i + 1 for i in subtlest])
+    s.refine(steps=0)
+
+    best = s.preference().best_z()
+    big = images.load_image(cat, max_side=736)
+    assert guard.ratio(s.preview(big, best, 256, 320)) > STYLISED  # what the choice model alone would apply
+    assert guard.ratio(s.preview(big, s.preferred_z(), 256, 320)) <= STYLISED
+    again = s.propose(n=8, size=256, preview=cat)
+    assert torch.equal(again.z[0], s.preferred_z())  # candidate 1 is the look apply would use
+    assert all(guard.ratio(images.load_image(c)) <= STYLISED + 0.02 for c in again.candidates)
