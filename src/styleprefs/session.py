@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, controls, images, pipeline, pretrain, render, tiling
+from . import __version__, controls, images, pipeline, pretrain, render, schema, tiling
 from .config import ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
@@ -46,7 +46,6 @@ ProgressFn = Callable[[Progress], None]
 PASSED_GRAMS = "passed_grams.safetensors"  # in a round's folder: the mean Gram of the candidates passed over
 MAX_APPLY_SIDE = 8192  # apply keeps a photo's own size up to this long side
 MIN_STROKE_SCALE, MAX_STROKE_SCALE = 0.015, 8.0  # down to a 256-px preview's strokes on a 16000-px photo's own pixels
-STATE_FIELDS = {"checkpoint": (str, type(None)), "rounds": list, "refines": list, "steps": dict}
 TRAINING = "training.safetensors"  # the resumable mid-training state of an unfinished init or refine
 
 
@@ -94,9 +93,8 @@ class Session:
 
     def __init__(self, store: Store, runtime: Runtime):
         self.store, self.runtime = store, runtime
-        self.config = _checked(store, "config.json", {"settings": dict, "styles": list, "contents": list,
-                                                      "seed": int, "z_names": list})
-        self.state = _checked(store, "state.json", STATE_FIELDS)
+        self.config = schema.config(store)
+        self.state = schema.state(store)
         self.settings = TrainSettings.from_dict(self.config["settings"])
         self.proposal_settings = ProposalSettings.from_dict(self.config.get("proposal_settings") or {})
         self.n_styles = len(self.config["styles"])
@@ -414,7 +412,7 @@ class Session:
             for image, file in zip(rendered, candidates, strict=True):
                 images.save_image(image, pending / file)
             with self.store.lock():
-                self.state = _checked(self.store, "state.json", STATE_FIELDS)  # as it is now, under the lock
+                self.state = schema.state(self.store)  # as it is now, under the lock
                 index = len(self.state["rounds"]) + 1
                 sheet = images.contact_sheet(rendered, [str(i) for i in range(1, n + 1)],
                                              title=f"round {index}: styleprefs select N [N ...]")
@@ -569,7 +567,7 @@ class Session:
         last = self.state["refines"][-1]
         saved = f"{last['checkpoint']}/state_before.json"
         if self.store.path(saved).exists():
-            before = _checked(self.store, saved, STATE_FIELDS)
+            before = schema.state(self.store, saved)
         else:  # a refine from before undo existed: rebuild the state it started from
             learned = max(last["rounds"])
             before = {**self.state, "checkpoint": last["previous"], "refines": self.state["refines"][:-1],
@@ -841,17 +839,6 @@ def _output_names(inputs: list[Path], out: Path, fmt: str) -> list[tuple[Path, P
         duplicate = next(t for t in targets if targets.count(t) > 1)
         raise BadInput(f"two inputs would both be written to {duplicate}; rename one or apply them separately")
     return pairs
-
-
-def _checked(store: Store, name: str, fields: dict[str, type | tuple[type, ...]]) -> dict:
-    """Read a JSON file of the session and check the fields the code relies on are there."""
-    data = store.read_json(name)
-    for key, kind in fields.items():
-        if key not in data:
-            raise SessionError(f"{store.path(name)}: damaged (no {key!r})")
-        if not isinstance(data[key], kind):
-            raise SessionError(f"{store.path(name)}: damaged ({key!r} has the wrong type)")
-    return data
 
 
 def _select_shard(pairs: list[tuple[Path, Path]], shard: str | None) -> list[tuple[Path, Path]]:

@@ -86,6 +86,8 @@ class Store:
 
     def append_history(self, entry: dict) -> None:
         history = self.read_json("history.json") if self.path("history.json").exists() else {"events": []}
+        if not isinstance(history.get("events"), list):
+            raise SessionError(f"{self.path('history.json')}: damaged (no list of 'events')")
         history["events"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry})
         self.write_json("history.json", history)
 

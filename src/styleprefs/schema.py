@@ -1,0 +1,140 @@
+"""What a session's JSON files must hold, checked when they are read.
+
+A session someone hands you is data, not code. ``state.json`` names the folders and files that commands write and
+delete through, and numbers that index lists; each is checked here before any command uses it. A wrong type, a
+missing key, or a path that is absolute, climbs out with ``..`` or leads outside the session through a link is
+refused with one line that names the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+from .store import SessionError, Store
+
+PHASES = ("init", "refine")
+
+
+class _Reader:
+    """Field access on one file's JSON that fails with the file's name and the field's place in it."""
+
+    def __init__(self, store: Store, name: str):
+        self.store, self.file = store, store.path(name)
+
+    def fail(self, what: str):
+        raise SessionError(f"{self.file}: damaged ({what})")
+
+    def get(self, data: Any, key: str, kind: type | tuple[type, ...], where: str = "", optional: bool = False) -> Any:
+        if not isinstance(data, dict):
+            self.fail(f"{where or 'the file'} is not an object")
+        if key not in data:
+            if optional:
+                return None
+            self.fail(f"no {where}{key!r}")
+        value = data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # JSON's true/false are not numbers here, though Python's bool is an int.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            self.fail(f"{where}{key!r} has the wrong type")
+        return value
+
+    def count(self, data: Any, key: str, low: int, high: int, where: str = "", optional: bool = False) -> int | None:
+        value = self.get(data, key, int, where, optional)
+        if value is not None and not low <= value <= high:
+            self.fail(f"{where}{key!r} is {value}, outside {low}…{high}")
+        return value
+
+    def inside(self, value: str, where: str, plain: bool = False) -> str:
+        """``value`` as a path inside the session: relative, no ``..``, no link out of it; a plain file name when
+        ``plain``."""
+        parts = PurePosixPath(value).parts
+        if (not value or "\\" in value or "\0" in value or PurePosixPath(value).is_absolute() or ".." in parts
+                or (plain and len(parts) != 1)):
+            self.fail(f"{where} {value!r} is not a {'file name' if plain else 'path'} inside the session")
+        root = self.store.root.resolve()
+        if not (root / value).resolve().is_relative_to(root):
+            self.fail(f"{where} {value!r} leads outside the session")
+        return value
+
+
+def state(store: Store, name: str = "state.json") -> dict:
+    """``state.json`` (or a refine's ``state_before.json``), checked."""
+    r = _Reader(store, name)
+    data = store.read_json(name)
+    checkpoint = r.get(data, "checkpoint", (str, type(None)))
+    if checkpoint is not None:
+        r.inside(checkpoint, "'checkpoint'")
+    steps = r.get(data, "steps", dict)
+    for key in ("init", "refine"):
+        r.count(steps, key, 0, 10**9, "'steps'.")
+    training = r.get(data, "training", (dict, type(None)), optional=True)
+    if training is not None:
+        if r.get(training, "phase", str, "'training'.") not in PHASES:
+            r.fail(f"'training'.'phase' is not one of {', '.join(PHASES)}")
+        r.count(training, "steps", 0, 10**9, "'training'.")
+    rounds = r.get(data, "rounds", list)
+    for i, entry in enumerate(rounds, 1):
+        _round(r, entry, i)
+    for i, refine in enumerate(r.get(data, "refines", list), 1):
+        where = f"refine {i}'s "
+        r.inside(r.get(refine, "checkpoint", str, where), f"{where}checkpoint")
+        previous = r.get(refine, "previous", (str, type(None)), where, optional=True)
+        if previous is not None:
+            r.inside(previous, f"{where}previous checkpoint")
+        r.count(refine, "steps", 0, 10**9, where)
+        learned = r.get(refine, "rounds", list, where)
+        if not all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= len(rounds) for k in learned):
+            r.fail(f"{where}'rounds' names a round that does not exist")
+    return data
+
+
+def _round(r: _Reader, entry: Any, index: int) -> None:
+    where = f"round {index}'s "
+    if r.get(entry, "index", int, where) != index:
+        r.fail(f"{where}'index' is not {index}")
+    r.inside(r.get(entry, "folder", str, where), f"{where}folder")
+    candidates = r.get(entry, "candidates", list, where)
+    for name in candidates:
+        if not isinstance(name, str):
+            r.fail(f"{where}'candidates' holds a non-name")
+        r.inside(name, f"{where}candidate", plain=True)
+    n = r.count(entry, "n", 1, 64, where)
+    if n != len(candidates):
+        r.fail(f"{where}'n' is {n} but it lists {len(candidates)} candidates")
+    r.count(entry, "size", 32, 2048, where)
+    r.count(entry, "working_side", 32, 2048, where, optional=True)
+    r.get(entry, "preview", str, where, optional=True)
+    checkpoint = r.get(entry, "checkpoint", (str, type(None)), where, optional=True)
+    if checkpoint is not None:
+        r.inside(checkpoint, f"{where}checkpoint")
+    selection = r.get(entry, "selection", (list, type(None)), where, optional=True)
+    if selection is not None and (
+            len(set(map(str, selection))) != len(selection)
+            or not all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= n for k in selection)):
+        r.fail(f"{where}'selection' is not distinct candidate numbers from 1 to {n}")
+
+
+def config(store: Store) -> dict:
+    """``config.json``, checked."""
+    r = _Reader(store, "config.json")
+    data = store.read_json("config.json")
+    r.get(data, "settings", dict)
+    r.get(data, "proposal_settings", (dict, type(None)), optional=True)
+    r.get(data, "seed", int)
+    if not all(isinstance(n, str) for n in r.get(data, "z_names", list)):
+        r.fail("'z_names' holds a non-name")
+    for key in ("styles", "contents"):
+        inputs = r.get(data, key, list)
+        if not inputs:
+            r.fail(f"{key!r} is empty")
+        for i, item in enumerate(inputs, 1):
+            r.get(item, "path", str, f"{key} {i}'s ")
+            r.get(item, "sha256", str, f"{key} {i}'s ", optional=True)
+            kept = r.get(item, "kept", str, f"{key} {i}'s ", optional=True)
+            if kept is not None:
+                r.inside(kept, f"{key} {i}'s kept copy")
+    return data
+
+
+__all__ = ["config", "state"]
