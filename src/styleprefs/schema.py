@@ -73,6 +73,11 @@ def state(store: Store, name: str = "state.json") -> dict:
         if r.get(training, "phase", str, "'training'.") not in PHASES:
             r.fail(f"'training'.'phase' is not one of {', '.join(PHASES)}")
         r.count(training, "steps", 0, 10**9, "'training'.")
+    files = r.get(data, "files", dict, optional=True) or {}  # the manifest: name → size and SHA-256
+    for name, recorded in files.items():
+        r.inside(name, "recorded file")
+        r.count(recorded, "size", 0, 2**62, f"file {name!r}'s ")
+        r.get(recorded, "sha256", str, f"file {name!r}'s ")
     rounds = r.get(data, "rounds", list)
     for i, entry in enumerate(rounds, 1):
         _round(r, entry, i)

@@ -17,7 +17,6 @@ leaves the previous state whole.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import shutil
@@ -38,7 +37,7 @@ from .guard import Guard
 from .networks import Discriminator, Generator
 from .preference import (NEAR_SPREAD, Choice, Posterior, contrast_looks, describe, describe_looks, fit, looks,
                          recency_weights)
-from .store import SCHEMA_VERSION, NoSession, SessionError, Store
+from .store import SCHEMA_VERSION, NoSession, SessionError, Store, sha256
 from .training import (CropSampler, Progress, StopSignals, Trainer, WeightsFn, blended_targets, gram_stats,
                        loss_network)
 
@@ -55,16 +54,8 @@ class Interrupted(StyleprefsError):
     exit_code = 130
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _inputs(paths: list[Path]) -> list[dict]:
-    return [{"path": str(p.resolve()), "sha256": _sha256(p)} for p in paths]
+    return [{"path": str(p.resolve()), "sha256": sha256(p)} for p in paths]
 
 
 @dataclass
@@ -121,7 +112,9 @@ class Session:
         store = Store(Path(path))
         store.check()
         with store.lock():
-            yield cls(store, resolve(device))
+            session = cls(store, resolve(device))
+            session.check_files()
+            yield session
 
     @classmethod
     def init(cls, path: Path, styles: list[Path], contents: list[Path], settings: TrainSettings | None = None,
@@ -253,6 +246,14 @@ class Session:
         self._require_init()
         return self.state["checkpoint"]
 
+    def check_files(self, names: list[str] | None = None) -> None:
+        """Refuse to build on damage: the recorded files (those under ``names``, default all) must be as the last
+        command left them. Sessions from before the manifest have none to check."""
+        damage = self.store.damage(self.state.get("files") or {}, names)
+        if damage:
+            raise SessionError(f"{self.store.root}: damaged session files: {', '.join(damage)}; restore them from a "
+                               "copy of the session")
+
     def _require_init(self) -> None:
         if self.state["checkpoint"] is None:
             raise BadInput(f"the init of {self.store.root} did not finish; continue it with `styleprefs init --resume`")
@@ -333,6 +334,7 @@ class Session:
         return result
 
     def _commit(self, state: dict, event: dict) -> None:
+        state = {**state, "files": self.store.manifest()}  # committed with the state it describes
         self.store.write_json("state.json", state)
         self.state = state
         self.store.append_history(event)
@@ -391,6 +393,7 @@ class Session:
             raise BadInput(f"--n must be between 1 and 64, got {n}")
         if not 32 <= size <= 2048:
             raise BadInput(f"--size must be between 32 and 2048 px, got {size}")
+        self.check_files()  # a new round must not be built on damage
         preview_path = Path(preview) if preview else Path(self.config["contents"][0]["path"])
         working = self.proposal_settings.working_side
         # Sharp enough for the smallest strokes a look has (a working grid over the session's): from a smaller copy,
@@ -685,6 +688,8 @@ class Session:
             raise BadInput(f"--batch must be between 1 and 256, got {max_batch}")
         if not MIN_STROKE_SCALE <= stroke_scale <= MAX_STROKE_SCALE:
             raise BadInput(f"--stroke-scale must be between {MIN_STROKE_SCALE} and {MAX_STROKE_SCALE}, got {stroke_scale}")
+        # What apply reads: the settings, the paintings' Grams (the guard), the current checkpoint; a pick's round.
+        self.check_files(["config.json", "style_grams.safetensors", self.checkpoint, *(["rounds"] if pick else [])])
         z, round_index = self._pick(pick) if pick else (self.preferred_z(), None)
         side = self.working_side(round_index)
         jobs = _select_shard(_output_names(inputs, Path(out), fmt), shard)
@@ -738,9 +743,11 @@ class Session:
     def status(self) -> dict:
         rounds = self.state["rounds"]
         unfinished = self.training_progress()
-        z = self.preferred_z() if self.state["checkpoint"] else None
+        damaged = self.store.damage(self.state.get("files") or {})  # listed, as `git fsck` does; the look needs none
+        usable = self.state["checkpoint"] and not damaged
+        z = self.preferred_z() if usable else None
         scale = None if z is None else self.split(z)[1]
-        posterior = self.preference() if self.state["checkpoint"] else None
+        posterior = self.preference() if usable else None
         styles = [Path(s["path"]).stem for s in self.config["styles"]]
         return {
             "session": str(self.store.root.resolve()),
@@ -759,6 +766,7 @@ class Session:
             "taste": _taste(posterior, z, styles, self._learned_looks(), scale),
             "unfinished": unfinished,
             "latest_sheet": str(self.store.path(rounds[-1]["folder"]) / "sheet.png") if rounds else None,
+            "damaged": damaged,
         }
 
 

@@ -7,6 +7,7 @@ you cannot run code when it is opened.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -22,6 +23,8 @@ from .images import atomic_write
 
 SCHEMA_VERSION = 1
 CONFIG = "config.json"
+# Not in the manifest: the state that holds it, the log written after it, and training's own resumable file.
+UNRECORDED = frozenset({"state.json", "history.json", "training.safetensors"})
 
 
 class SessionError(StyleprefsError):
@@ -30,6 +33,15 @@ class SessionError(StyleprefsError):
 
 class NoSession(BadInput):
     """There is no session where one was expected."""
+
+
+def sha256(path: Path) -> str:
+    """The file's SHA-256, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class Store:
@@ -83,6 +95,32 @@ class Store:
     def write_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
         data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         atomic_write(self.path(name), lambda tmp: save_file(data, tmp))
+
+    def manifest(self) -> dict[str, dict]:
+        """Size and SHA-256 of every session file (hidden files and ``UNRECORDED`` aside), name → {size, sha256}:
+        ``state.json`` carries it, so it is written in the same atomic step as the state it describes."""
+        files = {}
+        for path in sorted(self.root.rglob("*")):
+            name = path.relative_to(self.root).as_posix()
+            if path.is_file() and name not in UNRECORDED and not any(p.startswith(".") for p in name.split("/")):
+                files[name] = {"size": path.stat().st_size, "sha256": sha256(path)}
+        return files
+
+    def damage(self, manifest: dict[str, dict], names: list[str] | None = None) -> list[str]:
+        """Files of ``manifest`` (those starting with one of ``names``, default all) that are missing or changed, each
+        as 'NAME (what)'."""
+        found = []
+        for name, recorded in manifest.items():
+            if names is not None and not any(name == n or name.startswith(n.rstrip("/") + "/") for n in names):
+                continue
+            path = self.path(name)
+            if not path.is_file():
+                found.append(f"{name} (missing)")
+            elif path.stat().st_size != recorded["size"]:
+                found.append(f"{name} ({path.stat().st_size} bytes, recorded {recorded['size']})")
+            elif sha256(path) != recorded["sha256"]:
+                found.append(f"{name} (content changed)")
+        return found
 
     def append_history(self, entry: dict) -> None:
         history = self.read_json("history.json") if self.path("history.json").exists() else {"events": []}
