@@ -44,3 +44,13 @@ def painting() -> Path:
 @pytest.fixture
 def photos() -> list[Path]:
     return sorted((EXAMPLES / "photos").iterdir())
+
+
+def from_before_the_manifest(session_folder: Path) -> None:
+    """Make a copied session look as one written before state.json recorded its files (tests that remake older
+    sessions by editing files would otherwise, rightly, be refused as damaged)."""
+    import json
+    state_path = session_folder / "state.json"
+    state = json.loads(state_path.read_text())
+    state.pop("files", None)
+    state_path.write_text(json.dumps(state))

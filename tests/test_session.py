@@ -11,7 +11,7 @@ from styleprefs.config import LEGACY_STYLE_LAYERS, STYLE_LAYERS, ConfigError, Tr
 from styleprefs.errors import BadInput
 from styleprefs.session import Session
 from styleprefs.store import SessionError
-from tests.conftest import make_photo
+from tests.conftest import from_before_the_manifest, make_photo
 
 TINY = TrainSettings(steps=2, size=48, batch=2, refine_steps=1)
 
@@ -101,6 +101,7 @@ def test_settings_this_version_does_not_know_are_ignored(made, tmp_path):
     config["proposal_settings"]["extra"] = {}  # a field an earlier build wrote
     config["settings"]["retired_knob"] = 3
     (copy / "config.json").write_text(json.dumps(config))
+    from_before_the_manifest(copy)
     assert Session.open(copy, device="cpu").settings == TINY
 
 
@@ -113,6 +114,7 @@ def test_a_session_from_before_style_layers_were_a_setting_keeps_its_four(made, 
     config = json.loads((copy / "config.json").read_text())
     del config["settings"]["style_layers"]
     (copy / "config.json").write_text(json.dumps(config))
+    from_before_the_manifest(copy)
     grams = load_file(copy / "style_grams.safetensors")  # an older version stored these four layers' only
     save_file({k: v for k, v in grams.items() if k in LEGACY_STYLE_LAYERS}, copy / "style_grams.safetensors")
     older = Session.open(copy, device="cpu")
@@ -163,6 +165,7 @@ def test_a_session_from_before_the_stroke_scale_keeps_z_alone(made, tmp_path):
     config = json.loads((copy / "config.json").read_text())
     config["z_names"] = ["stroke", "strength", "colour"]
     (copy / "config.json").write_text(json.dumps(config))
+    from_before_the_manifest(copy)
     save_file(Posterior.prior(3).to_tensors(), copy / "checkpoints" / "000" / "preference.safetensors")
     old = Session.open(copy, device="cpu")
     assert old.look_dim == 3 and old.preferred_z().shape == (3,)
@@ -175,6 +178,7 @@ def test_a_session_from_before_the_stroke_scale_keeps_z_alone(made, tmp_path):
     assert old.apply([photo], tmp_path / "out", pick="1:2").outputs
     config["z_names"] = ["stroke", "blend1"]
     (copy / "config.json").write_text(json.dumps(config))
+    from_before_the_manifest(copy)
     with pytest.raises(SessionError, match="z_names"):
         Session.open(copy, device="cpu")
 

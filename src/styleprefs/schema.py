@@ -109,7 +109,9 @@ def _round(r: _Reader, entry: Any, index: int) -> None:
         r.fail(f"{where}'n' is {n} but it lists {len(candidates)} candidates")
     r.count(entry, "size", 32, 2048, where)
     r.count(entry, "working_side", 32, 2048, where, optional=True)
-    r.get(entry, "preview", str, where, optional=True)
+    preview = r.get(entry, "preview", str, where, optional=True)
+    if preview and not PurePosixPath(preview).is_absolute():  # kept in the round's folder (older rounds: absolute)
+        r.inside(preview, f"{where}preview")
     checkpoint = r.get(entry, "checkpoint", (str, type(None)), where, optional=True)
     if checkpoint is not None:
         r.inside(checkpoint, f"{where}checkpoint")
@@ -136,9 +138,6 @@ def config(store: Store) -> dict:
         for i, item in enumerate(inputs, 1):
             r.get(item, "path", str, f"{key} {i}'s ")
             r.get(item, "sha256", str, f"{key} {i}'s ", optional=True)
-            kept = r.get(item, "kept", str, f"{key} {i}'s ", optional=True)
-            if kept is not None:
-                r.inside(kept, f"{key} {i}'s kept copy")
     return data
 
 

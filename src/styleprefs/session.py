@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, controls, images, pipeline, pretrain, render, schema, tiling
+from . import __version__, controls, images, inputs, pipeline, pretrain, render, schema, tiling
 from .config import ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
@@ -144,7 +144,8 @@ class Session:
         content_paths = images.find_images(list(contents))
         runtime = resolve(device)
         # Decode everything before touching the folder: a bad input fails here, changing nothing.
-        content_images, style_images = _decode(content_paths, style_paths, settings, max_pixels)
+        content_images, style_images = inputs.decode(content_paths, style_paths, settings, max_pixels)
+        preview = images.load_image(content_paths[0], max_side=inputs.PREVIEW_SIDE, max_pixels=max_pixels)
         style_grams = gram_stats(loss_network(runtime, settings.style_layers), style_images, runtime,
                                  settings.style_layers)
         n_styles = len(style_paths)
@@ -165,6 +166,7 @@ class Session:
             "z_names": controls.look_names(n_styles),
         })
         store.write_tensors("style_grams.safetensors", style_grams)
+        inputs.keep(store, content_images, style_images, preview)
         store.write_json("state.json", {"checkpoint": None, "rounds": [], "refines": [],
                                         "steps": {"init": 0, "refine": 0},
                                         "training": {"phase": "init", "steps": settings.steps}})
@@ -204,8 +206,15 @@ class Session:
         self.store.path(TRAINING).unlink(missing_ok=True)
 
     def _decode_inputs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        return _decode([Path(c["path"]) for c in self.config["contents"]],
-                       [Path(c["path"]) for c in self.config["styles"]], self.settings)
+        return inputs.load(self.store, self.config, self.settings)
+
+    def _preview_of(self, entry: dict) -> Path:
+        """The photo a round's sheet shows: kept in its folder, or where it was for rounds from before that; the
+        session's default preview before any round."""
+        recorded = entry.get("preview")
+        if not recorded:
+            return inputs.default_preview(self.store, self.config)
+        return Path(recorded) if Path(recorded).is_absolute() else self.store.path(recorded)
 
     def _train(self, trainer: Trainer, phase: str, steps: int, content: CropSampler, real: CropSampler,
                sample_z, targets, rng: torch.Generator, on_progress: ProgressFn | None,
@@ -304,7 +313,7 @@ class Session:
             return look
         entry = self.state["rounds"][-1] if self.state["rounds"] else {
             "index": None, "size": self.proposal_settings.size}
-        preview = Path(entry.get("preview") or self.config["contents"][0]["path"])
+        preview = self._preview_of(entry)
         if not preview.is_file():
             return look
         size, working = entry["size"], self.working_side(entry["index"])
@@ -394,7 +403,7 @@ class Session:
         if not 32 <= size <= 2048:
             raise BadInput(f"--size must be between 32 and 2048 px, got {size}")
         self.check_files()  # a new round must not be built on damage
-        preview_path = Path(preview) if preview else Path(self.config["contents"][0]["path"])
+        preview_path = Path(preview) if preview else inputs.default_preview(self.store, self.config)
         working = self.proposal_settings.working_side
         # Sharp enough for the smallest strokes a look has (a working grid over the session's): from a smaller copy,
         # those candidates were made from an enlarged photo and showed less detail than apply then gave.
@@ -412,6 +421,7 @@ class Session:
         try:
             store = Store(pending)
             store.write_tensors("proposals.safetensors", {"z": z})
+            images.save_image(photo, pending / inputs.PREVIEW)  # the round keeps the photo its sheet shows
             for image, file in zip(rendered, candidates, strict=True):
                 images.save_image(image, pending / file)
             with self.store.lock():
@@ -426,7 +436,7 @@ class Session:
                 pending.rename(self.store.path(name))
                 entry = {"index": index, "folder": name, "candidates": candidates, "n": n, "size": size,
                          "working_side": working,
-                         "preview": str(preview_path.resolve()), "checkpoint": checkpoint, "selection": None}
+                         "preview": f"{name}/{inputs.PREVIEW}", "checkpoint": checkpoint, "selection": None}
                 self._commit({**self.state, "rounds": [*self.state["rounds"], entry]},
                              {"command": "propose", "round": index, "n": n})
         finally:
@@ -590,7 +600,7 @@ class Session:
         from the preferred z toward the average pick and cost taste (benchmarks/preference.py, README)."""
         net = self._loss_network()
         latest = self.state["rounds"][selected[-1].index - 1]
-        preview = Path(latest.get("preview") or self.config["contents"][0]["path"])
+        preview = self._preview_of(latest)
         chosen = [self.store.read_tensors(self._in_round(r, "chosen_grams.safetensors")) for r in selected]
         if preview.is_file():  # as the sheet would show it, like the picks' Grams (``_learning_images``)
             look = gram_stats(net, self._on_sheet(latest, preview, [z]), self.runtime, self.settings.style_layers)
@@ -637,7 +647,7 @@ class Session:
         being stylisations (2 of 5). The candidate images themselves where the renders cannot be reproduced: sessions
         without the dial, a preview photo that has gone, or a round proposed from another checkpoint."""
         folder = self.store.path(entry["folder"])
-        preview = Path(entry.get("preview") or "")
+        preview = self._preview_of(entry) if entry.get("preview") else Path("")
         if self.look_dim == self.z_dim or entry.get("checkpoint") != self.checkpoint or not preview.is_file():
             return [images.load_image(folder / entry["candidates"][i - 1]) for i in indices]
         looks = self.store.read_tensors(f"{entry['folder']}/proposals.safetensors")["z"]
@@ -800,14 +810,6 @@ def _chosen_and_passed(folder: Path, candidates: list[str], chosen: list[int]) -
     picked = [images.load_image(folder / candidates[i - 1]) for i in chosen]
     passed = [images.load_image(folder / name) for i, name in enumerate(candidates, 1) if i not in chosen]
     return picked, passed
-
-
-def _decode(content_paths: list[Path], style_paths: list[Path], settings: TrainSettings,
-            max_pixels: int = images.DEFAULT_MAX_PIXELS) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The photos and paintings as training uses them: photos up to 4× the crop size, paintings at style_size."""
-    contents = [images.load_image(p, max_side=4 * settings.size, max_pixels=max_pixels) for p in content_paths]
-    styles = [images.load_image(p, max_side=settings.style_size, max_pixels=max_pixels) for p in style_paths]
-    return contents, styles
 
 
 def _write_checkpoint(store: Store, name: str, generator: Generator, discriminator: Discriminator,
