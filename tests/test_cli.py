@@ -66,7 +66,8 @@ def test_the_whole_loop(session):
     assert picked["chosen"] == [1, 3]
     picked = run_json("select", 2, 3, "--session", s)  # selecting again replaces
     assert picked["chosen"] == [2, 3]
-    assert (s / "rounds/001/chosen_grams.safetensors").is_file()
+    assert (Path(picked["selection"]).parent / "chosen_grams.safetensors").is_file()
+    assert Path(picked["selection"]).parent.name == "picks-2-3"
 
     refined = run_json("refine", "--steps", 2, "--device", "cpu", "--session", s)
     assert refined["checkpoint"] == "checkpoints/001" and refined["rounds"] == [1]

@@ -51,7 +51,8 @@ def test_every_command_commits_a_manifest_of_the_files_it_left(selected, tmp_pat
     files = state["files"]
     assert {"config.json", "style_grams.safetensors", "checkpoints/000/generator.safetensors",
             "checkpoints/001/generator.safetensors", "rounds/001/candidate-01.png",
-            "rounds/001/chosen_grams.safetensors", "rounds/001/selection.json"} <= set(files)
+            "rounds/001/picks-1-3/chosen_grams.safetensors", "rounds/001/picks-1-3/selection.json",
+            "rounds/001/picks-1-3/passed_grams.safetensors", "inputs.safetensors", "preview.png"} <= set(files)
     assert "state.json" not in files and "history.json" not in files and ".lock" not in files
     assert Session.open(folder, "cpu").store.damage(files) == []
 

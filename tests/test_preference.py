@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from styleprefs import images
@@ -249,7 +250,7 @@ def test_cli_undo_and_status_in_words(session):
 
 def test_refine_keeps_the_mean_grams_of_the_passed_over_candidates(session):
     first = session.rounds()[0]
-    saved = session.store.read_tensors("rounds/001/passed_grams.safetensors")
+    saved = load_file(session.selection_file(first).parent / "passed_grams.safetensors")
     passed = [images.load_image(c) for i, c in enumerate(first.candidates, 1) if i not in first.selection]
     assert len(passed) == 4
     # What refine learned from: the passed-over candidates' z alone, rendered at stroke scale 1 by the generator the
@@ -268,7 +269,7 @@ def test_refine_keeps_the_mean_grams_of_the_passed_over_candidates(session):
         torch.testing.assert_close(saved[name][0], expected[name].mean(0))
     assert not torch.allclose(saved["relu1_1"][0], shown["relu1_1"].mean(0), rtol=1e-3, atol=1e-5)
     picked = [images.load_image(first.candidates[i - 1]) for i in first.selection]
-    contrast = session.store.read_json("rounds/001/selection.json")["looks"]
+    contrast = json.loads(session.selection_file(first).read_text())["looks"]
     assert contrast == contrast_looks([looks(x) for x in picked], [looks(x) for x in passed])
     words = describe_looks([contrast])
     assert all(w in session.status()["taste"]["summary"] for w in words)
@@ -276,11 +277,13 @@ def test_refine_keeps_the_mean_grams_of_the_passed_over_candidates(session):
 
 def test_a_new_choice_drops_passed_over_grams_of_an_earlier_one(session):
     # Round 2 is proposed but not learned from; a file left by an earlier choice must not outlive a new one.
-    stale = session.store.path("rounds/002/passed_grams.safetensors")
-    session.store.write_tensors("rounds/002/passed_grams.safetensors", {"relu1_1": torch.zeros(1, 64, 64)})
+    session.select([2, 5])
+    earlier = session.selection_file(session.rounds()[1]).parent
+    session.store.write_tensors(f"rounds/002/{earlier.name}/passed_grams.safetensors", {"relu1_1": torch.zeros(1, 64, 64)})
     session.select([1, 6])
-    assert not stale.exists()
-    assert session.store.read_json("rounds/002/selection.json")["chosen"] == [1, 6]
+    assert not earlier.exists()
+    assert json.loads(session.selection_file(session.rounds()[1]).read_text())["chosen"] == [1, 6]
+    assert not (session.selection_file(session.rounds()[1]).parent / "passed_grams.safetensors").exists()
 
 
 def test_personal_target_is_the_current_look_moved_toward_the_picks(session):
@@ -288,11 +291,11 @@ def test_personal_target_is_the_current_look_moved_toward_the_picks(session):
     z = session.preferred_z()
     net = loss_network(session.runtime, STYLE_LAYERS)
     working = session.working_side(1)
-    preview = images.load_image(Path(session.state["rounds"][0]["preview"]), max_side=working)
+    preview = images.load_image(session.store.path(session.state["rounds"][0]["preview"]), max_side=working)
     # the current look as the sheet showed it: rendered at the working side, seen at the round's 48 px
     look = gram_stats(net, [session.preview(preview, z, 48, working)], session.runtime, STYLE_LAYERS)
-    chosen = session.store.read_tensors("rounds/001/chosen_grams.safetensors")
-    passed = session.store.read_tensors("rounds/001/passed_grams.safetensors")
+    picks = session.selection_file(first[0]).parent
+    chosen, passed = load_file(picks / "chosen_grams.safetensors"), load_file(picks / "passed_grams.safetensors")
 
     session.settings.preference_step, session.settings.preference_reach = 0.0, 1.0
     still = session.personal_target(first, z)
@@ -311,7 +314,7 @@ def test_personal_target_is_the_current_look_moved_toward_the_picks(session):
     session.settings.preference_reach = 1.0
     # A session from before passed_grams existed recomputes them; its round was proposed by an earlier checkpoint, so
     # from the candidates' images as shown (the generator that could re-render them at stroke scale 1 is gone).
-    session.store.path("rounds/001/passed_grams.safetensors").unlink()
+    (picks / "passed_grams.safetensors").unlink()
     again = session.personal_target(first, z)
     shown = [images.load_image(c) for i, c in enumerate(first[0].candidates, 1) if i not in first[0].selection]
     shown_grams = gram_stats(net, shown, session.runtime, STYLE_LAYERS)

@@ -124,7 +124,8 @@ def test_a_session_from_before_style_layers_were_a_setting_keeps_its_four(made, 
     # and it still learns: its stored Grams, the chosen ones' and refine's loss all use its four layers
     older.propose(n=3, size=48)
     older.select([2])
-    assert set(older.store.read_tensors("rounds/001/chosen_grams.safetensors")) == set(LEGACY_STYLE_LAYERS)
+    chosen = older.selection_file(older.rounds()[0]).parent / "chosen_grams.safetensors"
+    assert set(load_file(chosen)) == set(LEGACY_STYLE_LAYERS)
     older.refine(steps=1)
     assert Session.open(copy, device="cpu").state["refines"][0]["steps"] == 1
 

@@ -165,7 +165,7 @@ def select(
         with Session.editing(session, "cpu") as s:
             r = s.select(numbers)
         return {"command": "select", "round": r.index, "chosen": r.selection,
-                "selection": str(r.folder / "selection.json")}
+                "selection": str(s.selection_file(r))}
 
     def human(r: dict) -> None:
         err.print(f"round {r['round']}: chose {' '.join(map(str, r['chosen']))}")

@@ -29,11 +29,12 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import controls, images
-from .config import TrainSettings
+from .config import ConfigError, TrainSettings
 from .device import Runtime, resolve
 from .networks import Discriminator, FiLMNorm, Generator
 from .training import CropSampler, StopSignals, Trainer, gram_stats, loss_network
@@ -86,8 +87,11 @@ def load_start(generator: Generator, style_grams: dict[str, torch.Tensor], start
     path = shipped_path() if start == "pretrained" else Path(start)
     if not path.is_file():
         return None
-    shipped = load_file(path)
-    meta = json.loads(bytes(shipped.pop("meta").tolist()).decode())
+    try:
+        shipped = load_file(path)
+        meta = json.loads(bytes(shipped.pop("meta").tolist()).decode())
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:  # JSONDecodeError and UnicodeError are ValueErrors
+        raise ConfigError(f"{path}: not a pretrained generator's file ({exc})") from None
     weights = {k[2:]: v for k, v in shipped.items() if k.startswith("g.")}
     own = generator.state_dict()
     if not set(meta["style_layers"]) <= set(style_grams) or set(weights) != set(own) or any(

@@ -7,8 +7,8 @@ On disk (see README, "The session directory"):
     style_grams.safetensors     the paintings' Gram matrices, layer → (K, C, C)
     checkpoints/NNN/            generator, discriminator and the choice model's posterior after init / each
                                 refine; a refine's folder also keeps the state before it (for undo)
-    rounds/NNN/                 proposals.safetensors (their z), candidate-XX.png, sheet.png,
-                                selection.json, chosen_grams and passed_grams.safetensors
+    rounds/NNN/                 proposals.safetensors (their z), candidate-XX.png, sheet.png, preview.png,
+                                and in picks-A-B-C/: selection.json, chosen_grams and passed_grams.safetensors
     history.json                every command that changed the session
 
 Files are written first and ``state.json`` is replaced last, atomically, so an interrupted command
@@ -131,6 +131,8 @@ class Session:
                 if (session.state.get("training") or {}).get("phase") != "init":
                     raise BadInput(f"nothing to resume: the init of {root} has finished")
                 session._train_init(None, on_progress)
+            for replaced in root.parent.glob(f".{root.name}.replaced-*"):  # the session this one replaced
+                shutil.rmtree(replaced, ignore_errors=True)
             return cls.open(root, device)
         settings = (settings or TrainSettings()).validate()
         if root.exists() and not root.is_dir():
@@ -153,31 +155,40 @@ class Session:
         # A replaced session is moved aside, and deleted only once the new one is complete.
         replaced = None
         if root.is_dir() and Store(root).exists():
+            if not force:  # made by another init while this one decoded
+                raise BadInput(f"a session was created at {root} while this init started; use --force to replace it")
             replaced = Path(tempfile.mkdtemp(prefix=f".{root.name}.replaced-", dir=root.parent)) / "session"
             with Store(root).lock(timeout=5):
                 root.rename(replaced)
-        root.mkdir(parents=True, exist_ok=True)
         store = Store(root)
-        store.write_json("config.json", {
-            "schema_version": SCHEMA_VERSION, "styleprefs_version": __version__, "torch_version": torch.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": seed, "device": runtime.name,
-            "bf16": runtime.bf16, "styles": _inputs(style_paths), "contents": _inputs(content_paths),
-            "settings": settings.to_dict(), "proposal_settings": asdict(ProposalSettings()),
-            "z_names": controls.look_names(n_styles),
-        })
-        store.write_tensors("style_grams.safetensors", style_grams)
-        inputs.keep(store, content_images, style_images, preview)
-        store.write_json("state.json", {"checkpoint": None, "rounds": [], "refines": [],
-                                        "steps": {"init": 0, "refine": 0},
-                                        "training": {"phase": "init", "steps": settings.steps}})
         try:
-            with store.lock():
+            root.mkdir(parents=True, exist_ok=True)
+            with store.lock():  # before the first file: another init of this folder waits, then finds it taken
+                if store.exists():
+                    raise BadInput(f"a session was created at {root} while this init started; use --force to "
+                                   "replace it")
+                store.write_json("config.json", {
+                    "schema_version": SCHEMA_VERSION, "styleprefs_version": __version__,
+                    "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "seed": seed, "device": runtime.name, "bf16": runtime.bf16, "styles": _inputs(style_paths),
+                    "contents": _inputs(content_paths), "settings": settings.to_dict(),
+                    "proposal_settings": asdict(ProposalSettings()), "z_names": controls.look_names(n_styles),
+                })
+                store.write_tensors("style_grams.safetensors", style_grams)
+                inputs.keep(store, content_images, style_images, preview)
+                store.write_json("state.json", {"checkpoint": None, "rounds": [], "refines": [],
+                                                "steps": {"init": 0, "refine": 0},
+                                                "training": {"phase": "init", "steps": settings.steps}})
                 cls(store, runtime)._train_init((content_images, style_images), on_progress)
-        except Interrupted as stop:
+        except Interrupted as stop:  # resumable: the old session waits until the new one is done
             if replaced is None:
                 raise
             raise Interrupted(f"{stop} (the session it replaces is kept in {replaced} until this init "
                               "finishes)") from None
+        except BaseException as failure:
+            if replaced is None:
+                raise
+            _restore(replaced, root, failure)
         if replaced is not None:
             shutil.rmtree(replaced.parent, ignore_errors=True)
         return cls.open(root, device)
@@ -342,8 +353,11 @@ class Session:
                                 entry.get("selection")))
         return result
 
-    def _commit(self, state: dict, event: dict) -> None:
-        state = {**state, "files": self.store.manifest()}  # committed with the state it describes
+    def _commit(self, state: dict, event: dict, leaving: tuple[str, ...] = ()) -> None:
+        """Write ``state`` (with the manifest of the files it uses; those under the folders ``leaving`` are about to go)
+        atomically, then log ``event``."""
+        files = {name: f for name, f in self.store.manifest().items() if not name.startswith(leaving)}
+        state = {**state, "files": files}  # committed with the state it describes
         self.store.write_json("state.json", state)
         self.state = state
         self.store.append_history(event)
@@ -408,25 +422,31 @@ class Session:
         # Sharp enough for the smallest strokes a look has (a working grid over the session's): from a smaller copy,
         # those candidates were made from an enlarged photo and showed less detail than apply then gave.
         photo = images.load_image(preview_path, max_side=max(size, math.ceil(working / controls.SMALLEST_STROKES)))
-        checkpoint = self.checkpoint
-        proposed = self.preference().propose(n, seed=self.config["seed"] * 1000 + len(self.state["rounds"]) + 1)
-        guard = self._guard(images.shrink(photo, size))
-        shown = [guard.stylised(look, lambda candidate: self.preview(photo, candidate, size, working))
-                 for look in proposed]
-        z = torch.stack([look for look, _ in shown])  # as shown: what the choice model learns from
-        rendered = [picture for _, picture in shown]
+        checkpoint, expected = self.checkpoint, len(self.state["rounds"]) + 1
+        z, rendered = self._draw(n, expected, photo, size, working)
         candidates = [f"candidate-{i:02d}.png" for i in range(1, n + 1)]
         self.store.path("rounds").mkdir(exist_ok=True)
-        pending = Path(tempfile.mkdtemp(prefix=".pending-", dir=self.store.path("rounds")))
-        try:
-            store = Store(pending)
-            store.write_tensors("proposals.safetensors", {"z": z})
-            images.save_image(photo, pending / inputs.PREVIEW)  # the round keeps the photo its sheet shows
+        _remove_abandoned(self.store.path("rounds"))
+        pending = Path(tempfile.mkdtemp(prefix=f".pending-{os.getpid()}-", dir=self.store.path("rounds")))
+
+        def write(z: torch.Tensor, rendered: list[torch.Tensor]) -> None:
+            Store(pending).write_tensors("proposals.safetensors", {"z": z})
             for image, file in zip(rendered, candidates, strict=True):
                 images.save_image(image, pending / file)
+
+        try:
+            write(z, rendered)
+            images.save_image(photo, pending / inputs.PREVIEW)  # the round keeps the photo its sheet shows
             with self.store.lock():
                 self.state = schema.state(self.store)  # as it is now, under the lock
                 index = len(self.state["rounds"]) + 1
+                if (index, self.state["checkpoint"]) != (expected, checkpoint):
+                    # Another propose (or a refine) committed while this one rendered: drawn for the number it would
+                    # have had, this round would repeat that one. Drawn again for its own number, under the lock.
+                    self._generator, self._posterior, self._preferred = None, None, None
+                    checkpoint = self.state["checkpoint"]
+                    z, rendered = self._draw(n, index, photo, size, working)
+                    write(z, rendered)
                 sheet = images.contact_sheet(rendered, [str(i) for i in range(1, n + 1)],
                                              title=f"round {index}: styleprefs select N [N ...]")
                 images.save_image(sheet, pending / "sheet.png")
@@ -442,6 +462,15 @@ class Session:
         finally:
             shutil.rmtree(pending, ignore_errors=True)
         return self.rounds()[-1]
+
+    def _draw(self, n: int, index: int, photo: torch.Tensor, size: int,
+              working: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Round ``index``'s ``n`` looks (seeded by its number) and their pictures, each a stylisation (``guard``)."""
+        proposed = self.preference().propose(n, seed=self.config["seed"] * 1000 + index)
+        guard = self._guard(images.shrink(photo, size))
+        shown = [guard.stylised(look, lambda candidate: self.preview(photo, candidate, size, working))
+                 for look in proposed]
+        return torch.stack([look for look, _ in shown]), [picture for _, picture in shown]  # as shown: learned from
 
     def select(self, indices: list[int]) -> Round:
         """Record the chosen candidates (1-based) of the latest round and their Gram statistics."""
@@ -462,16 +491,19 @@ class Session:
         chosen, passed = _chosen_and_passed(folder, entry["candidates"], indices)
         grams = gram_stats(self._loss_network(), self._learning_images(entry, indices), self.runtime,
                            self.settings.style_layers)
-        self.store.write_tensors(f"{entry['folder']}/chosen_grams.safetensors", grams)
-        # The passed-over candidates' Grams are left to refine (a dozen more VGG passes, ~3 s here); a new
-        # choice makes any from an earlier one stale.
-        self.store.path(f"{entry['folder']}/{PASSED_GRAMS}").unlink(missing_ok=True)
+        # The picks' files go to a folder of their own, beside any earlier picks' (still the state's until the commit
+        # below), so an interrupted select leaves the old picks whole. The passed-over candidates' Grams are left to
+        # refine (a dozen more VGG passes, ~3 s here).
+        picks = f"{entry['folder']}/{_picks_folder(indices)}"
+        self.store.write_tensors(f"{picks}/chosen_grams.safetensors", grams)
         contrast = contrast_looks([looks(x) for x in chosen], [looks(x) for x in passed])
-        self.store.write_json(f"{entry['folder']}/selection.json",
-                              {"round": entry["index"], "chosen": indices, "looks": contrast})
+        self.store.write_json(f"{picks}/selection.json", {"round": entry["index"], "chosen": indices, "looks": contrast})
         rounds = [*self.state["rounds"][:-1], {**entry, "selection": indices}]
-        self._commit({**self.state, "rounds": rounds}, {"command": "select", "round": entry["index"],
-                                                         "chosen": indices})
+        replaced = [p for p in folder.glob("picks-*") if p.name != _picks_folder(indices)]
+        self._commit({**self.state, "rounds": rounds}, {"command": "select", "round": entry["index"], "chosen": indices},
+                     leaving=tuple(f"{entry['folder']}/{p.name}/" for p in replaced))
+        for earlier in replaced:
+            shutil.rmtree(earlier, ignore_errors=True)
         return self.rounds()[-1]
 
     def refine(self, steps: int | None = None, resume: bool = False, on_progress: ProgressFn | None = None) -> dict:
@@ -623,8 +655,15 @@ class Session:
         return target
 
     def _in_round(self, r: Round, name: str) -> str:
-        """The store name of a file in a round's folder."""
-        return f"{r.folder.relative_to(self.store.root)}/{name}"
+        """The store name of a file about round ``r``'s current picks: in their own folder (older sessions kept them
+        in the round's folder)."""
+        entry = self.state["rounds"][r.index - 1]
+        own = f"{entry['folder']}/{_picks_folder(entry['selection'] or [])}"
+        return f"{own}/{name}" if self.store.path(own).is_dir() else f"{entry['folder']}/{name}"
+
+    def selection_file(self, r: Round) -> Path:
+        """Where round ``r``'s picks and how they differ from the rest are written down (``selection.json``)."""
+        return self.store.path(self._in_round(r, "selection.json"))
 
     def _passed_grams(self, r: Round) -> dict[str, torch.Tensor] | None:
         """The mean Grams of a round's passed-over candidates, layer → (1, C, C): as saved by its first refine, else
@@ -744,9 +783,9 @@ class Session:
         ``select``; absent in sessions from before it was)."""
         learned = {i for refine in self.state["refines"] for i in refine["rounds"]}
         out = []
-        for entry in self.state["rounds"]:
-            saved = f"{entry['folder']}/selection.json"
-            if entry["index"] in learned and self.store.path(saved).exists():
+        for r in self.rounds():
+            saved = self._in_round(r, "selection.json")
+            if r.index in learned and self.store.path(saved).exists():
                 out.append(self.store.read_json(saved).get("looks") or {})
         return out
 
@@ -810,6 +849,45 @@ def _chosen_and_passed(folder: Path, candidates: list[str], chosen: list[int]) -
     picked = [images.load_image(folder / candidates[i - 1]) for i in chosen]
     passed = [images.load_image(folder / name) for i, name in enumerate(candidates, 1) if i not in chosen]
     return picked, passed
+
+
+def _restore(replaced: Path, root: Path, failure: BaseException) -> None:
+    """Put the session an init was replacing back in place after the init failed, and say so; or say where it is."""
+    try:
+        shutil.rmtree(root, ignore_errors=True)
+        replaced.rename(root)
+        replaced.parent.rmdir()
+    except OSError as exc:
+        raise StyleprefsError(f"init failed ({failure}); the session it was replacing is in {replaced} "
+                              f"(moving it back failed: {exc.strerror})") from failure
+    if not isinstance(failure, Exception):  # Ctrl-C outside training, SystemExit: as they were
+        raise failure
+    kind = type(failure) if isinstance(failure, StyleprefsError) else StyleprefsError
+    raise kind(f"{failure}; the session it was replacing is back at {root}, as it was") from failure
+
+
+def _remove_abandoned(rounds: Path) -> None:
+    """Delete the rendering folders (``.pending-PID-*``) of proposes that were killed; a live one's stays."""
+    for folder in rounds.glob(".pending-*"):
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _picks_folder(indices: list[int]) -> str:
+    """The folder, inside a round's, of the files about one set of picks."""
+    return "picks-" + "-".join(map(str, indices))
 
 
 def _write_checkpoint(store: Store, name: str, generator: Generator, discriminator: Discriminator,

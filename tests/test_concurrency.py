@@ -1,0 +1,134 @@
+"""Commands side by side do not collide, an interrupted select leaves old or new picks whole, and a failed
+``init --force`` gives the old session back. With real processes where the defect needs them."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from styleprefs.config import TrainSettings
+from styleprefs.errors import StyleprefsError
+from styleprefs.session import Session
+from tests.conftest import ROOT, make_photo
+
+TINY = TrainSettings(steps=2, size=48, batch=2, refine_steps=1)
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def styleprefs(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "styleprefs", *map(str, args)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    root = tmp_path_factory.mktemp("together")
+    photo = make_photo(root / "photo.png", seed=3)
+    painting = make_photo(root / "painting.png", seed=4, size=(80, 80))
+    Session.init(root / "s", [painting], [photo], TINY, device="cpu", seed=5)
+    return root, photo, painting
+
+
+def test_two_proposes_started_together_make_two_different_rounds(made, tmp_path):
+    root, _, _ = made
+    folder = tmp_path / "s"
+    shutil.copytree(root / "s", folder)
+    procs = [styleprefs("propose", "--n", 4, "--size", 48, "--session", folder) for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    s = Session.open(folder, "cpu")
+    first, second = s.rounds()
+    assert (first.index, second.index) == (1, 2)
+    assert not torch.equal(first.z, second.z)  # drawn for the round each became
+    for r in (first, second):  # and each round's files are its own: the sheet's looks are the stored ones
+        assert torch.equal(load_file(r.folder / "proposals.safetensors")["z"], r.z)
+        assert len(list(r.folder.glob("candidate-*.png"))) == 4
+    assert not list((folder / "rounds").glob(".pending-*"))
+
+
+def test_two_inits_of_one_folder_started_together_leave_one_whole_session(made, tmp_path):
+    _, photo, painting = made
+    folder = tmp_path / "new"
+    args = ["init", "--style", painting, "--content", photo, "--steps", 2, "--size", 48, "--device", "cpu",
+            "--session", folder]
+    procs = [styleprefs(*args, "--seed", seed) for seed in (1, 2)]
+    codes = [p.wait(timeout=300) for p in procs]
+    errors = [p.stderr.read() for p in procs]
+    assert sorted(codes) == [0, 2] or sorted(codes) == [0, 1], (codes, errors)
+    loser = errors[codes.index(max(codes))].strip().splitlines()
+    assert "session was created" in loser[-1] or "locked by" in loser[-1], loser
+    s = Session.open(folder, "cpu")  # whole: the winner's config with the winner's state
+    winner = (1, 2)[codes.index(0)]
+    assert s.config["seed"] == winner and s.state["checkpoint"] == "checkpoints/000"
+    assert s.store.damage(s.state["files"]) == []
+
+
+def test_a_select_killed_at_any_moment_leaves_the_old_picks_or_the_new_whole(made, tmp_path):
+    root, _, _ = made
+    folder = tmp_path / "s"
+    shutil.copytree(root / "s", folder)
+    Session.open(folder, "cpu").propose(n=6, size=48)
+    assert styleprefs("select", 1, 3, "--session", folder).wait(timeout=120) == 0
+    started = time.perf_counter()
+    assert styleprefs("select", 2, 4, 5, "--session", folder).wait(timeout=120) == 0
+    whole = time.perf_counter() - started
+    rng = random.Random(0)
+    landed = set()
+    for attempt in range(6):
+        picks = [[1, 3], [2, 6]][attempt % 2]
+        proc = styleprefs("select", *picks, "--session", folder)
+        time.sleep(rng.uniform(0.3, 1.0) * whole)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        s = Session.open(folder, "cpu")
+        r = s.rounds()[0]
+        saved = json.loads(s.selection_file(r).read_text())
+        assert saved["chosen"] == r.selection, (attempt, saved, r.selection)  # never old state with new files
+        assert load_file(s.selection_file(r).parent / "chosen_grams.safetensors")["relu1_1"].shape[0] == len(r.selection)
+        assert s.store.damage(s.state["files"]) == []
+        landed.add(tuple(r.selection))
+    assert len(landed) >= 1
+
+
+def test_a_failed_init_force_gives_the_old_session_back(made, tmp_path):
+    root, photo, painting = made
+    folder = tmp_path / "s"
+    shutil.copytree(root / "s", folder)
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+    garbage = tmp_path / "start.safetensors"
+    garbage.write_bytes(b"not a generator")
+    settings = TrainSettings(steps=2, size=48, batch=2, start=str(garbage))
+    with pytest.raises(StyleprefsError, match="back at") as caught:
+        Session.init(folder, [painting], [photo], settings, device="cpu", force=True)
+    assert "not a pretrained generator" in str(caught.value)
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
+    assert not list(tmp_path.glob(".s.replaced-*"))
+
+
+def test_a_finished_init_resume_removes_the_session_it_replaced(made, tmp_path):
+    root, photo, painting = made
+    folder = tmp_path / "s"
+    shutil.copytree(root / "s", folder)
+    proc = styleprefs("init", "--force", "--style", painting, "--content", photo, "--steps", 40, "--size", 48,
+                      "--device", "cpu", "--session", folder)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+            list(tmp_path.glob(".s.replaced-*")) and (folder / "state.json").exists()
+            and json.loads((folder / "state.json").read_text()).get("training")):
+        time.sleep(0.1)  # until the old session is aside and the new one training
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, proc.stderr.read()
+    assert len(list(tmp_path.glob(".s.replaced-*"))) == 1  # kept while the new init is unfinished
+    Session.init(folder, [], [], device="cpu", resume=True)
+    assert not list(tmp_path.glob(".s.replaced-*"))
+    assert Session.open(folder, "cpu").state["checkpoint"] == "checkpoints/000"
