@@ -408,6 +408,7 @@ class Session:
         candidates = [f"candidate-{i:02d}.png" for i in range(1, n + 1)]
         self.store.path("rounds").mkdir(exist_ok=True)
         pending = Path(tempfile.mkdtemp(prefix=".pending-", dir=self.store.path("rounds")))
+        pending.chmod(images.plain_mode(folder=True))  # it becomes the round's folder; mkdtemp makes it 0700
         try:
             store = Store(pending)
             store.write_tensors("proposals.safetensors", {"z": z})
