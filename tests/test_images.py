@@ -40,6 +40,19 @@ def test_sixteen_bit_png_keeps_its_range(tmp_path):
     assert t.max() > 0.95 and t.min() < 0.05
 
 
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".pgm"])  # opened as I;16, I;16 and I
+@pytest.mark.parametrize("top", [200, 4000])
+def test_a_dark_sixteen_bit_image_is_not_brightened(tmp_path, suffix, top):
+    """16-bit values are out of 65535, by the mode: chosen by the content, an image whose values all stayed under
+    256 was read as 8-bit, up to 257× too bright."""
+    arr = np.linspace(0, top, 48 * 64).reshape(48, 64).astype(np.uint16)
+    path = tmp_path / f"dark{suffix}"
+    Image.fromarray(arr).save(path)
+    loaded = images.load_image(path)
+    expected = torch.from_numpy(arr / 65535.0).float()
+    assert (loaded - expected).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit rounding, no more
+
+
 def test_transparency_is_flattened_onto_white(tmp_path):
     img = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
     img.save(tmp_path / "clear.png")

@@ -18,6 +18,7 @@ from .errors import BadInput
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 Image.MAX_IMAGE_PIXELS = None  # our own limit, checked in open_image, replaces Pillow's
 MIN_SIDE = 16
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": how Pillow opens 16-bit PGM/PPM
 
 
 class ImageError(BadInput):
@@ -74,9 +75,10 @@ def has_alpha(img: Image.Image) -> bool:
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any mode to 8-bit RGB; transparency is flattened onto white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode in SIXTEEN_BIT_MODES:
+        # By the mode, never by the content: a dark 16-bit photo (all values under 256) is still out of 65535.
         arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.clip(arr / (256.0 if arr.max() > 255 else 1.0), 0, 255).astype(np.uint8))
+        img = Image.fromarray(np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8))
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
