@@ -78,15 +78,18 @@ def bad_image_files(folder: Path) -> dict[str, Path]:
 
 
 def test_each_bad_image_is_refused_by_init_with_its_name(base, tmp_path):
+    """Each in one line naming the file; the over-limit case used to be skipped, asserting nothing."""
     cases = bad_image_files(tmp_path / "bad")
     for what, path in cases.items():
         result = invoke("init", "--style", base["painting"], "--content", path, "--steps", 1, "--size", 48,
-                        "--session", tmp_path / f"s-{path.stem}", "--max-pixels" if False else "--seed", 0)
-        if what == "over the pixel limit":  # 2 MP is fine for init's default limit
-            continue
+                        "--max-pixels", 1_000_000, "--session", tmp_path / f"s-{path.stem}")  # huge.png is 2 MP
         assert result.exit_code == 2, (what, result.output)
+        assert len(result.output.strip().splitlines()) == 1, (what, result.output)
         assert path.name in result.output and "Traceback" not in result.output, what
         assert not (tmp_path / f"s-{path.stem}").exists(), what
+    over = invoke("init", "--style", base["painting"], "--content", cases["over the pixel limit"], "--steps", 1,
+                  "--size", 48, "--max-pixels", 1_000_000, "--session", tmp_path / "s-over")
+    assert "huge.png: 2000×1000 is over the limit of 1,000,000 pixels" in over.output
 
 
 def test_apply_skips_each_bad_image_reports_it_and_exits_1(base, session, tmp_path):

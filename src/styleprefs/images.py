@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +18,9 @@ from .config import DEFAULT_MAX_PIXELS
 from .errors import BadInput
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-Image.MAX_IMAGE_PIXELS = None  # our own limit, checked in open_image, replaces Pillow's
 MIN_SIDE = 16
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": how Pillow opens 16-bit PGM/PPM
+_PILLOW_LIMIT = threading.Lock()
 
 
 class ImageError(BadInput):
@@ -50,7 +52,7 @@ def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(path) as img:
+        with _own_pixel_limit(), Image.open(path) as img:
             if img.width * img.height > max_pixels:
                 raise ImageError(
                     f"{path}: {img.width}×{img.height} is over the limit of {max_pixels:,} pixels")
@@ -67,6 +69,23 @@ def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         raise ImageError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+
+
+@contextmanager
+def _own_pixel_limit():
+    """Pillow's decompression-bomb check lifted for one decode: ours, from the header against ``max_pixels``, takes
+    its place (Pillow's limit is not ours, and below it Pillow warns, on lines of its own).
+
+    Pillow reads its limit from a module global, so it is lifted only while we decode and put back after: importing
+    styleprefs leaves Pillow as it was for other code. The lock keeps two of our decodes from putting it back out of
+    order (apply decodes on a single thread, so it costs nothing there); a host program's own thread decoding in
+    that moment would go unchecked by Pillow."""
+    with _PILLOW_LIMIT:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def has_alpha(img: Image.Image) -> bool:
