@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +23,18 @@ def run(*args, expect=0):
     return result
 
 
-def run_json(*args):
-    result = run(*args, "--json")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def run_json(*args, expect=0):
+    """The command's --json answer: stdout must hold exactly one JSON object and nothing else."""
+    result = run(*args, "--json", expect=expect)
+    answer = json.loads(result.stdout)
+    assert isinstance(answer, dict), result.stdout
+    return answer
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory, ):
-    """A session trained for a few steps at 64 px on two made photos and a real painting."""
+def trained(tmp_path_factory):
+    """A session trained for a few steps at 64 px on two made photos and a real painting; never changed: each
+    test works on its own copy (``session``)."""
     root = tmp_path_factory.mktemp("cli")
     photos = root / "photos"
     make_photo(photos / "a.png", seed=1)
@@ -38,12 +43,19 @@ def session(tmp_path_factory, ):
     s = root / "session"
     out = run_json("init", "--style", painting, "--content", photos, "--steps", 3, "--size", 64,
                    "--device", "cpu", "--session", s)
-    return {"root": root, "session": s, "photos": photos, "painting": painting, "init": out}
+    return {"session": s, "photos": photos, "painting": painting, "init": out}
 
 
-def test_init_creates_a_complete_session(session):
-    s = session["session"]
-    assert session["init"]["steps"] == 3 and session["init"]["contents"] == 2
+@pytest.fixture
+def session(trained, tmp_path):
+    """This test's own copy of the trained session, so that no test depends on what another did before it."""
+    shutil.copytree(trained["session"], tmp_path / "session")
+    return {**trained, "session": tmp_path / "session"}
+
+
+def test_init_creates_a_complete_session(trained):
+    s = trained["session"]
+    assert trained["init"]["steps"] == 3 and trained["init"]["contents"] == 2
     for name in ("config.json", "state.json", "history.json", "style_grams.safetensors",
                  "checkpoints/000/generator.safetensors", "checkpoints/000/discriminator.safetensors",
                  "checkpoints/000/preference.safetensors"):
@@ -55,8 +67,8 @@ def test_init_creates_a_complete_session(session):
     assert not [p for p in s.parent.iterdir() if p.name.startswith(".session")]  # no staging left
 
 
-def test_the_whole_loop(session):
-    s, root = session["session"], session["root"]
+def test_the_whole_loop(session, tmp_path):
+    s, root = session["session"], tmp_path
     first = run_json("propose", "--n", 4, "--size", 64, "--session", s)
     assert first["round"] == 1 and len(first["candidates"]) == 4
     assert [Path(p).name for p in first["candidates"]] == [f"candidate-0{i}.png" for i in range(1, 5)]
@@ -141,10 +153,7 @@ def test_apply_skips_bad_images_and_exits_1(session, tmp_path):
     photos = tmp_path / "mixed"
     make_photo(photos / "good.png")
     (photos / "bad.jpg").write_text("not a jpeg")
-    result = runner.invoke(app, ["apply", str(photos), "--out", str(tmp_path / "o"), "--json",
-                                 "--session", str(session["session"])])
-    assert result.exit_code == 1
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data = run_json("apply", photos, "--out", tmp_path / "o", "--session", session["session"], expect=1)
     assert [Path(p).name for p in data["outputs"]] == ["good.png"]
     assert "bad.jpg" in data["failed"][0]["input"]
 
@@ -170,3 +179,4 @@ def test_apply_keeps_a_large_photo_at_its_own_size(session, tmp_path):
     big = make_photo(tmp_path / "in" / "big.png", size=(2600, 1200))
     data = run_json("apply", big, "--out", tmp_path / "o", "--stroke-scale", "2", "--session", session["session"])
     assert Image.open(data["outputs"][0]).size == (2600, 1200)
+
