@@ -180,3 +180,10 @@ def test_apply_keeps_a_large_photo_at_its_own_size(session, tmp_path):
     data = run_json("apply", big, "--out", tmp_path / "o", "--stroke-scale", "2", "--session", session["session"])
     assert Image.open(data["outputs"][0]).size == (2600, 1200)
 
+
+def test_status_prints_its_table_on_stderr_and_its_json_alone_on_stdout(session):
+    """The README promises human output on stderr; the table went to stdout, mixed with what scripts read."""
+    plain = run("status", "--session", session["session"])
+    assert plain.stdout == "" and "styleprefs session" in plain.stderr
+    assert run_json("status", "--session", session["session"])["command"] == "status"
+

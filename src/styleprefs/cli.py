@@ -23,7 +23,7 @@ from .errors import StyleprefsError
 app = typer.Typer(
     help="Learn your own version of a painting's style from the candidates you pick, then stylise folders with it.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-err = Console(stderr=True)
+err = Console(stderr=True)  # all human output; stdout carries only --json's object
 
 SessionOpt = Annotated[Path, typer.Option(
     "--session", envvar="STYLEPREFS_SESSION", help="Session folder (default: $STYLEPREFS_SESSION, else ./styleprefs-session).")]
@@ -273,7 +273,7 @@ def status(
                 value = value["summary"] + (f" (from {value['picks']} picks; {value['confidence']:.0%} sure it "
                                             "beats round 1's centre)" if value["picks"] else "")
             table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
-        Console().print(table)
+        err.print(table)
     _run(as_json, debug, lambda: {"command": "status", **Session.open(session, "cpu").status()}, human)
 
 
