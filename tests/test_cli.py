@@ -187,3 +187,26 @@ def test_status_prints_its_table_on_stderr_and_its_json_alone_on_stdout(session)
     assert plain.stdout == "" and "styleprefs session" in plain.stderr
     assert run_json("status", "--session", session["session"])["command"] == "status"
 
+
+def test_paths_with_markup_brackets_are_printed_not_parsed(session, tmp_path):
+    """A path holding "[/x]" went into rich markup as a closing tag: MarkupError, even inside the error handler."""
+    odd = tmp_path / "a[" / "x]b"  # .../a[/x]b
+    wide = {"COLUMNS": "1000"}  # no wrapping, so a path can be looked for in the output whole
+
+    def run_wide(*args, expect=0):
+        result = runner.invoke(app, [str(a) for a in args], env=wide)
+        assert result.exit_code == expect, (result.exit_code, result.output, result.exception)
+        return result.output
+
+    error = run_wide("init", "--style", odd / "missing.jpg", "--content", session["photos"],
+                     "--session", tmp_path / "new", expect=2)
+    assert f"error: {odd / 'missing.jpg'}: no such file" in error
+    shutil.copytree(session["session"], odd / "session")
+    assert str(odd / "session" / "rounds" / "001" / "sheet.png") in run_wide(
+        "propose", "--n", 2, "--size", 48, "--session", odd / "session")
+    assert str(odd / "session") in run_wide("status", "--session", odd / "session")
+    make_photo(odd / "in" / "good.png")
+    (odd / "in" / "bad.png").write_text("not a png")
+    applied = run_wide("apply", odd / "in", "--out", odd / "out", "--session", odd / "session", expect=1)
+    assert f"skipped {odd / 'in' / 'bad.png'}: not a readable image" in applied
+    assert f"wrote 1 image(s) to {odd / 'out'}" in applied
