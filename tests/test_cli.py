@@ -188,6 +188,18 @@ def test_status_prints_its_table_on_stderr_and_its_json_alone_on_stdout(session)
     assert run_json("status", "--session", session["session"])["command"] == "status"
 
 
+def test_a_folder_as_style_is_refused_not_searched(session, tmp_path):
+    """Every image in it silently became one more painting, each a blend axis of z."""
+    folder = tmp_path / "paintings"
+    folder.mkdir()
+    shutil.copy(session["painting"], folder / "starry.jpg")
+    make_photo(folder / "sketch.png")
+    result = run("init", "--style", folder, "--content", session["photos"], "--steps", 1, "--size", 48,
+                 "--session", tmp_path / "new", expect=2)
+    assert f"--style {folder}: is a folder" in result.output and "its own --style" in result.output
+    assert not (tmp_path / "new").exists()
+
+
 def test_paths_with_markup_brackets_are_printed_not_parsed(session, tmp_path):
     """A path holding "[/x]" went into rich markup as a closing tag: MarkupError, even inside the error handler."""
     odd = tmp_path / "a[" / "x]b"  # .../a[/x]b

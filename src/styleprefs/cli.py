@@ -84,7 +84,7 @@ def _next(text: str) -> None:
 
 @app.command()
 def init(
-    style: Annotated[Optional[list[Path]], typer.Option("--style", help="A painting (repeat for a blend of several).")] = None,
+    style: Annotated[Optional[list[Path]], typer.Option("--style", help="A painting file (repeat for a blend of several; a folder is refused).")] = None,
     content: Annotated[Optional[list[Path]], typer.Option("--content", help="Photos: files or folders (searched recursively).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
     size: Annotated[Optional[int], typer.Option(help="Training crop size in px.")] = None,

@@ -44,6 +44,16 @@ def find_images(paths: list[Path]) -> list[Path]:
     return found
 
 
+def find_paintings(paths: list[Path]) -> list[Path]:
+    """The painting files named by ``--style``, in order. A folder is refused: each painting becomes a blend axis
+    of z, so every image in a folder (sketches and thumbnails too) would silently become one more."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise ImageError(f"--style {path}: is a folder; name each painting with its own --style "
+                             "(each one adds a blend axis to the looks)")
+    return find_images(paths)
+
+
 def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode an image upright (EXIF orientation applied) in its own mode; the first frame of an animation.
 

@@ -149,7 +149,7 @@ class Session:
                            "or --resume to continue an interrupted init)")
         if root.is_dir() and not Store(root).exists() and any(root.iterdir()):
             raise BadInput(f"{root}: folder is not empty and is not a styleprefs session; choose another --session")
-        style_paths = [p for s in styles for p in images.find_images([s])]
+        style_paths = images.find_paintings(styles)
         content_paths = images.find_images(list(contents))
         runtime = resolve(device)
         # Decode everything before touching the folder: a bad input fails here, changing nothing.
