@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from styleprefs import images
 from styleprefs.cli import app
+from styleprefs.session import Session
 from tests.conftest import make_photo
 
 runner = CliRunner()
@@ -259,15 +261,26 @@ def test_init_refuses_a_photo_over_the_pixel_limit_unless_raised(base, tmp_path)
     assert raised.exit_code == 0, raised.output
 
 
-def test_two_proposes_render_in_parallel_and_both_rounds_are_kept(session):
+def test_two_parallel_proposes_make_two_whole_rounds_each_of_its_own_looks(session):
+    """It only counted the rounds: each must be whole, and its candidates must be the renderings of its own looks
+    (not the other round's, nor a mix of the two)."""
     procs = [subprocess.Popen([sys.executable, "-m", "styleprefs", "propose", "--n", "3", "--size", "48",
                                "--session", str(session), "--json"], stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
-    rounds = sorted(json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1])["round"] for p in procs)
-    assert rounds == [2, 3]  # round 1 was made by the fixture
-    state = json.loads((session / "state.json").read_text())
-    assert [r["index"] for r in state["rounds"]] == [1, 2, 3]
-    for r in state["rounds"][1:]:
-        assert all((session / r["folder"] / c).is_file() for c in r["candidates"])
-        assert (session / r["folder"] / "sheet.png").is_file()
+    answers = sorted((json.loads(p.communicate(timeout=300)[0]) for p in procs), key=lambda a: a["round"])
+    assert [p.returncode for p in procs] == [0, 0]
+    assert [a["round"] for a in answers] == [2, 3]  # round 1 was made by the fixture
+    s = Session.open(session, device="cpu")
+    rounds = s.rounds()
+    assert [r.index for r in rounds] == [1, 2, 3]
+    assert rounds[1].folder != rounds[2].folder
+    for r, answer, entry in zip(rounds[1:], answers, s.state["rounds"][1:], strict=True):
+        assert [str(c) for c in r.candidates] == answer["candidates"] and str(r.sheet) == answer["sheet"]
+        assert len(r.z) == len(r.candidates) == 3 and r.sheet.is_file()
+        photo = images.load_image(Path(entry["preview"]))
+        for look, candidate in zip(r.z, r.candidates, strict=True):
+            shown = images.shrink(s.stylise(photo, look, side=s.working_side(r.index)), 48)
+            assert (shown - images.load_image(candidate)).abs().mean() < 1 / 255, candidate
+    # TODO(concurrency): both rounds draw the same looks today (the seed comes from the round count, read before
+    # the lock); once it is drawn under the lock, assert they differ: not torch.equal(rounds[1].z, rounds[2].z).
     assert not list((session / "rounds").glob(".pending-*"))
