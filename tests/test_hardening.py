@@ -102,7 +102,7 @@ def test_apply_skips_each_bad_image_reports_it_and_exits_1(base, session, tmp_pa
     result = invoke("apply", tmp_path / "mixed", "--out", tmp_path / "out", "--max-pixels", 1_000_000,
                     "--session", session, "--json")
     assert result.exit_code == 1
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data = json.loads(result.stdout)
     assert [Path(p).name for p in data["outputs"]] == ["fine.png"]
     failed = {Path(f["input"]).name: f["error"] for f in data["failed"]}
     assert set(failed) == {p.name for p in cases.values()}
@@ -126,7 +126,7 @@ def test_image_modes_transparency_and_animation(session, tmp_path):
     make_photo(src / "space and ünïcode" / "my photo é.png")
     result = invoke("apply", src, "--out", tmp_path / "out", "--session", session, "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data = json.loads(result.stdout)
     assert len(data["outputs"]) == 7 and not data["failed"]
     assert any("anim.gif" in w and "first frame" in w for w in data["warnings"])
     kept = Image.open(tmp_path / "out" / "rgba.png")
@@ -241,7 +241,7 @@ def test_two_concurrent_shards_write_every_output_exactly_once(base, session, tm
     procs = [subprocess.Popen([sys.executable, "-m", "styleprefs", "apply", str(photos), "--out", str(out),
                                "--shard", f"{k}/2", "--session", str(session), "--json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in (1, 2)]
-    results = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    results = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     written = [Path(o).name for r in results for o in r["outputs"]]
     assert sorted(written) == sorted(f"img{i}.png" for i in range(8))  # each exactly once
