@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,14 @@ def make_photo(path: Path, size=(96, 72), seed: int = 0, mode: str = "RGB") -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=["umask-022", "umask-077"])
+def umask(request):
+    """Run the test under each of two umasks (the umask is process-wide, so it is put back after)."""
+    before = os.umask(request.param)
+    yield request.param
+    os.umask(before)
 
 
 @pytest.fixture

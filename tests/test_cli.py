@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +23,18 @@ def run(*args, expect=0):
     return result
 
 
-def run_json(*args):
-    result = run(*args, "--json")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def run_json(*args, expect=0):
+    """The command's --json answer: stdout must hold exactly one JSON object and nothing else."""
+    result = run(*args, "--json", expect=expect)
+    answer = json.loads(result.stdout)
+    assert isinstance(answer, dict), result.stdout
+    return answer
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory, ):
-    """A session trained for a few steps at 64 px on two made photos and a real painting."""
+def trained(tmp_path_factory):
+    """A session trained for a few steps at 64 px on two made photos and a real painting; never changed: each
+    test works on its own copy (``session``)."""
     root = tmp_path_factory.mktemp("cli")
     photos = root / "photos"
     make_photo(photos / "a.png", seed=1)
@@ -38,12 +43,19 @@ def session(tmp_path_factory, ):
     s = root / "session"
     out = run_json("init", "--style", painting, "--content", photos, "--steps", 3, "--size", 64,
                    "--device", "cpu", "--session", s)
-    return {"root": root, "session": s, "photos": photos, "painting": painting, "init": out}
+    return {"session": s, "photos": photos, "painting": painting, "init": out}
 
 
-def test_init_creates_a_complete_session(session):
-    s = session["session"]
-    assert session["init"]["steps"] == 3 and session["init"]["contents"] == 2
+@pytest.fixture
+def session(trained, tmp_path):
+    """This test's own copy of the trained session, so that no test depends on what another did before it."""
+    shutil.copytree(trained["session"], tmp_path / "session")
+    return {**trained, "session": tmp_path / "session"}
+
+
+def test_init_creates_a_complete_session(trained):
+    s = trained["session"]
+    assert trained["init"]["steps"] == 3 and trained["init"]["contents"] == 2
     for name in ("config.json", "state.json", "history.json", "style_grams.safetensors",
                  "checkpoints/000/generator.safetensors", "checkpoints/000/discriminator.safetensors",
                  "checkpoints/000/preference.safetensors"):
@@ -55,8 +67,8 @@ def test_init_creates_a_complete_session(session):
     assert not [p for p in s.parent.iterdir() if p.name.startswith(".session")]  # no staging left
 
 
-def test_the_whole_loop(session):
-    s, root = session["session"], session["root"]
+def test_the_whole_loop(session, tmp_path):
+    s, root = session["session"], tmp_path
     first = run_json("propose", "--n", 4, "--size", 64, "--session", s)
     assert first["round"] == 1 and len(first["candidates"]) == 4
     assert [Path(p).name for p in first["candidates"]] == [f"candidate-0{i}.png" for i in range(1, 5)]
@@ -142,10 +154,7 @@ def test_apply_skips_bad_images_and_exits_1(session, tmp_path):
     photos = tmp_path / "mixed"
     make_photo(photos / "good.png")
     (photos / "bad.jpg").write_text("not a jpeg")
-    result = runner.invoke(app, ["apply", str(photos), "--out", str(tmp_path / "o"), "--json",
-                                 "--session", str(session["session"])])
-    assert result.exit_code == 1
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data = run_json("apply", photos, "--out", tmp_path / "o", "--session", session["session"], expect=1)
     assert [Path(p).name for p in data["outputs"]] == ["good.png"]
     assert "bad.jpg" in data["failed"][0]["input"]
 
@@ -171,3 +180,46 @@ def test_apply_keeps_a_large_photo_at_its_own_size(session, tmp_path):
     big = make_photo(tmp_path / "in" / "big.png", size=(2600, 1200))
     data = run_json("apply", big, "--out", tmp_path / "o", "--stroke-scale", "2", "--session", session["session"])
     assert Image.open(data["outputs"][0]).size == (2600, 1200)
+
+
+def test_status_prints_its_table_on_stderr_and_its_json_alone_on_stdout(session):
+    """The README promises human output on stderr; the table went to stdout, mixed with what scripts read."""
+    plain = run("status", "--session", session["session"])
+    assert plain.stdout == "" and "styleprefs session" in plain.stderr
+    assert run_json("status", "--session", session["session"])["command"] == "status"
+
+
+def test_a_folder_as_style_is_refused_not_searched(session, tmp_path):
+    """Every image in it silently became one more painting, each a blend axis of z."""
+    folder = tmp_path / "paintings"
+    folder.mkdir()
+    shutil.copy(session["painting"], folder / "starry.jpg")
+    make_photo(folder / "sketch.png")
+    result = run("init", "--style", folder, "--content", session["photos"], "--steps", 1, "--size", 48,
+                 "--session", tmp_path / "new", expect=2)
+    assert f"--style {folder}: is a folder" in result.output and "its own --style" in result.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_paths_with_markup_brackets_are_printed_not_parsed(session, tmp_path):
+    """A path holding "[/x]" went into rich markup as a closing tag: MarkupError, even inside the error handler."""
+    odd = tmp_path / "a[" / "x]b"  # .../a[/x]b
+    wide = {"COLUMNS": "1000"}  # no wrapping, so a path can be looked for in the output whole
+
+    def run_wide(*args, expect=0):
+        result = runner.invoke(app, [str(a) for a in args], env=wide)
+        assert result.exit_code == expect, (result.exit_code, result.output, result.exception)
+        return result.output
+
+    error = run_wide("init", "--style", odd / "missing.jpg", "--content", session["photos"],
+                     "--session", tmp_path / "new", expect=2)
+    assert f"error: {odd / 'missing.jpg'}: no such file" in error
+    shutil.copytree(session["session"], odd / "session")
+    assert str(odd / "session" / "rounds" / "001" / "sheet.png") in run_wide(
+        "propose", "--n", 2, "--size", 48, "--session", odd / "session")
+    assert str(odd / "session") in run_wide("status", "--session", odd / "session")
+    make_photo(odd / "in" / "good.png")
+    (odd / "in" / "bad.png").write_text("not a png")
+    applied = run_wide("apply", odd / "in", "--out", odd / "out", "--session", odd / "session", expect=1)
+    assert f"skipped {odd / 'in' / 'bad.png'}: not a readable image" in applied
+    assert f"wrote 1 image(s) to {odd / 'out'}" in applied

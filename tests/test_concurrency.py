@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from styleprefs.config import TrainSettings
@@ -35,23 +34,6 @@ def made(tmp_path_factory):
     painting = make_photo(root / "painting.png", seed=4, size=(80, 80))
     Session.init(root / "s", [painting], [photo], TINY, device="cpu", seed=5)
     return root, photo, painting
-
-
-def test_two_proposes_started_together_make_two_different_rounds(made, tmp_path):
-    root, _, _ = made
-    folder = tmp_path / "s"
-    shutil.copytree(root / "s", folder)
-    procs = [styleprefs("propose", "--n", 4, "--size", 48, "--session", folder) for _ in range(2)]
-    for p in procs:
-        assert p.wait(timeout=300) == 0, p.stderr.read()
-    s = Session.open(folder, "cpu")
-    first, second = s.rounds()
-    assert (first.index, second.index) == (1, 2)
-    assert not torch.equal(first.z, second.z)  # drawn for the round each became
-    for r in (first, second):  # and each round's files are its own: the sheet's looks are the stored ones
-        assert torch.equal(load_file(r.folder / "proposals.safetensors")["z"], r.z)
-        assert len(list(r.folder.glob("candidate-*.png"))) == 4
-    assert not list((folder / "rounds").glob(".pending-*"))
 
 
 def test_two_inits_of_one_folder_started_together_leave_one_whole_session(made, tmp_path):
@@ -132,3 +114,35 @@ def test_a_finished_init_resume_removes_the_session_it_replaced(made, tmp_path):
     Session.init(folder, [], [], device="cpu", resume=True)
     assert not list(tmp_path.glob(".s.replaced-*"))
     assert Session.open(folder, "cpu").state["checkpoint"] == "checkpoints/000"
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_next_apply_and_propose_clean_up_what_killed_ones_left_and_only_that(made, tmp_path):
+    root, photo, _ = made
+    folder = tmp_path / "s"
+    shutil.copytree(root / "s", folder)
+    out = tmp_path / "out"
+    out.mkdir()
+    dead, live = dead_pid(), os.getpid()
+    killed = out / f".photo.png.{dead}.abc123.tmp"          # a killed apply writing this run's output
+    running = out / f".photo.png.{live}.def456.tmp"         # another apply still writing it
+    other = out / f".holiday.png.{dead}.ghi789.tmp"         # a killed apply of another output
+    for f in (killed, running, other):
+        f.write_bytes(b"partial")
+    Session.open(folder, "cpu").apply([photo], out)
+    assert (out / "photo.png").is_file()
+    assert not killed.exists() and running.exists() and other.exists()
+
+    rounds = folder / "rounds"
+    rounds.mkdir(exist_ok=True)
+    abandoned, rendering = rounds / f".pending-{dead}-x1", rounds / f".pending-{live}-x2"
+    for d in (abandoned, rendering):
+        d.mkdir()
+        (d / "candidate-01.png").write_bytes(b"partial")
+    Session.open(folder, "cpu").propose(n=2, size=48)
+    assert not abandoned.exists() and rendering.exists()

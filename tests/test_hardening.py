@@ -11,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from styleprefs import images
 from styleprefs.cli import app
+from styleprefs.session import Session
 from tests.conftest import make_photo
 
 runner = CliRunner()
@@ -78,15 +81,18 @@ def bad_image_files(folder: Path) -> dict[str, Path]:
 
 
 def test_each_bad_image_is_refused_by_init_with_its_name(base, tmp_path):
+    """Each in one line naming the file; the over-limit case used to be skipped, asserting nothing."""
     cases = bad_image_files(tmp_path / "bad")
     for what, path in cases.items():
         result = invoke("init", "--style", base["painting"], "--content", path, "--steps", 1, "--size", 48,
-                        "--session", tmp_path / f"s-{path.stem}", "--max-pixels" if False else "--seed", 0)
-        if what == "over the pixel limit":  # 2 MP is fine for init's default limit
-            continue
+                        "--max-pixels", 1_000_000, "--session", tmp_path / f"s-{path.stem}")  # huge.png is 2 MP
         assert result.exit_code == 2, (what, result.output)
+        assert len(result.output.strip().splitlines()) == 1, (what, result.output)
         assert path.name in result.output and "Traceback" not in result.output, what
         assert not (tmp_path / f"s-{path.stem}").exists(), what
+    over = invoke("init", "--style", base["painting"], "--content", cases["over the pixel limit"], "--steps", 1,
+                  "--size", 48, "--max-pixels", 1_000_000, "--session", tmp_path / "s-over")
+    assert "huge.png: 2000×1000 is over the limit of 1,000,000 pixels" in over.output
 
 
 def test_apply_skips_each_bad_image_reports_it_and_exits_1(base, session, tmp_path):
@@ -97,7 +103,7 @@ def test_apply_skips_each_bad_image_reports_it_and_exits_1(base, session, tmp_pa
     result = invoke("apply", tmp_path / "mixed", "--out", tmp_path / "out", "--max-pixels", 1_000_000,
                     "--session", session, "--json")
     assert result.exit_code == 1
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data = json.loads(result.stdout)
     assert [Path(p).name for p in data["outputs"]] == ["fine.png"]
     failed = {Path(f["input"]).name: f["error"] for f in data["failed"]}
     assert set(failed) == {p.name for p in cases.values()}
@@ -121,7 +127,7 @@ def test_image_modes_transparency_and_animation(session, tmp_path):
     make_photo(src / "space and ünïcode" / "my photo é.png")
     result = invoke("apply", src, "--out", tmp_path / "out", "--session", session, "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data = json.loads(result.stdout)
     assert len(data["outputs"]) == 7 and not data["failed"]
     assert any("anim.gif" in w and "first frame" in w for w in data["warnings"])
     kept = Image.open(tmp_path / "out" / "rgba.png")
@@ -236,7 +242,7 @@ def test_two_concurrent_shards_write_every_output_exactly_once(base, session, tm
     procs = [subprocess.Popen([sys.executable, "-m", "styleprefs", "apply", str(photos), "--out", str(out),
                                "--shard", f"{k}/2", "--session", str(session), "--json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in (1, 2)]
-    results = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    results = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     written = [Path(o).name for r in results for o in r["outputs"]]
     assert sorted(written) == sorted(f"img{i}.png" for i in range(8))  # each exactly once
@@ -256,15 +262,26 @@ def test_init_refuses_a_photo_over_the_pixel_limit_unless_raised(base, tmp_path)
     assert raised.exit_code == 0, raised.output
 
 
-def test_two_proposes_render_in_parallel_and_both_rounds_are_kept(session):
+def test_two_parallel_proposes_make_two_whole_rounds_each_of_its_own_looks(session):
+    """It only counted the rounds: each must be whole, and its candidates must be the renderings of its own looks
+    (not the other round's, nor a mix of the two)."""
     procs = [subprocess.Popen([sys.executable, "-m", "styleprefs", "propose", "--n", "3", "--size", "48",
                                "--session", str(session), "--json"], stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
-    rounds = sorted(json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1])["round"] for p in procs)
-    assert rounds == [2, 3]  # round 1 was made by the fixture
-    state = json.loads((session / "state.json").read_text())
-    assert [r["index"] for r in state["rounds"]] == [1, 2, 3]
-    for r in state["rounds"][1:]:
-        assert all((session / r["folder"] / c).is_file() for c in r["candidates"])
-        assert (session / r["folder"] / "sheet.png").is_file()
+    answers = sorted((json.loads(p.communicate(timeout=300)[0]) for p in procs), key=lambda a: a["round"])
+    assert [p.returncode for p in procs] == [0, 0]
+    assert [a["round"] for a in answers] == [2, 3]  # round 1 was made by the fixture
+    s = Session.open(session, device="cpu")
+    rounds = s.rounds()
+    assert [r.index for r in rounds] == [1, 2, 3]
+    assert rounds[1].folder != rounds[2].folder
+    for r, answer, entry in zip(rounds[1:], answers, s.state["rounds"][1:], strict=True):
+        assert [str(c) for c in r.candidates] == answer["candidates"] and str(r.sheet) == answer["sheet"]
+        assert len(r.z) == len(r.candidates) == 3 and r.sheet.is_file()
+        photo = images.load_image(s.store.path(entry["preview"]))
+        for look, candidate in zip(r.z, r.candidates, strict=True):
+            shown = images.shrink(s.stylise(photo, look, side=s.working_side(r.index)), 48)
+            assert (shown - images.load_image(candidate)).abs().mean() < 1 / 255, candidate
+    # Each drawn for the number it got, under the lock: with the seed read before it, both drew the same looks.
+    assert not torch.equal(rounds[1].z, rounds[2].z)
     assert not list((session / "rounds").glob(".pending-*"))

@@ -1,3 +1,9 @@
+import struct
+import subprocess
+import sys
+import warnings
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -40,6 +46,19 @@ def test_sixteen_bit_png_keeps_its_range(tmp_path):
     assert t.max() > 0.95 and t.min() < 0.05
 
 
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".pgm"])  # opened as I;16, I;16 and I
+@pytest.mark.parametrize("top", [200, 4000])
+def test_a_dark_sixteen_bit_image_is_not_brightened(tmp_path, suffix, top):
+    """16-bit values are out of 65535, by the mode: chosen by the content, an image whose values all stayed under
+    256 was read as 8-bit, up to 257× too bright."""
+    arr = np.linspace(0, top, 48 * 64).reshape(48, 64).astype(np.uint16)
+    path = tmp_path / f"dark{suffix}"
+    Image.fromarray(arr).save(path)
+    loaded = images.load_image(path)
+    expected = torch.from_numpy(arr / 65535.0).float()
+    assert (loaded - expected).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit rounding, no more
+
+
 def test_transparency_is_flattened_onto_white(tmp_path):
     img = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
     img.save(tmp_path / "clear.png")
@@ -69,6 +88,46 @@ def test_pixel_limit_is_checked_before_decoding(tmp_path):
     path = make_photo(tmp_path / "big.png", size=(200, 100))
     with pytest.raises(images.ImageError, match="over the limit"):
         images.load_image(path, max_pixels=10_000)
+
+
+def declared_png(path, width: int, height: int):
+    """A PNG whose header declares width × height grey pixels but which holds none: what a header check sees."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+def test_importing_styleprefs_leaves_pillows_bomb_limit_alone(tmp_path):
+    """It was set to None for the whole process, turning Pillow's check off for any other code in it."""
+    photo = make_photo(tmp_path / "p.png")
+    code = ("from PIL import Image; default = Image.MAX_IMAGE_PIXELS; "
+            "import styleprefs.cli, styleprefs.session; from styleprefs import images; "
+            f"images.load_image({str(photo)!r}); print(default, Image.MAX_IMAGE_PIXELS)")
+    default, after = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    check=True).stdout.split()
+    assert default == after == str(Image.MAX_IMAGE_PIXELS) != "None"
+
+
+@pytest.mark.parametrize("width,height", [(15_000, 10_000), (20_000, 10_000)])  # Pillow: a warning; an error
+def test_an_image_over_the_limit_gets_our_one_error_not_pillows(tmp_path, width, height):
+    path = declared_png(tmp_path / "bomb.png", width, height)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(images.ImageError, match=f"bomb.png: {width}×{height} is over the limit of 100,000,000"):
+            images.load_image(path)
+    assert not caught
+
+
+def test_a_raised_limit_is_ours_not_pillows(tmp_path):
+    """Past Pillow's own limit (89 MP), a raised --max-pixels still decides, without Pillow's warning."""
+    path = declared_png(tmp_path / "large.png", 15_000, 8_000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(images.ImageError, match="large.png: not a readable image"):  # it holds no pixels
+            images.load_image(path, max_pixels=200_000_000)
+    assert not caught
 
 
 def test_resize_keeps_aspect_ratio():

@@ -1,6 +1,8 @@
 """The Session as a Python API: save/load round trip, replacing, and what it refuses."""
 
 import json
+import shutil
+import stat
 
 import pytest
 import torch
@@ -40,6 +42,21 @@ def test_same_seed_same_session(made, tmp_path):
     twin = Session.init(tmp_path / "twin", [painting], [photo], TINY, device="cpu", seed=5)
     image, z = torch.rand(3, 32, 32), torch.randn(3)
     assert torch.allclose(twin.stylise(image, z), s.stylise(image, z), atol=1e-6)
+
+
+def test_rounds_picks_and_apply_outputs_are_not_0600_whatever_the_umask(made, tmp_path, umask):
+    """Written through mkstemp (and a round through mkdtemp), they were 0600 (0700): unreadable to anyone the
+    session is shared with, or to a web server serving --out. They get what a plain open() or mkdir() gives."""
+    root, _, photo, _ = made
+    shutil.copytree(root / "s", tmp_path / "s")
+    s = Session.open(tmp_path / "s", device="cpu")
+    r = s.propose(n=2, size=48)
+    s.select([1])
+    out = s.apply([photo], tmp_path / "out")
+    files = [tmp_path / "s" / "state.json", tmp_path / "s" / "history.json", r.folder / "proposals.safetensors",
+             r.folder / "selection.json", r.sheet, *r.candidates, *out.outputs]
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {p.name: oct(0o666 & ~umask) for p in files}
+    assert stat.S_IMODE(r.folder.stat().st_mode) == 0o777 & ~umask
 
 
 def test_force_replaces_and_an_unrelated_folder_is_refused(made, tmp_path):

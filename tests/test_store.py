@@ -1,5 +1,6 @@
 import json
 import pickle
+import stat
 
 import pytest
 import torch
@@ -80,3 +81,13 @@ def test_a_second_writer_waits_then_says_who_holds_the_lock(tmp_path):
                 pass
     with Store(store.root).lock(timeout=0.3):  # free again once released
         pass
+
+
+def test_session_files_are_not_created_0600_whatever_the_umask(tmp_path, umask):
+    """mkstemp makes its files 0600; a session file must be as readable as a plain open() would make it."""
+    store = make_store(tmp_path)
+    store.write_json("state.json", {"rounds": []})
+    store.write_tensors("style_grams.safetensors", {"g": torch.ones(2, 2)})
+    expected = 0o666 & ~umask
+    for name in ("config.json", "state.json", "style_grams.safetensors"):
+        assert stat.S_IMODE(store.path(name).stat().st_mode) == expected, (name, oct(umask))

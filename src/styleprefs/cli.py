@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -23,7 +24,7 @@ from .errors import StyleprefsError
 app = typer.Typer(
     help="Learn your own version of a painting's style from the candidates you pick, then stylise folders with it.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-err = Console(stderr=True)
+err = Console(stderr=True)  # all human output; stdout carries only --json's object
 
 SessionOpt = Annotated[Path, typer.Option(
     "--session", envvar="STYLEPREFS_SESSION", help="Session folder (default: $STYLEPREFS_SESSION, else ./styleprefs-session).")]
@@ -42,7 +43,7 @@ def _run(as_json: bool, debug: bool, work: Callable[[], dict], human: Callable[[
     except StyleprefsError as exc:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]: the session is as it was before this command")
@@ -58,8 +59,9 @@ def _run(as_json: bool, debug: bool, work: Callable[[], dict], human: Callable[[
 @contextmanager
 def _progress():
     """Live progress bars on a terminal; nothing when stderr is a log file or a pipe."""
+    # The info is losses or a file name, and a name may hold "[...]": printed as it is, not read as markup.
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False)]
     with Progress(*columns, console=err, disable=not err.is_terminal, transient=True) as progress:
         yield progress
 
@@ -82,7 +84,7 @@ def _next(text: str) -> None:
 
 @app.command()
 def init(
-    style: Annotated[Optional[list[Path]], typer.Option("--style", help="A painting (repeat for a blend of several).")] = None,
+    style: Annotated[Optional[list[Path]], typer.Option("--style", help="A painting file (repeat for a blend of several; a folder is refused).")] = None,
     content: Annotated[Optional[list[Path]], typer.Option("--content", help="Photos: files or folders (searched recursively).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
     size: Annotated[Optional[int], typer.Option(help="Training crop size in px.")] = None,
@@ -114,7 +116,8 @@ def init(
                 "styles": [x["path"] for x in s.config["styles"]], "contents": len(s.config["contents"])}
 
     def human(r: dict) -> None:
-        err.print(f"trained {r['steps']} steps in {r['seconds']} s on {r['device']}; session at {r['session']}")
+        err.print(f"trained {r['steps']} steps in {r['seconds']} s on {r['device']}; "
+                  f"session at {escape(r['session'])}")
         _next("styleprefs propose")
     _run(as_json, debug, work, human)
 
@@ -141,7 +144,7 @@ def propose(
 
     def human(r: dict) -> None:
         err.print(f"round {r['round']}: {len(r['candidates'])} candidates in {r['seconds']} s")
-        err.print(f"contact sheet: [bold]{r['sheet']}[/]", highlight=False)
+        err.print(f"contact sheet: [bold]{escape(r['sheet'])}[/]", highlight=False)
         _next("styleprefs select N [N ...]   (the numbers on the sheet)")
     _run(as_json, debug, work, human)
 
@@ -205,7 +208,7 @@ def refine(
             return
         err.print(f"refined for {r['steps']} steps in {r['seconds']} s (rounds {r['rounds']}); "
                   f"checkpoint {r['checkpoint']}")
-        err.print(f"learned so far: {r['taste']['summary']}", highlight=False)
+        err.print(f"learned so far: {escape(r['taste']['summary'])}", highlight=False)
         _next("styleprefs propose   or   styleprefs apply PHOTOS --out DIR   (undo: styleprefs refine --undo)")
     _run(as_json, debug, work, human)
 
@@ -248,10 +251,10 @@ def apply(
 
     def human(r: dict) -> None:
         for warning in r["warnings"]:
-            err.print(f"[yellow]warning[/] {warning}", highlight=False)
+            err.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
         for f in r["failed"]:
-            err.print(f"[yellow]skipped[/] {f['error']}", highlight=False)
-        err.print(f"wrote {len(r['outputs'])} image(s) to {out} in {r['seconds']} s"
+            err.print(f"[yellow]skipped[/] {escape(f['error'])}", highlight=False)
+        err.print(f"wrote {len(r['outputs'])} image(s) to {escape(str(out))} in {r['seconds']} s"
                   + (f"; {len(r['existing'])} already there" if r["existing"] else "")
                   + (f"; {len(r['failed'])} failed" if r["failed"] else ""))
     _run(as_json, debug, work, human)
@@ -272,8 +275,8 @@ def status(
             if key == "taste":
                 value = value["summary"] + (f" (from {value['picks']} picks; {value['confidence']:.0%} sure it "
                                             "beats round 1's centre)" if value["picks"] else "")
-            table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
-        Console().print(table)
+            table.add_row(key, escape(json.dumps(value) if isinstance(value, (dict, list)) else str(value)))
+        err.print(table)
     _run(as_json, debug, lambda: {"command": "status", **Session.open(session, "cpu").status()}, human)
 
 

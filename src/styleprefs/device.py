@@ -20,13 +20,36 @@ class DeviceError(BadInput):
     """The requested device is not available."""
 
 
+BF16_FLAGS = {"amx_bf16", "avx512_bf16"}  # /proc/cpuinfo's names for AMX and AVX512-BF16
+
+
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags of the first CPU in the text of /proc/cpuinfo."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return set(value.split())
+    return set()
+
+
+def fast_bf16(flags: set[str]) -> bool:
+    """True for a CPU with bf16 matrix instructions. Not for AVX512BW alone: oneDNN (and so
+    torch.ops.mkldnn._is_mkldnn_bf16_supported) counts it, but it only emulates bf16, slowly."""
+    return bool(BF16_FLAGS & flags)
+
+
+def _cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""  # not Linux: no flags, so fp32, the safe side
+
+
 @lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has bf16 matrix instructions (AMX or AVX512-BF16)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """True when this CPU has AMX or AVX512-BF16."""
+    return fast_bf16(cpu_flags(_cpuinfo()))
 
 
 @dataclass(frozen=True)

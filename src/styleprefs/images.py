@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import tempfile
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +19,9 @@ from .config import DEFAULT_MAX_PIXELS
 from .errors import BadInput
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-Image.MAX_IMAGE_PIXELS = None  # our own limit, checked in open_image, replaces Pillow's
 MIN_SIDE = 16
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": how Pillow opens 16-bit PGM/PPM
+_PILLOW_LIMIT = threading.Lock()
 
 
 class ImageError(BadInput):
@@ -41,6 +45,16 @@ def find_images(paths: list[Path]) -> list[Path]:
     return found
 
 
+def find_paintings(paths: list[Path]) -> list[Path]:
+    """The painting files named by ``--style``, in order. A folder is refused: each painting becomes a blend axis
+    of z, so every image in a folder (sketches and thumbnails too) would silently become one more."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise ImageError(f"--style {path}: is a folder; name each painting with its own --style "
+                             "(each one adds a blend axis to the looks)")
+    return find_images(paths)
+
+
 def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode an image upright (EXIF orientation applied) in its own mode; the first frame of an animation.
 
@@ -49,7 +63,7 @@ def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(path) as img:
+        with _own_pixel_limit(), Image.open(path) as img:
             if img.width * img.height > max_pixels:
                 raise ImageError(
                     f"{path}: {img.width}×{img.height} is over the limit of {max_pixels:,} pixels")
@@ -68,15 +82,33 @@ def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
 
 
+@contextmanager
+def _own_pixel_limit():
+    """Pillow's decompression-bomb check lifted for one decode: ours, from the header against ``max_pixels``, takes
+    its place (Pillow's limit is not ours, and below it Pillow warns, on lines of its own).
+
+    Pillow reads its limit from a module global, so it is lifted only while we decode and put back after: importing
+    styleprefs leaves Pillow as it was for other code. The lock keeps two of our decodes from putting it back out of
+    order (apply decodes on a single thread, so it costs nothing there); a host program's own thread decoding in
+    that moment would go unchecked by Pillow."""
+    with _PILLOW_LIMIT:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def has_alpha(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any mode to 8-bit RGB; transparency is flattened onto white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode in SIXTEEN_BIT_MODES:
+        # By the mode, never by the content: a dark 16-bit photo (all values under 256) is still out of 65535.
         arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.clip(arr / (256.0 if arr.max() > 255 else 1.0), 0, 255).astype(np.uint8))
+        img = Image.fromarray(np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8))
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -146,20 +178,73 @@ def load_image_with_alpha(path: Path, max_side: int | None = None, short_side: i
     return (to_bytes(rgb) if as_bytes else to_tensor(rgb)), alpha_tensor
 
 
+def _umask_from_proc() -> int | None:
+    """The umask as Linux shows it in /proc/self/status (kernel 4.7 on): read without changing it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _umask_by_setting() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+# Elsewhere the umask can only be read by setting it, for the whole process: done once, here at import, before
+# any of our writer threads exist, rather than at each write, where it would race with files made on other threads.
+_UMASK_AT_IMPORT = None if _umask_from_proc() is not None else _umask_by_setting()
+
+
+def plain_mode(folder: bool = False) -> int:
+    """The permissions a plain ``open()`` (0666) or ``mkdir()`` (0777) would give under the current umask."""
+    mask = _umask_from_proc()
+    return (0o777 if folder else 0o666) & ~(_UMASK_AT_IMPORT if mask is None else mask)
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename over ``path``."""
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename over ``path``.
+
+    The file gets the permissions of a plain ``open()``: ``mkstemp`` makes it 0600 whatever the umask, which would
+    keep a shared session or an ``--out`` served by a web server unreadable to everyone else."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The writer's pid in the name tells a killed writer's leftover from a live one's (``remove_leftovers``).
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, plain_mode())  # after the write: a writer may replace the file (safetensors does)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_leftovers(path: Path) -> None:
+    """Delete the temporary files that killed writers of ``path`` left beside it; a live writer's stay."""
+    for leftover in Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*.tmp"):
+        pid = leftover.name[len(Path(path).name) + 2 :].split(".")[0]
+        if not (pid.isdigit() and alive(int(pid))):
+            leftover.unlink(missing_ok=True)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (someone else's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def save_image(image: torch.Tensor | Image.Image, path: Path, quality: int = 95,

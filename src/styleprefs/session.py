@@ -142,7 +142,7 @@ class Session:
                            "or --resume to continue an interrupted init)")
         if root.is_dir() and not Store(root).exists() and any(root.iterdir()):
             raise BadInput(f"{root}: folder is not empty and is not a styleprefs session; choose another --session")
-        style_paths = [p for s in styles for p in images.find_images([s])]
+        style_paths = images.find_paintings(styles)
         content_paths = images.find_images(list(contents))
         runtime = resolve(device)
         # Decode everything before touching the folder: a bad input fails here, changing nothing.
@@ -428,6 +428,7 @@ class Session:
         self.store.path("rounds").mkdir(exist_ok=True)
         _remove_abandoned(self.store.path("rounds"))
         pending = Path(tempfile.mkdtemp(prefix=f".pending-{os.getpid()}-", dir=self.store.path("rounds")))
+        pending.chmod(images.plain_mode(folder=True))  # it becomes the round's folder; mkdtemp makes it 0700
 
         def write(z: torch.Tensor, rendered: list[torch.Tensor]) -> None:
             Store(pending).write_tensors("proposals.safetensors", {"z": z})
@@ -743,6 +744,8 @@ class Session:
         side = self.working_side(round_index)
         jobs = _select_shard(_output_names(inputs, Path(out), fmt), shard)
         _check_writable(Path(out))
+        for _, target in jobs:  # what a killed apply of these outputs left; other outputs' are not this run's
+            images.remove_leftovers(target)
         result = ApplyResult()
         started = time.perf_counter()
         todo = []
@@ -870,19 +873,9 @@ def _remove_abandoned(rounds: Path) -> None:
     """Delete the rendering folders (``.pending-PID-*``) of proposes that were killed; a live one's stays."""
     for folder in rounds.glob(".pending-*"):
         pid = folder.name.split("-")[1]
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and images.alive(int(pid)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _picks_folder(indices: list[int]) -> str:

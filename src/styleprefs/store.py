@@ -130,9 +130,9 @@ class Store:
         self.write_json("history.json", history)
 
     def _remove_leftovers(self) -> None:
-        """Delete the temporary files of writers killed mid-write (``atomic_write``'s ``.NAME.*.tmp``). Every writer of
-        the session's files holds the lock, so with it held none of these is in use; the one exception, a ``propose``
-        rendering its round in ``rounds/.pending-*`` without the lock, is left alone."""
+        """Delete the temporary files of writers killed mid-write (``atomic_write``'s ``.NAME.PID.*.tmp``). Every
+        writer of the session's files holds the lock, so with it held none of these is in use; the one exception, a
+        ``propose`` rendering its round in ``rounds/.pending-*`` without the lock, is left alone."""
         for leftover in self.root.rglob(".*.tmp"):
             if not any(part.startswith(".pending-") for part in leftover.relative_to(self.root).parts[:-1]):
                 leftover.unlink(missing_ok=True)

@@ -1,0 +1,43 @@
+"""Where the networks run: bf16 autocast only where the CPU computes bf16 natively."""
+
+import pytest
+
+from styleprefs import device
+
+SKYLAKE_X = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Gold 6148\n"
+             "flags\t\t: fpu vme sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma avx512f avx512dq avx512cd avx512bw "
+             "avx512vl\n\nprocessor\t: 1\nflags\t\t: fpu avx2 avx512f avx512bw\n")
+AVX512 = {"avx2", "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl"}
+
+
+@pytest.mark.parametrize("flags,fast", [
+    (set(), False),
+    ({"sse4_2", "avx", "avx2", "fma"}, False),       # an AVX2-only EPYC: bf16 there is a 20–30× loss
+    (AVX512, False),                                 # AVX512BW emulates bf16, slowly
+    (AVX512 | {"avx512_vnni"}, False),
+    (AVX512 | {"avx512_bf16"}, True),                # Cooper Lake, Zen 4
+    (AVX512 | {"amx_bf16", "amx_tile"}, True),       # Sapphire Rapids
+])
+def test_bf16_is_chosen_by_the_bf16_instructions_not_by_avx512bw(flags, fast):
+    assert device.fast_bf16(flags) is fast
+
+
+def test_cpuinfo_flags_are_read_from_the_flags_line():
+    assert device.cpu_flags(SKYLAKE_X) == {"fpu", "vme", "sse", "sse2", "ssse3", "sse4_1", "sse4_2", "avx", "avx2",
+                                           "fma", "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl"}
+    assert device.cpu_flags("processor\t: 0\nFeatures\t: fp asimd bf16\n") == set()  # an ARM CPU: fp32
+
+
+def test_an_avx512bw_cpu_without_bf16_runs_in_fp32(monkeypatch):
+    """The old check, oneDNN's ``_is_mkldnn_bf16_supported``, says yes for any AVX512BW CPU."""
+    monkeypatch.setattr(device, "_cpuinfo", lambda: SKYLAKE_X)
+    device.cpu_has_fast_bf16.cache_clear()
+    try:
+        assert device.resolve("cpu").bf16 is False
+        monkeypatch.setattr(device, "_cpuinfo", lambda: SKYLAKE_X.replace("avx512vl", "avx512vl avx512_bf16"))
+        device.cpu_has_fast_bf16.cache_clear()
+        assert device.resolve("cpu").bf16 is True
+    finally:
+        device.cpu_has_fast_bf16.cache_clear()
+    assert device.resolve("cpu", "fp32").bf16 is False and device.resolve("cpu", "bf16").bf16 is True
+
