@@ -102,6 +102,10 @@ def test_status_lists_each_damaged_or_missing_file_by_name(selected, tmp_path):
     assert any(d.startswith("style_grams.safetensors (") for d in damaged)
     assert "rounds/001/candidate-02.png (missing)" in damaged
     assert json.loads(run("status", "--json", "--session", selected / "s").stdout)["damaged"] == []
+    shown = run("status", "--session", folder)
+    assert shown.exit_code == 0
+    assert "damaged: rounds/001/candidate-02.png (missing)" in shown.output
+    assert "damaged: style_grams.safetensors (" in shown.output
 
 
 def test_a_session_from_before_the_manifest_opens_and_gets_one_at_its_next_command(selected, tmp_path):

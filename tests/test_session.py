@@ -51,12 +51,13 @@ def test_rounds_picks_and_apply_outputs_are_not_0600_whatever_the_umask(made, tm
     shutil.copytree(root / "s", tmp_path / "s")
     s = Session.open(tmp_path / "s", device="cpu")
     r = s.propose(n=2, size=48)
-    s.select([1])
+    picked = s.select([1])
     out = s.apply([photo], tmp_path / "out")
     files = [tmp_path / "s" / "state.json", tmp_path / "s" / "history.json", r.folder / "proposals.safetensors",
-             r.folder / "selection.json", r.sheet, *r.candidates, *out.outputs]
+             s.selection_file(picked), r.sheet, *r.candidates, *out.outputs]
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {p.name: oct(0o666 & ~umask) for p in files}
-    assert stat.S_IMODE(r.folder.stat().st_mode) == 0o777 & ~umask
+    for folder in (r.folder, s.selection_file(picked).parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
 
 
 def test_force_replaces_and_an_unrelated_folder_is_refused(made, tmp_path):

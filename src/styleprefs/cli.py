@@ -272,11 +272,17 @@ def status(
     def human(r: dict) -> None:
         table = Table(title="styleprefs session", show_header=False)
         for key, value in r.items():
+            if key == "damaged":  # below the table, one line each, as `git fsck` lists what it finds
+                continue
             if key == "taste":
                 value = value["summary"] + (f" (from {value['picks']} picks; {value['confidence']:.0%} sure it "
                                             "beats round 1's centre)" if value["picks"] else "")
             table.add_row(key, escape(json.dumps(value) if isinstance(value, (dict, list)) else str(value)))
         err.print(table)
+        for problem in r["damaged"]:
+            err.print(f"[red]damaged:[/red] {escape(problem)}")
+        if r["damaged"]:
+            err.print("Restore these files from a copy of the session; commands that build on them refuse to run.")
     _run(as_json, debug, lambda: {"command": "status", **Session.open(session, "cpu").status()}, human)
 
 

@@ -17,6 +17,7 @@ leaves the previous state whole.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import shutil
@@ -152,33 +153,48 @@ class Session:
                                  settings.style_layers)
         n_styles = len(style_paths)
 
-        # A replaced session is moved aside, and deleted only once the new one is complete.
+        # The new session's files are written in a folder beside it and moved in whole, by one rename: a kill while
+        # they are written leaves nothing half-made at ``root``. A session it replaces is moved aside just before, and
+        # deleted once the new one has trained.
+        root.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(root.parent, f".{root.name}.creating-")
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.creating-{os.getpid()}-", dir=root.parent))
         replaced = None
-        if root.is_dir() and Store(root).exists():
-            if not force:  # made by another init while this one decoded
-                raise BadInput(f"a session was created at {root} while this init started; use --force to replace it")
-            replaced = Path(tempfile.mkdtemp(prefix=f".{root.name}.replaced-", dir=root.parent)) / "session"
-            with Store(root).lock(timeout=5):
-                root.rename(replaced)
-        store = Store(root)
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            with store.lock():  # before the first file: another init of this folder waits, then finds it taken
-                if store.exists():
+            new = Store(staging)
+            new.write_json("config.json", {
+                "schema_version": SCHEMA_VERSION, "styleprefs_version": __version__,
+                "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "seed": seed, "device": runtime.name, "bf16": runtime.bf16, "styles": _inputs(style_paths),
+                "contents": _inputs(content_paths), "settings": settings.to_dict(),
+                "proposal_settings": asdict(ProposalSettings()), "z_names": controls.look_names(n_styles),
+            })
+            new.write_tensors("style_grams.safetensors", style_grams)
+            inputs.keep(new, content_images, style_images, preview)
+            new.write_json("state.json", {"checkpoint": None, "rounds": [], "refines": [],
+                                          "steps": {"init": 0, "refine": 0},
+                                          "training": {"phase": "init", "steps": settings.steps}})
+            staging.chmod(images.plain_mode(folder=True))  # mkdtemp makes it 0700
+            if Store(root).exists():
+                if not force:  # made by another init while this one decoded
                     raise BadInput(f"a session was created at {root} while this init started; use --force to "
                                    "replace it")
-                store.write_json("config.json", {
-                    "schema_version": SCHEMA_VERSION, "styleprefs_version": __version__,
-                    "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "seed": seed, "device": runtime.name, "bf16": runtime.bf16, "styles": _inputs(style_paths),
-                    "contents": _inputs(content_paths), "settings": settings.to_dict(),
-                    "proposal_settings": asdict(ProposalSettings()), "z_names": controls.look_names(n_styles),
-                })
-                store.write_tensors("style_grams.safetensors", style_grams)
-                inputs.keep(store, content_images, style_images, preview)
-                store.write_json("state.json", {"checkpoint": None, "rounds": [], "refines": [],
-                                                "steps": {"init": 0, "refine": 0},
-                                                "training": {"phase": "init", "steps": settings.steps}})
+                replaced = Path(tempfile.mkdtemp(prefix=f".{root.name}.replaced-", dir=root.parent)) / "session"
+                with Store(root).lock(timeout=5):
+                    root.rename(replaced)
+            try:
+                staging.rename(root)  # onto nothing, or an empty folder
+            except OSError:
+                raise BadInput(f"{root}: another process filled it while this init started; choose another "
+                               "--session") from None
+        except BaseException as failure:
+            shutil.rmtree(staging, ignore_errors=True)
+            if replaced is None:
+                raise
+            _restore(replaced, root, failure, ours=False)
+        store = Store(root)
+        try:
+            with store.lock():
                 cls(store, runtime)._train_init((content_images, style_images), on_progress)
         except Interrupted as stop:  # resumable: the old session waits until the new one is done
             if replaced is None:
@@ -188,7 +204,7 @@ class Session:
         except BaseException as failure:
             if replaced is None:
                 raise
-            _restore(replaced, root, failure)
+            _restore(replaced, root, failure, ours=True)
         if replaced is not None:
             shutil.rmtree(replaced.parent, ignore_errors=True)
         return cls.open(root, device)
@@ -426,7 +442,7 @@ class Session:
         z, rendered = self._draw(n, expected, photo, size, working)
         candidates = [f"candidate-{i:02d}.png" for i in range(1, n + 1)]
         self.store.path("rounds").mkdir(exist_ok=True)
-        _remove_abandoned(self.store.path("rounds"))
+        _remove_abandoned(self.store.path("rounds"), ".pending-")
         pending = Path(tempfile.mkdtemp(prefix=f".pending-{os.getpid()}-", dir=self.store.path("rounds")))
         pending.chmod(images.plain_mode(folder=True))  # it becomes the round's folder; mkdtemp makes it 0700
 
@@ -653,6 +669,9 @@ class Session:
             # that always wants "more" (warmer, …) compounded over rounds into a wash that had lost the photo.
             scale = min(1.0, reach * float(base.norm()) / max(float(move.norm()), 1e-12))
             target[name] = base + scale * move
+        if preview.is_file():  # and never a look that is not a stylisation (``guard``): rounds of "more like the
+            # photo" compounded until even the default look of the fine-tuned generator was a tinted photo
+            target = self._guard(images.load_image(preview, max_side=latest["size"])).bounded(target)
         return target
 
     def _in_round(self, r: Round, name: str) -> str:
@@ -854,10 +873,12 @@ def _chosen_and_passed(folder: Path, candidates: list[str], chosen: list[int]) -
     return picked, passed
 
 
-def _restore(replaced: Path, root: Path, failure: BaseException) -> None:
-    """Put the session an init was replacing back in place after the init failed, and say so; or say where it is."""
+def _restore(replaced: Path, root: Path, failure: BaseException, ours: bool) -> None:
+    """Put the session an init was replacing back in place after the init failed (``ours``: what is at ``root`` now
+    is the failed init's, to delete), and say so; or say where it is."""
     try:
-        shutil.rmtree(root, ignore_errors=True)
+        if ours:
+            shutil.rmtree(root, ignore_errors=True)
         replaced.rename(root)
         replaced.parent.rmdir()
     except OSError as exc:
@@ -869,13 +890,13 @@ def _restore(replaced: Path, root: Path, failure: BaseException) -> None:
     raise kind(f"{failure}; the session it was replacing is back at {root}, as it was") from failure
 
 
-def _remove_abandoned(rounds: Path) -> None:
-    """Delete the rendering folders (``.pending-PID-*``) of proposes that were killed; a live one's stays."""
-    for folder in rounds.glob(".pending-*"):
-        pid = folder.name.split("-")[1]
-        if pid.isdigit() and images.alive(int(pid)):
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
+def _remove_abandoned(folder: Path, prefix: str) -> None:
+    """Delete the folders ``PREFIX<pid>-*`` that killed processes left (a propose's rendering, an init's new session
+    being written); a live process's stays."""
+    for found in folder.glob(f"{glob.escape(prefix)}*"):
+        pid = found.name[len(prefix) :].split("-")[0]
+        if not (pid.isdigit() and images.alive(int(pid))):
+            shutil.rmtree(found, ignore_errors=True)
 
 
 def _picks_folder(indices: list[int]) -> str:
