@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from styleprefs.cli import app
 from styleprefs.config import TrainSettings
 from styleprefs.session import Session
-from tests.conftest import make_photo
+from tests.conftest import from_before_the_manifest, make_photo
 
 TINY = TrainSettings(steps=2, size=48, batch=2, refine_steps=1)
 
@@ -116,3 +116,19 @@ def test_a_session_from_before_the_manifest_opens_and_gets_one_at_its_next_comma
     result = run("propose", "--n", "2", "--size", "48", "--session", folder)
     assert result.exit_code == 0, result.output
     assert "rounds/002/candidate-02.png" in json.loads((folder / "state.json").read_text())["files"]
+
+
+@pytest.mark.parametrize("name, keep", [("rounds/001/proposals.safetensors", "other"),
+                                        ("checkpoints/000/preference.safetensors", "mean")])
+def test_a_tensor_file_without_the_tensor_it_needs_is_one_line_naming_it(selected, tmp_path, name, keep):
+    from safetensors.torch import load_file, save_file
+    folder = copy(selected, tmp_path)
+    tensors = load_file(folder / name)
+    save_file({keep: next(iter(tensors.values()))}, folder / name)
+    listed = run("status", "--json", "--session", folder)  # the manifest names it, and status goes on
+    assert listed.exit_code == 0 and any(d.startswith(f"{name} (") for d in json.loads(listed.stdout)["damaged"])
+    from_before_the_manifest(folder)  # with nothing to compare against, reading it must still fail cleanly
+    result = run("status", "--session", folder)
+    assert result.exit_code == 1, result.output
+    message = result.output.strip()
+    assert "\n" not in message and name in message and "damaged" in message, message

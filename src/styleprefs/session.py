@@ -250,8 +250,12 @@ class Session:
         step boundary when SIGINT/SIGTERM asks to stop. Continues from ``training.safetensors`` if present."""
         first = 0
         if self.store.path(TRAINING).exists():
-            saved = self.store.read_tensors(TRAINING)
-            trainer.load_state_tensors(saved)
+            saved = self.store.read_tensors(TRAINING, required=("rng", "step"))
+            try:
+                trainer.load_state_tensors(saved)
+            except (RuntimeError, KeyError, ValueError) as exc:
+                raise SessionError(f"{self.store.path(TRAINING)}: does not match the networks "
+                                   f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
             rng.set_state(saved["rng"])
             first = int(saved["step"])
 
@@ -315,7 +319,11 @@ class Session:
         if self._posterior is None:
             name = f"{self.checkpoint}/preference.safetensors"
             if self.store.path(name).exists():
-                self._posterior = Posterior.from_tensors(self.store.read_tensors(name))
+                tensors = self.store.read_tensors(name, required=("mean", "cov", "picks"))
+                dim = tensors["mean"].numel() // 2
+                if tensors["mean"].shape != (2 * self.look_dim,) or tensors["cov"].shape != (2 * dim, 2 * dim):
+                    raise SessionError(f"{self.store.path(name)}: damaged (a choice model of the wrong shape)")
+                self._posterior = Posterior.from_tensors(tensors)
             else:
                 learned = {i for refine in self.state["refines"] for i in refine["rounds"]}
                 self._posterior = fit(_choices([r for r in self.rounds() if r.index in learned]),
@@ -360,7 +368,7 @@ class Session:
         result = []
         for entry in self.state["rounds"]:
             folder = self.store.path(entry["folder"])
-            z = self.store.read_tensors(f"{entry['folder']}/proposals.safetensors")["z"]
+            z = self.store.read_tensors(f"{entry['folder']}/proposals.safetensors", required=("z",))["z"]
             if z.ndim != 2 or z.shape[1] != self.look_dim:
                 raise SessionError(f"{self.store.path(entry['folder'])}/proposals.safetensors: damaged (looks of "
                                    f"shape {tuple(z.shape)}, expected (n, {self.look_dim}))")
@@ -709,7 +717,7 @@ class Session:
         preview = self._preview_of(entry) if entry.get("preview") else Path("")
         if self.look_dim == self.z_dim or entry.get("checkpoint") != self.checkpoint or not preview.is_file():
             return [images.load_image(folder / entry["candidates"][i - 1]) for i in indices]
-        looks = self.store.read_tensors(f"{entry['folder']}/proposals.safetensors")["z"]
+        looks = self.store.read_tensors(f"{entry['folder']}/proposals.safetensors", required=("z",))["z"]
         return self._on_sheet(entry, preview, [self.split(looks[i - 1])[0] for i in indices])
 
     def _on_sheet(self, entry: dict, preview: Path, looks: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -797,7 +805,7 @@ class Session:
             return None
         done = 0
         if self.store.path(TRAINING).exists():
-            done = int(self.store.read_tensors(TRAINING)["step"])
+            done = int(self.store.read_tensors(TRAINING, required=("step",))["step"])
         return {**training, "completed": done, "resume": f"styleprefs {training['phase']} --resume"}
 
     def _learned_looks(self) -> list[dict[str, float]]:
@@ -834,7 +842,7 @@ class Session:
             "checkpoint": self.state["checkpoint"],
             "preferred_z": None if z is None else dict(zip(self.config["z_names"], [round(v, 3) for v in z.tolist()])),
             "stroke_scale": None if scale is None else round(scale, 2),
-            "taste": _taste(posterior, z, styles, self._learned_looks(), scale),
+            "taste": _taste(posterior, z, styles, self._learned_looks() if usable else [], scale),
             "unfinished": unfinished,
             "latest_sheet": str(self.store.path(rounds[-1]["folder"]) / "sheet.png") if rounds else None,
             "damaged": damaged,

@@ -83,14 +83,20 @@ class Store:
         text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         atomic_write(self.path(name), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
-    def read_tensors(self, name: str) -> dict[str, torch.Tensor]:
+    def read_tensors(self, name: str, required: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+        """The tensors of a safetensors file; one line naming it if it is missing, damaged or lacks a ``required``
+        tensor."""
         path = self.path(name)
         if not path.is_file():
             raise SessionError(f"{path}: missing from the session")
         try:
-            return load_file(path)
+            tensors = load_file(path)
         except (SafetensorError, OSError, ValueError) as exc:
             raise SessionError(f"{path}: damaged safetensors file ({exc})") from None
+        missing = [key for key in required if key not in tensors]
+        if missing:
+            raise SessionError(f"{path}: damaged (no {missing[0]!r})")
+        return tensors
 
     def write_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
         data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
