@@ -17,7 +17,6 @@ leaves the previous state whole.
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 import shutil
@@ -38,7 +37,7 @@ from .guard import Guard
 from .networks import Discriminator, Generator
 from .preference import (NEAR_SPREAD, Choice, Posterior, contrast_looks, describe, describe_looks, fit, looks,
                          recency_weights)
-from .store import SCHEMA_VERSION, NoSession, SessionError, Store, sha256
+from .store import SCHEMA_VERSION, NoSession, SessionError, Store, create, remove_abandoned, restore, sha256
 from .training import (CropSampler, Progress, StopSignals, Trainer, WeightsFn, blended_targets, gram_stats,
                        loss_network)
 
@@ -153,15 +152,7 @@ class Session:
                                  settings.style_layers)
         n_styles = len(style_paths)
 
-        # The new session's files are written in a folder beside it and moved in whole, by one rename: a kill while
-        # they are written leaves nothing half-made at ``root``. A session it replaces is moved aside just before, and
-        # deleted once the new one has trained.
-        root.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned(root.parent, f".{root.name}.creating-")
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.creating-{os.getpid()}-", dir=root.parent))
-        replaced = None
-        try:
-            new = Store(staging)
+        def write(new: Store) -> None:
             new.write_json("config.json", {
                 "schema_version": SCHEMA_VERSION, "styleprefs_version": __version__,
                 "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -174,24 +165,8 @@ class Session:
             new.write_json("state.json", {"checkpoint": None, "rounds": [], "refines": [],
                                           "steps": {"init": 0, "refine": 0},
                                           "training": {"phase": "init", "steps": settings.steps}})
-            staging.chmod(images.plain_mode(folder=True))  # mkdtemp makes it 0700
-            if Store(root).exists():
-                if not force:  # made by another init while this one decoded
-                    raise BadInput(f"a session was created at {root} while this init started; use --force to "
-                                   "replace it")
-                replaced = Path(tempfile.mkdtemp(prefix=f".{root.name}.replaced-", dir=root.parent)) / "session"
-                with Store(root).lock(timeout=5):
-                    root.rename(replaced)
-            try:
-                staging.rename(root)  # onto nothing, or an empty folder
-            except OSError:
-                raise BadInput(f"{root}: another process filled it while this init started; choose another "
-                               "--session") from None
-        except BaseException as failure:
-            shutil.rmtree(staging, ignore_errors=True)
-            if replaced is None:
-                raise
-            _restore(replaced, root, failure, ours=False)
+
+        replaced = create(root, write, force)  # a session it replaces is aside until the new one has trained
         store = Store(root)
         try:
             with store.lock():
@@ -204,7 +179,7 @@ class Session:
         except BaseException as failure:
             if replaced is None:
                 raise
-            _restore(replaced, root, failure, ours=True)
+            restore(replaced, root, failure, ours=True)
         if replaced is not None:
             shutil.rmtree(replaced.parent, ignore_errors=True)
         return cls.open(root, device)
@@ -450,7 +425,7 @@ class Session:
         z, rendered = self._draw(n, expected, photo, size, working)
         candidates = [f"candidate-{i:02d}.png" for i in range(1, n + 1)]
         self.store.path("rounds").mkdir(exist_ok=True)
-        _remove_abandoned(self.store.path("rounds"), ".pending-")
+        remove_abandoned(self.store.path("rounds"), ".pending-")
         pending = Path(tempfile.mkdtemp(prefix=f".pending-{os.getpid()}-", dir=self.store.path("rounds")))
         pending.chmod(images.plain_mode(folder=True))  # it becomes the round's folder; mkdtemp makes it 0700
 
@@ -879,32 +854,6 @@ def _chosen_and_passed(folder: Path, candidates: list[str], chosen: list[int]) -
     picked = [images.load_image(folder / candidates[i - 1]) for i in chosen]
     passed = [images.load_image(folder / name) for i, name in enumerate(candidates, 1) if i not in chosen]
     return picked, passed
-
-
-def _restore(replaced: Path, root: Path, failure: BaseException, ours: bool) -> None:
-    """Put the session an init was replacing back in place after the init failed (``ours``: what is at ``root`` now
-    is the failed init's, to delete), and say so; or say where it is."""
-    try:
-        if ours:
-            shutil.rmtree(root, ignore_errors=True)
-        replaced.rename(root)
-        replaced.parent.rmdir()
-    except OSError as exc:
-        raise StyleprefsError(f"init failed ({failure}); the session it was replacing is in {replaced} "
-                              f"(moving it back failed: {exc.strerror})") from failure
-    if not isinstance(failure, Exception):  # Ctrl-C outside training, SystemExit: as they were
-        raise failure
-    kind = type(failure) if isinstance(failure, StyleprefsError) else StyleprefsError
-    raise kind(f"{failure}; the session it was replacing is back at {root}, as it was") from failure
-
-
-def _remove_abandoned(folder: Path, prefix: str) -> None:
-    """Delete the folders ``PREFIX<pid>-*`` that killed processes left (a propose's rendering, an init's new session
-    being written); a live process's stays."""
-    for found in folder.glob(f"{glob.escape(prefix)}*"):
-        pid = found.name[len(prefix) :].split("-")[0]
-        if not (pid.isdigit() and images.alive(int(pid))):
-            shutil.rmtree(found, ignore_errors=True)
 
 
 def _picks_folder(indices: list[int]) -> str:

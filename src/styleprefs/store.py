@@ -7,10 +7,14 @@ you cannot run code when it is opened.
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import BadInput, StyleprefsError
-from .images import atomic_write
+from .images import alive, atomic_write, plain_mode
 
 SCHEMA_VERSION = 1
 CONFIG = "config.json"
@@ -164,3 +168,59 @@ class Store:
             yield
         finally:
             os.close(fd)
+
+
+def create(root: Path, write: Callable[[Store], None], force: bool) -> Path | None:
+    """Make a session at ``root`` whole or not at all: ``write`` fills a folder beside it, which then moves in with
+    one rename, so a kill mid-write leaves nothing half-made there. A session already at ``root`` (``force`` only)
+    is moved aside first; its new place is returned, to delete once the new one is complete or to ``restore``."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(root.parent, f".{root.name}.creating-")
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.creating-{os.getpid()}-", dir=root.parent))
+    replaced = None
+    try:
+        write(Store(staging))
+        staging.chmod(plain_mode(folder=True))  # mkdtemp makes it 0700
+        if Store(root).exists():
+            if not force:  # made by another init while this one decoded
+                raise BadInput(f"a session was created at {root} while this init started; use --force to replace it")
+            replaced = Path(tempfile.mkdtemp(prefix=f".{root.name}.replaced-", dir=root.parent)) / "session"
+            with Store(root).lock(timeout=5):
+                root.rename(replaced)
+        try:
+            staging.rename(root)  # onto nothing, or an empty folder
+        except OSError:
+            raise BadInput(f"{root}: another process filled it while this init started; choose another "
+                           "--session") from None
+    except BaseException as failure:
+        shutil.rmtree(staging, ignore_errors=True)
+        if replaced is None:
+            raise
+        restore(replaced, root, failure, ours=False)
+    return replaced
+
+
+def restore(replaced: Path, root: Path, failure: BaseException, ours: bool) -> None:
+    """Put the session an init was replacing back in place after the init failed (``ours``: what is at ``root`` now
+    is the failed init's, to delete), and say so; or say where it is."""
+    try:
+        if ours:
+            shutil.rmtree(root, ignore_errors=True)
+        replaced.rename(root)
+        replaced.parent.rmdir()
+    except OSError as exc:
+        raise StyleprefsError(f"init failed ({failure}); the session it was replacing is in {replaced} "
+                              f"(moving it back failed: {exc.strerror})") from failure
+    if not isinstance(failure, Exception):  # Ctrl-C outside training, SystemExit: as they were
+        raise failure
+    kind = type(failure) if isinstance(failure, StyleprefsError) else StyleprefsError
+    raise kind(f"{failure}; the session it was replacing is back at {root}, as it was") from failure
+
+
+def remove_abandoned(folder: Path, prefix: str) -> None:
+    """Delete the folders ``PREFIX<pid>-*`` that killed processes left (a propose's rendering, an init's new session
+    being written); a live process's stays."""
+    for found in folder.glob(f"{glob.escape(prefix)}*"):
+        pid = found.name[len(prefix) :].split("-")[0]
+        if not (pid.isdigit() and alive(int(pid))):
+            shutil.rmtree(found, ignore_errors=True)
