@@ -63,7 +63,9 @@ def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image")
     try:
-        with _own_pixel_limit(), Image.open(path) as img:
+        with _own_pixel_limit():  # Pillow checks its limit when it reads the header, here: decodes run in parallel
+            img = Image.open(path)
+        with img:
             if img.width * img.height > max_pixels:
                 raise ImageError(
                     f"{path}: {img.width}×{img.height} is over the limit of {max_pixels:,} pixels")
@@ -84,13 +86,13 @@ def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
 
 @contextmanager
 def _own_pixel_limit():
-    """Pillow's decompression-bomb check lifted for one decode: ours, from the header against ``max_pixels``, takes
-    its place (Pillow's limit is not ours, and below it Pillow warns, on lines of its own).
+    """Pillow's decompression-bomb check lifted while one header is read: ours, from the header against
+    ``max_pixels``, takes its place (Pillow's limit is not ours, and below it Pillow warns, on lines of its own).
 
-    Pillow reads its limit from a module global, so it is lifted only while we decode and put back after: importing
-    styleprefs leaves Pillow as it was for other code. The lock keeps two of our decodes from putting it back out of
-    order (apply decodes on a single thread, so it costs nothing there); a host program's own thread decoding in
-    that moment would go unchecked by Pillow."""
+    Pillow reads its limit from a module global, so it is lifted only for ``Image.open`` and put back after:
+    importing styleprefs leaves Pillow as it was for other code. The lock keeps two of our opens from putting it back
+    out of order; the decodes themselves run in parallel, outside it. A host program's own thread opening an image
+    in that moment would go unchecked by Pillow."""
     with _PILLOW_LIMIT:
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
