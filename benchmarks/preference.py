@@ -337,8 +337,8 @@ def main() -> int:
     p.add_argument("--init-steps", type=int, default=200)
     p.add_argument("--refine-steps", type=int, default=10)
     p.add_argument("--train-size", type=int, default=96)
-    p.add_argument("--proposal-size", type=int, default=96)
-    p.add_argument("--eval-size", type=int, default=96,
+    p.add_argument("--proposal-size", type=int, default=256, help="the sheet's candidates, as a person sees them")
+    p.add_argument("--eval-size", type=int, default=256,
                    help="long side the outputs (made at the photos' own size) are judged at: the preview's")
     p.add_argument("--sheets", default="warm", help="the taste whose round-1 and last sheets go to docs/ ('' for none)")
     p.add_argument("--work", type=Path, default=ROOT / ".bench" / "preference")

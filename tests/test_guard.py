@@ -98,3 +98,24 @@ def test_refine_targets_that_are_not_a_stylisation_move_to_the_limit_toward_the_
         assert torch.nn.functional.cosine_similarity(along, (photo_grams[name] - painting[name]).flatten(), dim=0) > 0.9999
     near = {k: painting[k] + 0.1 * (photo_grams[k] - painting[k]) for k in painting}  # a stylisation already
     assert all(torch.equal(guard.bounded(near)[k], near[k]) for k in near)
+
+
+def test_when_no_look_passes_a_candidate_stays_and_the_applied_look_is_the_nearest_the_painting(made, monkeypatch):
+    _, session, cat = made
+    photo = images.load_image(cat, max_side=736)
+    guard = guard_for(session, images.shrink(photo, 256))
+    rendered = {}
+
+    def render(look):
+        rendered[tuple(look.tolist())] = picture = session.preview(photo, look, 256, 320)
+        return picture
+
+    monkeypatch.setattr("styleprefs.guard.STYLISED", 0.05)  # a bar no picture of this generator clears
+    weak = torch.tensor([*WEAKEST, 2.5])
+    kept, _ = guard.stylised(weak, render)
+    assert torch.equal(kept, weak)
+    chosen, picture = guard.stylised(weak, render, or_nearest=True)
+    ratios = {key: guard.ratio(p) for key, p in rendered.items()}
+    assert len(ratios) == 5  # the look and its four moves toward the centre, each rendered
+    assert tuple(chosen.tolist()) == min(ratios, key=ratios.get)
+    assert torch.equal(picture, rendered[tuple(chosen.tolist())])

@@ -317,8 +317,9 @@ class Session:
         return Guard(self._loss_network(), self.runtime, self.store.read_tensors("style_grams.safetensors"), photo)
 
     def _stylised(self, look: torch.Tensor) -> torch.Tensor:
-        """``look``, or the nearest look toward the centre whose picture is a stylisation, judged as the latest round's
-        sheet shows it (the first training photo before any round). Unjudged when that photo has gone."""
+        """``look``, or the nearest look toward the centre whose picture is a stylisation (failing that, the one whose
+        picture is nearest the painting), judged as the latest round's sheet shows it (the session's preview photo
+        before any round). Unjudged when that photo has gone."""
         if not bool(look.any()):  # the centre: the default look, nothing to move toward
             return look
         entry = self.state["rounds"][-1] if self.state["rounds"] else {
@@ -329,7 +330,8 @@ class Session:
         size, working = entry["size"], self.working_side(entry["index"])
         photo = images.load_image(preview, max_side=max(size, math.ceil(working / controls.SMALLEST_STROKES)))
         guard = self._guard(images.shrink(photo, size))
-        return guard.stylised(look, lambda candidate: self.preview(photo, candidate, size, working))[0]
+        return guard.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
+                              or_nearest=True)[0]
 
     def split(self, look: torch.Tensor) -> tuple[torch.Tensor, float]:
         """A look → the generator's z and the stroke scale (1 for a look that is z alone, as in older sessions)."""
