@@ -119,3 +119,21 @@ def test_when_no_look_passes_a_candidate_stays_and_the_applied_look_is_the_neare
     assert len(ratios) == 5  # the look and its four moves toward the centre, each rendered
     assert tuple(chosen.tolist()) == min(ratios, key=ratios.get)
     assert torch.equal(picture, rendered[tuple(chosen.tolist())])
+
+
+@pytest.mark.parametrize("bar, kept", [(STYLISED, True), (0.05, False)])
+def test_refine_keeps_its_fine_tuning_only_while_the_learned_look_is_a_stylisation(made, tmp_path, monkeypatch,
+                                                                                   bar, kept):
+    from safetensors.torch import load_file
+    root, session, cat = made
+    folder = tmp_path / "s"
+    shutil.copytree(session.store.root, folder)
+    Session.open(folder, "cpu").propose(n=4, size=256, preview=cat)
+    monkeypatch.setattr("styleprefs.session.STYLISED", bar)  # 0.05: a bar no picture of this generator clears
+    monkeypatch.setattr("styleprefs.guard.STYLISED", bar)
+    with Session.editing(folder, "cpu") as s:
+        s.select([1, 2])
+        refine = s.refine(steps=2)
+    assert refine["fine_tuning_kept"] is kept
+    before, after = (load_file(folder / c / "generator.safetensors") for c in ("checkpoints/000", "checkpoints/001"))
+    assert all(torch.equal(before[k], after[k]) for k in before) is not kept

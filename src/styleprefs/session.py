@@ -33,7 +33,7 @@ from . import __version__, controls, images, inputs, pipeline, pretrain, render,
 from .config import ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
-from .guard import Guard
+from .guard import STYLISED, Guard
 from .networks import Discriminator, Generator
 from .preference import (NEAR_SPREAD, Choice, Posterior, contrast_looks, describe, describe_looks, fit, looks,
                          recency_weights)
@@ -320,18 +320,21 @@ class Session:
         """``look``, or the nearest look toward the centre whose picture is a stylisation (failing that, the one whose
         picture is nearest the painting), judged as the latest round's sheet shows it (the session's preview photo
         before any round). Unjudged when that photo has gone."""
-        if not bool(look.any()):  # the centre: the default look, nothing to move toward
-            return look
+        return self._judged(look)[0]
+
+    def _judged(self, look: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """:meth:`_stylised`'s look and its picture's distance to the painting over the photo's (0 when unjudged)."""
         entry = self.state["rounds"][-1] if self.state["rounds"] else {
             "index": None, "size": self.proposal_settings.size}
         preview = self._preview_of(entry)
         if not preview.is_file():
-            return look
+            return look, 0.0
         size, working = entry["size"], self.working_side(entry["index"])
         photo = images.load_image(preview, max_side=max(size, math.ceil(working / controls.SMALLEST_STROKES)))
         guard = self._guard(images.shrink(photo, size))
-        return guard.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
-                              or_nearest=True)[0]
+        look, picture = guard.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
+                                       or_nearest=True)
+        return look, guard.ratio(picture)
 
     def split(self, look: torch.Tensor) -> tuple[torch.Tensor, float]:
         """A look → the generator's z and the stroke scale (1 for a look that is z alone, as in older sessions)."""
@@ -584,12 +587,20 @@ class Session:
         seconds = self._train(trainer, "refine", steps, CropSampler(contents, s.size),
                               CropSampler(styles + chosen_images, s.size), sample_z, targets, rng, on_progress,
                               loss_weights)
+        # The fine-tuning is kept only while the look it serves is still a stylisation. Tastes that want what the
+        # painting lacks (warm against a blue painting, "subtle") drove the generator itself there: after four
+        # refines no look of it was one, and the look nearest the painting had lost the taste (P55, P80).
+        kept = steps == 0 or self._judged(best)[1] <= STYLISED
+        if not kept:
+            _load(generator, self.store, f"{self.checkpoint}/generator.safetensors")
+            _load(discriminator, self.store, f"{self.checkpoint}/discriminator.safetensors")
 
         name = f"checkpoints/{len(self.state['refines']) + 1:03d}"
         _write_checkpoint(self.store, name, generator, discriminator, posterior)
         self.store.write_tensors(f"{name}/personal_grams.safetensors", personal)
         self.store.write_json(f"{name}/state_before.json", before)
         refine = {"checkpoint": name, "rounds": [r.index for r in selected], "steps": steps,
+                  "fine_tuning_kept": kept,
                   "seconds": round(seconds, 1), "previous": self.checkpoint}
         state = {**self.state, "checkpoint": name, "refines": [*self.state["refines"], refine], "training": None,
                  "steps": {**self.state["steps"], "refine": self.state["steps"]["refine"] + steps}}
