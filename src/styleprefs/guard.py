@@ -18,17 +18,11 @@ from collections.abc import Callable
 import torch
 
 from .device import Runtime
-from .losses import relative_error, style_distance
+from .losses import style_distance
 from .vgg import VGG19Features
 
 STYLISED = 0.75  # at most this share of the photo's style distance to the nearer painting
 SHRINK = (0.75, 0.5, 0.25, 0.0)  # the fractions of z tried, in turn, for a look that fails
-
-
-def style_distance_of_grams(grams: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``losses.style_distance`` between Gram matrices already computed: mean over layers of ‖G − T‖ / ‖T‖."""
-    return torch.stack([relative_error(grams[name][None], target[None]).sqrt()[0]
-                        for name, target in targets.items()]).mean()
 
 
 class Guard:
@@ -53,20 +47,6 @@ class Guard:
     def ratio(self, image: torch.Tensor) -> float:
         """The image's distance over the photo's: below 1 is nearer the painting than the photo is."""
         return self.distance(image) / max(self._photo, 1e-12)
-
-    def bounded(self, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Style targets (layer → (C, C)) moved toward the nearer painting until a picture that met them would be a
-        stylisation of this photo. The distance is linear along that line, d(S + α(T − S)) = α·d(T), so
-        α = STYLISED·d(photo) / d(T) exactly, when d(T) is over the limit."""
-        paintings = next(iter(self._grams.values())).shape[0]
-        distances = [float(style_distance_of_grams(targets, {n: g[k] for n, g in self._grams.items()}))
-                     for k in range(paintings)]
-        nearest = min(range(paintings), key=distances.__getitem__)
-        limit = STYLISED * self._photo
-        if distances[nearest] <= limit:
-            return targets
-        alpha = limit / distances[nearest]
-        return {name: grams[nearest] + alpha * (targets[name] - grams[nearest]) for name, grams in self._grams.items()}
 
     def stylised(self, look: torch.Tensor, render: Callable[[torch.Tensor], torch.Tensor],
                  or_nearest: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -665,9 +665,6 @@ class Session:
             # that always wants "more" (warmer, …) compounded over rounds into a wash that had lost the photo.
             scale = min(1.0, reach * float(base.norm()) / max(float(move.norm()), 1e-12))
             target[name] = base + scale * move
-        if preview.is_file():  # and never a look that is not a stylisation (``guard``): rounds of "more like the
-            # photo" compounded until even the default look of the fine-tuned generator was a tinted photo
-            target = self._guard(images.load_image(preview, max_side=latest["size"])).bounded(target)
         return target
 
     def _in_round(self, r: Round, name: str) -> str:
