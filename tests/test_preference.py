@@ -156,6 +156,16 @@ def test_the_picks_looks_in_words():
 TINY = TrainSettings(steps=2, size=48, batch=2, refine_steps=1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _guard_out_of_the_way():
+    """These tests are about the choice model, its proposals and undo. The guard (tests/test_guard.py) would move the
+    looks of these two-step generators, which are not yet stylisations, and discard their fine-tuning."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("styleprefs.guard.STYLISED", float("inf"))
+        patch.setattr("styleprefs.session.STYLISED", float("inf"))
+        yield
+
+
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory):
     """A tiny session after round 1 (6 candidates, 2 picks) and one refine, then round 2 proposed."""

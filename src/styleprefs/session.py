@@ -470,11 +470,14 @@ class Session:
 
     def _draw(self, n: int, index: int, photo: torch.Tensor, size: int,
               working: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Round ``index``'s ``n`` looks (seeded by its number) and their pictures, each a stylisation (``guard``)."""
-        proposed = self.preference().propose(n, seed=self.config["seed"] * 1000 + index)
+        """Round ``index``'s ``n`` looks (seeded by its number) and their pictures, each a stylisation (``guard``).
+        After picks, candidate 1 is the look ``apply`` would use, chosen as :meth:`preferred_z` chooses it."""
+        posterior = self.preference()
+        proposed = posterior.propose(n, seed=self.config["seed"] * 1000 + index)
         guard = self._guard(images.shrink(photo, size))
-        shown = [guard.stylised(look, lambda candidate: self.preview(photo, candidate, size, working))
-                 for look in proposed]
+        shown = [guard.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
+                                or_nearest=i == 0 and posterior.picks > 0)
+                 for i, look in enumerate(proposed)]
         return torch.stack([look for look, _ in shown]), [picture for _, picture in shown]  # as shown: learned from
 
     def select(self, indices: list[int]) -> Round:
