@@ -134,7 +134,8 @@ def main() -> int:
         proposed, _ = cli("propose", "--n", 16, "--preview", args.photo, "--session", args.session)
         args.round = proposed["round"]
     entry = json.loads((args.session / "state.json").read_text())["rounds"][args.round - 1]
-    if Path(entry["preview"]).resolve() != args.photo.resolve():
+    # Rounds keep a copy of their photo (a path inside the session); older rounds recorded the photo's own path.
+    if Path(entry["preview"]).is_absolute() and Path(entry["preview"]).resolve() != args.photo.resolve():
         sys.exit(f"round {args.round} was rendered on {entry['preview']}, not on --photo {args.photo}")
     round_index, side = args.round, entry["size"]
     session = Session.open(args.session, "cpu")
