@@ -330,7 +330,7 @@ class Session:
         if not preview.is_file():
             return look, 0.0
         size, working = entry["size"], self.working_side(entry["index"])
-        photo = images.load_image(preview, max_side=max(size, math.ceil(working / controls.SMALLEST_STROKES)))
+        photo = _sheet_photo(preview, size, working)
         guard = self._guard(images.shrink(photo, size))
         look, picture = guard.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
                                        or_nearest=True)
@@ -423,9 +423,7 @@ class Session:
         self.check_files()  # a new round must not be built on damage
         preview_path = Path(preview) if preview else inputs.default_preview(self.store, self.config)
         working = self.proposal_settings.working_side
-        # Sharp enough for the smallest strokes a look has (a working grid over the session's): from a smaller copy,
-        # those candidates were made from an enlarged photo and showed less detail than apply then gave.
-        photo = images.load_image(preview_path, max_side=max(size, math.ceil(working / controls.SMALLEST_STROKES)))
+        photo = _sheet_photo(preview_path, size, working)
         checkpoint, expected = self.checkpoint, len(self.state["rounds"]) + 1
         z, rendered = self._draw(n, expected, photo, size, working)
         candidates = [f"candidate-{i:02d}.png" for i in range(1, n + 1)]
@@ -541,10 +539,10 @@ class Session:
         best = self._stylised(posterior.best_z())
         style_grams = self.store.read_tensors("style_grams.safetensors")
         for r in selected:  # computed once per round, at its first refine
-            if not self.store.path(self._in_round(r, PASSED_GRAMS)).exists():
+            if not self.store.path(self._in_round(r.index, PASSED_GRAMS)).exists():
                 passed = self._passed_grams(r)
                 if passed is not None:
-                    self.store.write_tensors(self._in_round(r, PASSED_GRAMS), passed)
+                    self.store.write_tensors(self._in_round(r.index, PASSED_GRAMS), passed)
         # The stroke scale is exact at render time, so training learns z's part of the taste: the current look is
         # rendered at scale 1 (at its own scale, the strokes would be enlarged twice: once by G, once by the render).
         best_z, _ = self.split(best)
@@ -649,7 +647,7 @@ class Session:
         net = self._loss_network()
         latest = self.state["rounds"][selected[-1].index - 1]
         preview = self._preview_of(latest)
-        chosen = [self.store.read_tensors(self._in_round(r, "chosen_grams.safetensors")) for r in selected]
+        chosen = [self.store.read_tensors(self._in_round(r.index, "chosen_grams.safetensors")) for r in selected]
         if preview.is_file():  # as the sheet would show it, like the picks' Grams (``_learning_images``)
             look = gram_stats(net, self._on_sheet(latest, preview, [z]), self.runtime, self.settings.style_layers)
         else:  # the preview photo has gone: the latest picks stand in for the current look
@@ -670,21 +668,21 @@ class Session:
             target[name] = base + scale * move
         return target
 
-    def _in_round(self, r: Round, name: str) -> str:
-        """The store name of a file about round ``r``'s current picks: in their own folder (older sessions kept them
-        in the round's folder)."""
-        entry = self.state["rounds"][r.index - 1]
+    def _in_round(self, index: int, name: str) -> str:
+        """The store name of a file about round ``index``'s current picks: in their own folder (older sessions kept
+        them in the round's folder)."""
+        entry = self.state["rounds"][index - 1]
         own = f"{entry['folder']}/{_picks_folder(entry['selection'] or [])}"
         return f"{own}/{name}" if self.store.path(own).is_dir() else f"{entry['folder']}/{name}"
 
     def selection_file(self, r: Round) -> Path:
         """Where round ``r``'s picks and how they differ from the rest are written down (``selection.json``)."""
-        return self.store.path(self._in_round(r, "selection.json"))
+        return self.store.path(self._in_round(r.index, "selection.json"))
 
     def _passed_grams(self, r: Round) -> dict[str, torch.Tensor] | None:
         """The mean Grams of a round's passed-over candidates, layer → (1, C, C): as saved by its first refine, else
         computed from the candidate images; None when every candidate was chosen."""
-        saved = self._in_round(r, PASSED_GRAMS)
+        saved = self._in_round(r.index, PASSED_GRAMS)
         if self.store.path(saved).exists():
             return self.store.read_tensors(saved)
         passed = [i for i in range(1, len(r.candidates) + 1) if i not in r.selection]
@@ -802,7 +800,7 @@ class Session:
         learned = {i for refine in self.state["refines"] for i in refine["rounds"]}
         out = []
         for r in self.rounds():
-            saved = self._in_round(r, "selection.json")
+            saved = self._in_round(r.index, "selection.json")
             if r.index in learned and self.store.path(saved).exists():
                 out.append(self.store.read_json(saved).get("looks") or {})
         return out
@@ -867,6 +865,13 @@ def _chosen_and_passed(folder: Path, candidates: list[str], chosen: list[int]) -
     picked = [images.load_image(folder / candidates[i - 1]) for i in chosen]
     passed = [images.load_image(folder / name) for i, name in enumerate(candidates, 1) if i not in chosen]
     return picked, passed
+
+
+def _sheet_photo(path: Path, size: int, working: int) -> torch.Tensor:
+    """The photo a sheet of ``size`` px is rendered from: sharp enough for the smallest strokes a look has (a working
+    grid over the session's). From a smaller copy, those candidates were made from an enlarged photo and showed less
+    detail than apply then gave."""
+    return images.load_image(path, max_side=max(size, math.ceil(working / controls.SMALLEST_STROKES)))
 
 
 def _picks_folder(indices: list[int]) -> str:
