@@ -104,9 +104,9 @@ def test_when_no_look_passes_a_candidate_stays_and_the_applied_look_is_the_neare
     assert torch.equal(picture, rendered[tuple(chosen.tolist())])
 
 
-@pytest.mark.parametrize("bar, kept", [(STYLISED, True), (0.05, False)])
-def test_refine_keeps_its_fine_tuning_only_while_the_learned_look_is_a_stylisation(made, tmp_path, monkeypatch,
-                                                                                   bar, kept):
+@pytest.mark.parametrize("bar, stylised", [(STYLISED, True), (0.05, False)])
+def test_refine_keeps_its_fine_tuning_only_while_the_learned_look_is_a_stylisation_nearer_the_picks(
+        made, tmp_path, monkeypatch, bar, stylised):
     from safetensors.torch import load_file
     root, session, cat = made
     folder = tmp_path / "s"
@@ -117,6 +117,10 @@ def test_refine_keeps_its_fine_tuning_only_while_the_learned_look_is_a_stylisati
     with Session.editing(folder, "cpu") as s:
         s.select([1, 2])
         refine = s.refine(steps=2)
+    # What apply gives, before and after the fine-tuning, measured against the target the picks set.
+    distance = refine["distance_to_target"]
+    assert set(distance) == {"before", "after"} and distance["before"] != distance["after"]
+    kept = stylised and distance["after"] < distance["before"]
     assert refine["fine_tuning_kept"] is kept
     before, after = (load_file(folder / c / "generator.safetensors") for c in ("checkpoints/000", "checkpoints/001"))
     assert all(torch.equal(before[k], after[k]) for k in before) is not kept

@@ -7,7 +7,8 @@ from styleprefs.config import CONTENT_LAYER, STYLE_LAYERS, TrainSettings
 from styleprefs.device import resolve
 from styleprefs.losses import content_loss, style_loss
 from styleprefs.networks import Discriminator, Generator
-from styleprefs.training import CropSampler, Trainer, blended_targets, gram_stats, loss_network
+from styleprefs.training import (CropSampler, Trainer, WorkingScaleSampler, blended_targets, content_sampler, gram_stats,
+                                loss_network)
 
 
 def test_crops_have_the_training_size_and_range():
@@ -16,6 +17,31 @@ def test_crops_have_the_training_size_and_range():
     assert crops.shape == (6, 3, 64, 64) and 0 <= crops.min() and crops.max() <= 1
     # Big images are shrunk once, up front, so each crop covers a sensible part of the picture.
     assert min(sampler.images[0].shape[-2:]) == 128
+
+
+def test_working_scale_crops_are_unresized_pieces_of_the_photo_as_apply_sees_it():
+    # A wide 400×1000 photo and a tall 900×300 one, as apply's generator would see them at a 320-px working side:
+    # 128×320 and 320×107, give or take the jitter. A crop of up to 256² takes the batch's common shape, unresized.
+    wide, tall = torch.rand(3, 400, 1000), torch.rand(3, 900, 300)
+    sampler = WorkingScaleSampler([wide, tall], size=256, working_side=320, jitter=0.0)
+    alone = sampler.sample(1, torch.Generator().manual_seed(3))
+    assert alone.shape[-2:] in ((128, 256), (256, 107))
+    both = sampler.sample(8, torch.Generator().manual_seed(0))
+    assert both.shape == (8, 3, 128, 107) and 0 <= both.min() and both.max() <= 1
+    # A photo seen at exactly its working scale is cropped, not resampled: the crop is found in it pixel for pixel.
+    exact = torch.rand(3, 240, 320)
+    crop = WorkingScaleSampler([exact], size=200, working_side=320, jitter=0.0).sample(1, torch.Generator())[0]
+    windows = exact.unfold(1, 200, 1).unfold(2, 200, 1)  # (3, 41, 121, 200, 200)
+    matches = [(windows[:, i, j] - c).abs().max() < 1e-5 for c in (crop, crop.flip(-1))
+               for i in range(41) for j in range(121) if (windows[:, i, j, 0, 0] - c[:, 0, 0]).abs().max() < 1e-6]
+    assert any(matches)
+
+
+def test_sessions_without_a_content_crop_keep_their_resized_crops():
+    photos = [torch.rand(3, 300, 200)]
+    assert isinstance(content_sampler(photos, TrainSettings(content_crop=0), 320), CropSampler)
+    assert isinstance(content_sampler(photos, TrainSettings(content_crop=256), 320), WorkingScaleSampler)
+    assert TrainSettings.from_dict({}).content_crop == 0
 
 
 def test_blended_targets_mix_the_paintings_grams():

@@ -42,6 +42,8 @@ class TrainSettings:
     colour_weight: float = 50.0    # λ_col, × each sample's colour from z (200 held strokes back: a GPU sweep, see README)
     colour_centre: float = 1.5     # z's colour dial pulls to the photo's colours half-way here: z = 0 keeps the
                                    # painting's palette (at 0, the old centre, the default look was a tinted photo)
+    content_crop: int = 0          # G's training crops: 0, ``size`` px crops of the photos resized; N, crops of up to
+                                   # N×N px of the photos at the working scale, unresized (training.content_sampler)
     tv_weight: float = 0.5         # λ_tv
     adversarial_weight: float = 0.01  # λ_adv (small: the discriminator sharpens, the Grams steer)
     style_layers: tuple[str, ...] = STYLE_LAYERS  # VGG layers whose Grams the style loss matches
@@ -65,6 +67,8 @@ class TrainSettings:
             raise ConfigError(f"norm-only steps must be at least 0, got {self.norm_only_steps}")
         if not 32 <= self.size <= 1024:
             raise ConfigError(f"size must be between 32 and 1024 px, got {self.size}")
+        if self.content_crop and not 32 <= self.content_crop <= 1024:
+            raise ConfigError(f"content crop must be 0 or between 32 and 1024 px, got {self.content_crop}")
         if not 32 <= self.style_size <= 2048:
             raise ConfigError(f"style size must be between 32 and 2048 px, got {self.style_size}")
         if self.start not in ("pretrained", "scratch") and not Path(self.start).is_file():

@@ -81,6 +81,44 @@ class CropSampler:
         return torch.stack(crops)
 
 
+class WorkingScaleSampler:
+    """Crops of the photos as ``apply``'s generator sees them: each photo scaled so its long side is about the working
+    side (× 2^U(−jitter, jitter)), then an unresized crop of up to ``size``×``size`` px (all crops of a batch share the
+    smallest image's shape), randomly flipped. Large crops at the working scale make each crop's Gram matrix the
+    picture's own rather than a fragment's, and G learns its strokes at the grid it renders on."""
+
+    def __init__(self, images: list[torch.Tensor], size: int, working_side: int, jitter: float = 0.25):
+        self.images, self.size, self.working_side, self.jitter = images, size, working_side, jitter
+
+    def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        picked = []
+        for _ in range(batch):
+            image = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
+            long_side = self.working_side * 2.0 ** (self.jitter * (2 * float(torch.rand(1, generator=generator)) - 1))
+            scale = long_side / max(image.shape[-2:])
+            size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
+            picked.append(F.interpolate(image[None], size=size, mode="bilinear", antialias=True,
+                                        align_corners=False)[0].clamp(0, 1))
+        height = min(self.size, *(img.shape[-2] for img in picked))
+        width = min(self.size, *(img.shape[-1] for img in picked))
+        crops = []
+        for image in picked:
+            top = int(torch.randint(image.shape[-2] - height + 1, (1,), generator=generator))
+            left = int(torch.randint(image.shape[-1] - width + 1, (1,), generator=generator))
+            crop = image[:, top : top + height, left : left + width]
+            crops.append(crop.flip(-1) if float(torch.rand(1, generator=generator)) < 0.5 else crop)
+        return torch.stack(crops)
+
+
+def content_sampler(images: list[torch.Tensor], settings: TrainSettings,
+                    working_side: int) -> CropSampler | WorkingScaleSampler:
+    """G's training photos: ``content_crop`` px crops at the working scale, or (0, sessions made before it) ``size``
+    px crops of the photos at up to twice that short side, resized."""
+    if settings.content_crop:
+        return WorkingScaleSampler(images, settings.content_crop, working_side)
+    return CropSampler(images, settings.size)
+
+
 @lru_cache(maxsize=2)
 def loss_network(runtime: Runtime, style_layers: tuple[str, ...]) -> VGG19Features:
     """VGG19 truncated after the deepest layer that training uses; built once per device (it is frozen)."""
@@ -172,7 +210,7 @@ class Trainer:
         self.d.requires_grad_(False)
         with rt.autocast():
             with torch.no_grad():
-                content_features = self.net(content)[CONTENT_LAYER]
+                content_features = self.net(content, until=CONTENT_LAYER)[CONTENT_LAYER]
             output = self.g(content, z)
             features = self.net(output)
             fake_logits = self.d(output)

@@ -90,13 +90,16 @@ class VGG19Features(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, rgb: torch.Tensor, until: str | None = None) -> dict[str, torch.Tensor]:
+        """Activations of the requested layers; with ``until``, only those up to it (the rest is not computed)."""
         x = caffe_preprocess(rgb)
         out = {}
         for name, module in zip(self._names, self.features):
             x = module(x)
             if name in self.layers:
                 out[name] = x
+            if name == until:
+                break
         return out
 
     def train(self, mode: bool = True):  # the loss network is always in eval mode
