@@ -1,0 +1,159 @@
+"""Where issue 10's gap to Gatys lies: what the generator can represent, what a session's training generalises to,
+and what a crop's Gram matrix can match.
+
+Three measurements on the quality benchmark's split (``quality.py``: seed 0, 8 training photos, the first unseen
+photos), with the benchmark's metric (style distance over relu1_1…relu5_1, content distance at relu4_1):
+
+    python benchmarks/fit_gap.py crops                  # per-crop style distance of the cached Gatys results
+    python benchmarks/fit_gap.py fit --photos one       # G fitted to ONE photo, scored on that photo
+    python benchmarks/fit_gap.py fit --photos train     # G trained on the 8 photos, scored on 2 unseen ones
+
+``fit`` trains G from the shipped pretrained start at a fixed z = 0 (apply's default look) with no discriminator and
+no colour term: content + style (relu1_1…relu4_1, or ``--layers 5`` for relu5_1 too) + total variation, Adam, on
+crops of up to ``--crop`` px at the working scale. ``crops`` needs the Gatys cache that ``quality.py
+--gatys-cache`` fills.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from gatys import DATA, ROOT, features, loss_network, targets
+from quality import split_photos
+
+from styleprefs import render
+from styleprefs.config import CONTENT_LAYER, TrainSettings
+from styleprefs.images import load_image
+from styleprefs.losses import content_distance, content_loss, style_distance, style_loss, total_variation
+from styleprefs.networks import Generator
+from styleprefs.pretrain import load_start
+from styleprefs.training import WorkingScaleSampler
+
+WORKING_SIDE = 320
+
+
+def layer_distances(net, image: torch.Tensor, grams: dict) -> list[float]:
+    with torch.no_grad():
+        activations = features(net, image)
+        return [style_distance(activations, {name: gram}).item() for name, gram in grams.items()]
+
+
+def line(label: str, per_layer: list[float], content: float | None = None) -> str:
+    text = f"{label:32s} style {sum(per_layer) / len(per_layer):.3f}"
+    if content is not None:
+        text += f" content {content:.3f}"
+    return text + "  layers " + " ".join(f"{d:.2f}" for d in per_layer)
+
+
+def crops(args: argparse.Namespace) -> None:
+    """Gatys's results scored whole, and as the training sees them: crops of half and 0.8 of the short side resized to
+    128 px (the default init), and unresized crops of the short side."""
+    net = loss_network()
+    style = load_image(args.data / "style" / f"{args.painting}.jpg", max_side=TrainSettings().style_size)
+    found = sorted(args.gatys_cache.glob(f"{args.painting}__*.png"))
+    if not found:
+        raise SystemExit(f"no Gatys results for {args.painting} in {args.gatys_cache} (run quality.py first)")
+    generator = torch.Generator().manual_seed(0)
+    for path in found:
+        image = load_image(path)
+        grams, _ = targets(net, image, style)
+        print(line(f"{path.name.split('__')[1][:20]} whole", layer_distances(net, image, grams)))
+        height, width = image.shape[-2:]
+        for fraction, resize in ((0.5, 128), (0.8, 128), (1.0, None)):
+            side = int(min(height, width) * fraction)
+            rows = []
+            for _ in range(args.samples):
+                top = int(torch.randint(height - side + 1, (1,), generator=generator))
+                left = int(torch.randint(width - side + 1, (1,), generator=generator))
+                crop = image[:, top : top + side, left : left + side]
+                if resize:
+                    crop = F.interpolate(crop[None], size=(resize, resize), mode="bilinear", antialias=True)[0]
+                rows.append(layer_distances(net, crop, grams))
+            print(line(f"  crops {side} px → {resize or side} px", torch.tensor(rows).mean(0).tolist()))
+
+
+def fit(args: argparse.Namespace) -> None:
+    torch.manual_seed(0)
+    net = loss_network()
+    style = load_image(args.data / "style" / f"{args.painting}.jpg", max_side=TrainSettings().style_size)
+    train_paths, eval_paths = split_photos(args.data / "content", 8, 2, 0)
+    unseen = [load_image(p, short_side=256) for p in eval_paths]
+    if args.photos == "one":
+        scored = unseen[-1:]  # the castle: trained on and scored on
+        training = scored
+    else:
+        scored = unseen
+        training = [load_image(p, max_side=4 * TrainSettings().size) for p in train_paths]
+    sampler = WorkingScaleSampler(training, args.crop, WORKING_SIDE)
+    painting_grams = targets(net, style, style)[0]
+    layers = list(painting_grams)[: args.layers]
+    generator = Generator(3, TrainSettings().generator_width, TrainSettings().generator_blocks)
+    print(f"start: the embedding of {load_start(generator, painting_grams, 'pretrained')}")
+    optimiser = torch.optim.Adam(generator.parameters(), lr=args.lr)
+    weights = torch.ones(args.batch, len(layers))
+    rng = torch.Generator().manual_seed(0)
+
+    def report(step: int, seconds: float) -> None:
+        generator.eval()
+        rows = []
+        with torch.no_grad():
+            for photo in scored:
+                out = render.render(lambda small: generator(small, torch.zeros(len(small), 3)), photo[None],
+                                    WORKING_SIDE)[0]
+                grams, content_target = targets(net, photo, style)
+                rows.append(layer_distances(net, out, grams)
+                            + [content_distance(features(net, out)[CONTENT_LAYER], content_target).item()])
+        mean = torch.tensor(rows).mean(0).tolist()
+        print(line(f"step {step} ({seconds:.0f} s)", mean[:-1], mean[-1]), flush=True)
+        generator.train()
+
+    start = time.perf_counter()
+    report(0, 0.0)
+    for step in range(1, args.steps + 1):
+        photos = sampler.sample(args.batch, rng).contiguous(memory_format=torch.channels_last)
+        out = generator(photos, torch.zeros(args.batch, 3))
+        activations = net(out)
+        with torch.no_grad():
+            content_target = net(photos, until=CONTENT_LAYER)[CONTENT_LAYER]
+        loss = (content_loss(activations[CONTENT_LAYER], content_target)
+                + style_loss(activations, {k: painting_grams[k].expand(args.batch, -1, -1) for k in layers}, weights)
+                + TrainSettings().tv_weight * total_variation(out)).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if step % args.every == 0:
+            report(step, time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=("crops", "fit"))
+    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--painting", default="vangogh_starry_night")
+    p.add_argument("--gatys-cache", type=Path, default=ROOT / ".bench" / "q" / "gatys-cache")
+    p.add_argument("--samples", type=int, default=6, help="crops: random crops per size")
+    p.add_argument("--photos", choices=("one", "train"), default="train")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--every", type=int, default=50)
+    p.add_argument("--layers", type=int, default=4, choices=(4, 5))
+    p.add_argument("--lr", type=float, default=TrainSettings().lr)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int)
+    args = p.parse_args(argv)
+    if not (args.data / "style").is_dir():
+        print(f"skipped: no benchmark images at {args.data.resolve()}")
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    (crops if args.what == "crops" else fit)(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
