@@ -77,9 +77,10 @@ class Picker:
 
     def state(self) -> dict:
         """What the page polls: the latest round, its picks, the job; the token the page's actions carry."""
+        job = asdict(self.job)  # before the round: a job that has finished has committed its round
         entry = self.latest()
         return {"round": entry["index"], "n": entry["n"], "selection": entry.get("selection"),
-                "page": f"/{entry['folder']}/{page.PAGE}", "job": asdict(self.job), "token": self.token}
+                "page": f"/{entry['folder']}/{page.PAGE}", "job": job, "token": self.token}
 
     def select(self, picks: list[int]) -> dict:
         """``styleprefs select PICKS``: the Session's select, under the session's lock."""
