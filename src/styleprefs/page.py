@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import shlex
 from pathlib import Path
 
 from PIL import Image
@@ -36,20 +35,21 @@ def render(folder: Path, index: int, candidates: list[str], session: Path) -> st
         cells.append(f'<button type="button" class="candidate" data-number="{number}" aria-pressed="false">'
                      f'<img src="{html.escape(name)}" width="{width}" height="{height}" alt="candidate {number}">'
                      f'<span class="number">{number}</span></button>')
-    data = {"round": index, "n": len(candidates), "session": shlex.quote(str(Path(session).resolve()))}
+    data = {"round": index, "n": len(candidates), "session": str(Path(session).resolve())}
     return (_TEMPLATE
             .replace("__ROUND__", str(index))
             .replace("__DATA__", json.dumps(data).replace("<", "\\u003c"))
             .replace("__CANDIDATES__", "\n".join(cells)))
 
 
-_TEMPLATE = """<!doctype html>
+_TEMPLATE = r"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>styleprefs: round __ROUND__</title>
 <style>
+[hidden] { display: none !important; }
 :root { color-scheme: dark; font-family: system-ui, -apple-system, "Segoe UI", sans-serif; }
 body { margin: 0; background: #181818; color: #eee; }
 header, footer { padding: .75rem 1rem; }
@@ -65,7 +65,7 @@ a { color: #8cf; }
 .number { position: absolute; top: .35rem; left: .35rem; padding: .05rem .55rem; border-radius: .4rem;
           background: rgba(0, 0, 0, .75); color: #ffeb3b; font-size: 1.8rem; font-weight: 700; line-height: 1.3; }
 .candidate[aria-pressed="true"] { border-color: #ffb300; }
-.candidate[aria-pressed="true"]::after { content: "\\2713"; position: absolute; top: .35rem; right: .35rem;
+.candidate[aria-pressed="true"]::after { content: "\2713"; position: absolute; top: .35rem; right: .35rem;
           width: 2.2rem; height: 2.2rem; border-radius: 50%; background: #ffb300; color: #000;
           font-size: 1.5rem; font-weight: 700; line-height: 2.2rem; text-align: center; }
 footer { position: sticky; bottom: 0; background: #222; border-top: 1px solid #444; }
@@ -74,7 +74,6 @@ footer { position: sticky; bottom: 0; background: #222; border-top: 1px solid #4
 button.action { font: inherit; font-size: 1rem; padding: .45rem .9rem; margin: .25rem .4rem .25rem 0;
                 border-radius: 6px; border: 1px solid #777; background: #333; color: #eee; cursor: pointer; }
 button.action:disabled { opacity: .45; cursor: default; }
-#actions[hidden] { display: none; }
 #message { min-height: 1.3em; margin: .25rem 0 0; }
 #message.error { color: #ff8a80; }
 </style>
@@ -110,9 +109,20 @@ function schedule(ms) { clearTimeout(timer); timer = setTimeout(poll, ms); }
 
 function picks() { return [...picked].sort((a, b) => a - b); }
 
-// --session names the session by its absolute path, so the command works from any folder.
+// --session names the session by its absolute path, so the command works from any folder. Opened as a file, the
+// page finds the session from its own place (rounds/NNN/index.html in it), so a copied or moved session's page
+// names where it is now; served, the server wrote the path in.
+function sessionPath() {
+  const own = decodeURIComponent(location.pathname).match(/^(.*)\/rounds\/[^\/]+\/[^\/]+$/);
+  return location.protocol === "file:" && own ? own[1] : round.session;
+}
+
+function quoted(text) {  // as Python's shlex.quote
+  return /^[\w@%+=:,.\/-]+$/.test(text) ? text : "'" + text.replace(/'/g, "'\"'\"'") + "'";
+}
+
 function command() {
-  return "styleprefs select " + picks().join(" ") + " --session " + round.session;
+  return "styleprefs select " + picks().join(" ") + " --session " + quoted(sessionPath());
 }
 
 function say(text, isError) {
