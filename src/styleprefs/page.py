@@ -51,6 +51,7 @@ _TEMPLATE = r"""<!doctype html>
 <style>
 [hidden] { display: none !important; }
 :root { color-scheme: dark; font-family: system-ui, -apple-system, "Segoe UI", sans-serif; }
+html { scroll-padding-bottom: 12rem; }  /* a candidate scrolled to (by keyboard focus) clears the sticky footer */
 body { margin: 0; background: #181818; color: #eee; }
 header, footer { padding: .75rem 1rem; }
 h1 { font-size: 1.3rem; margin: 0 0 .25rem; }
@@ -69,12 +70,13 @@ a { color: #8cf; }
           width: 2.2rem; height: 2.2rem; border-radius: 50%; background: #ffb300; color: #000;
           font-size: 1.5rem; font-weight: 700; line-height: 2.2rem; text-align: center; }
 footer { position: sticky; bottom: 0; background: #222; border-top: 1px solid #444; }
-#command { display: block; margin: .25rem 0; padding: .5rem .6rem; background: #000; border-radius: 6px;
+.row { display: flex; flex-wrap: wrap; align-items: center; column-gap: .6rem; }
+#command { flex: 1 1 20rem; margin: .25rem 0; padding: .5rem .6rem; background: #000; border-radius: 6px;
            font: 1rem ui-monospace, Menlo, Consolas, monospace; color: #cfc; overflow-wrap: anywhere; }
 button.action { font: inherit; font-size: 1rem; padding: .45rem .9rem; margin: .25rem .4rem .25rem 0;
                 border-radius: 6px; border: 1px solid #777; background: #333; color: #eee; cursor: pointer; }
 button.action:disabled { opacity: .45; cursor: default; }
-#message { min-height: 1.3em; margin: .25rem 0 0; }
+#message { min-height: 1.3em; }
 #message.error { color: #ff8a80; }
 </style>
 </head>
@@ -89,13 +91,12 @@ __CANDIDATES__
 </main>
 <footer>
 <div id="prompt">No candidate chosen yet.</div>
-<code id="command" hidden></code>
-<button type="button" class="action" id="copy" hidden>Copy the command</button>
-<div id="actions" hidden>
+<div class="row"><code id="command" hidden></code>
+<button type="button" class="action" id="copy" hidden>Copy the command</button></div>
+<div class="row"><span id="actions" hidden>
 <button type="button" class="action" id="use">Use these</button>
 <button type="button" class="action" id="refine">Refine and show the next round</button>
-</div>
-<p id="message" role="status"></p>
+</span><span id="message" role="status"></span></div>
 </footer>
 <script id="round-data" type="application/json">__DATA__</script>
 <script>
