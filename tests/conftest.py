@@ -63,3 +63,26 @@ def from_before_the_manifest(session_folder: Path) -> None:
     state = json.loads(state_path.read_text())
     state.pop("files", None)
     state_path.write_text(json.dumps(state))
+
+
+@pytest.fixture(scope="session")
+def proposed_session(tmp_path_factory) -> Path:
+    """A real session (3 init steps at 64 px on two made photos) with one round of 6 candidates proposed; never
+    changed: tests work on a copy (``one_round``)."""
+    from styleprefs.config import TrainSettings
+    from styleprefs.session import Session
+
+    root = tmp_path_factory.mktemp("proposed")
+    photos = [make_photo(root / "photos" / "a.png", seed=1), make_photo(root / "photos" / "b.png", seed=2)]
+    painting = EXAMPLES / "paintings" / "vangogh_starry_night.jpg"
+    session = Session.init(root / "session", [painting], photos, TrainSettings(steps=3, size=64), device="cpu")
+    session.propose(n=6, size=64)
+    return root / "session"
+
+
+@pytest.fixture
+def one_round(proposed_session, tmp_path) -> Path:
+    """This test's own copy of ``proposed_session``."""
+    import shutil
+    shutil.copytree(proposed_session, tmp_path / "session")
+    return tmp_path / "session"

@@ -223,3 +223,61 @@ def test_paths_with_markup_brackets_are_printed_not_parsed(session, tmp_path):
     applied = run_wide("apply", odd / "in", "--out", odd / "out", "--session", odd / "session", expect=1)
     assert f"skipped {odd / 'in' / 'bad.png'}: not a readable image" in applied
     assert f"wrote 1 image(s) to {odd / 'out'}" in applied
+
+
+def test_status_and_history_read_as_sentences_and_tables(session):
+    """No raw JSON in the human output (status printed {"1": [2, 7, 11]} and {"init": 300, "refine": 100})."""
+    s = session["session"]
+    run_json("propose", "--n", 4, "--size", 48, "--session", s)
+    run_json("select", 2, 4, "--session", s)
+    run_json("refine", "--steps", 1, "--device", "cpu", "--session", s)
+    run_json("propose", "--n", 4, "--size", 48, "--session", s)
+    wide = {"COLUMNS": "300"}
+    status = runner.invoke(app, ["status", "--session", str(s)], env=wide).stderr
+    assert not any(mark in status for mark in ("{", "}", '"', "[2")), status
+    assert "3 steps at init, 1 in 1 refine" in status and "2 rounds so far, 8 candidates in all" in status
+    assert "Learned so far: " in status
+    history = runner.invoke(app, ["history", "--session", str(s)], env=wide)
+    assert history.exit_code == 0 and history.stdout == ""
+    lines = history.stderr.splitlines()
+    round1 = next(line for line in lines if str(s / "rounds" / "001" / "sheet.png") in line)
+    assert "2 4" in round1 and "1 steps" in round1 and ("than round 1" in round1 or "centre of round 1" in round1)
+    round2 = next(line for line in lines if str(s / "rounds" / "002" / "sheet.png") in line)
+    assert "none" in round2 and "not yet" in round2
+    rows = run_json("history", "--session", s)["rounds"]
+    assert [(r["round"], r["picks"], r["refine"] and r["refine"]["steps"]) for r in rows] == [(1, [2, 4], 1),
+                                                                                           (2, None, None)]
+    assert rows[0]["page"] == str(s / "rounds" / "001" / "index.html")
+    assert rows[0]["refine"]["taste"] == run_json("status", "--session", s)["taste"]["summary"]
+
+
+def test_quiet_silences_the_chatter_but_not_errors(session):
+    s = session["session"]
+    quiet = run("--quiet", "propose", "--n", 2, "--size", 48, "--session", s)
+    assert quiet.stderr == "" and quiet.stdout == ""
+    assert "round 2" in run("propose", "--n", 2, "--size", 48, "--session", s).stderr
+    failed = run("-q", "select", "9", "--session", s, expect=2)
+    assert "error: no candidate 9" in failed.stderr
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_no_color_is_honoured(tmp_path, no_color):
+    """rich reads NO_COLOR when the console is made; FORCE_COLOR makes a pipe count as a terminal, so the test sees
+    the colour it would otherwise print."""
+    env = {**os.environ, "STYLEPREFS_SESSION": str(tmp_path / "nowhere"), "FORCE_COLOR": "1"}
+    env.pop("NO_COLOR", None)
+    if no_color:
+        env["NO_COLOR"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "styleprefs", "status"], capture_output=True, text=True, env=env)
+    coloured = "\x1b[1;31m" in proc.stderr  # bold red "error:"
+    assert coloured is not no_color and "no session" in proc.stderr
+
+
+def test_shell_completion_is_offered():
+    script = Path(sys.executable).parent / "styleprefs"  # completion is keyed to the installed command's name
+    if not script.is_file():
+        pytest.skip("styleprefs is not installed as a command beside this Python")
+    shown = subprocess.run([script, "--show-completion", "bash"], capture_output=True, text=True)
+    assert "complete -o default -F _styleprefs_completion styleprefs" in shown.stdout
+    env = {**os.environ, "_STYLEPREFS_COMPLETE": "complete_bash", "COMP_WORDS": "styleprefs hi", "COMP_CWORD": "1"}
+    assert subprocess.run([script], capture_output=True, text=True, env=env).stdout.split() == ["history"]

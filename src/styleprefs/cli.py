@@ -20,11 +20,14 @@ from rich.table import Table
 from . import __version__
 from .config import DEFAULT_MAX_PIXELS, TrainSettings
 from .errors import StyleprefsError
+from .page import PAGE
 
 app = typer.Typer(
     help="Learn your own version of a painting's style from the candidates you pick, then stylise folders with it.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-err = Console(stderr=True)  # all human output; stdout carries only --json's object
+    no_args_is_help=True, pretty_exceptions_enable=False)
+# All human output goes to stderr; stdout carries only --json's object. Both consoles honour NO_COLOR.
+err = Console(stderr=True)  # errors, warnings and what status / history were asked to show
+say = Console(stderr=True)  # progress, confirmations and hints: silenced by --quiet
 
 SessionOpt = Annotated[Path, typer.Option(
     "--session", envvar="STYLEPREFS_SESSION", help="Session folder (default: $STYLEPREFS_SESSION, else ./styleprefs-session).")]
@@ -62,7 +65,7 @@ def _progress():
     # The info is losses or a file name, and a name may hold "[...]": printed as it is, not read as markup.
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False)]
-    with Progress(*columns, console=err, disable=not err.is_terminal, transient=True) as progress:
+    with Progress(*columns, console=say, disable=not say.is_terminal or say.quiet, transient=True) as progress:
         yield progress
 
 
@@ -79,7 +82,7 @@ def _training_reporter(progress: Progress, description: str):
 
 
 def _next(text: str) -> None:
-    err.print(f"next: [bold cyan]{text}[/]")
+    say.print(f"next: [bold cyan]{text}[/]")
 
 
 @app.command()
@@ -116,7 +119,7 @@ def init(
                 "styles": [x["path"] for x in s.config["styles"]], "contents": len(s.config["contents"])}
 
     def human(r: dict) -> None:
-        err.print(f"trained {r['steps']} steps in {r['seconds']} s on {r['device']}; "
+        say.print(f"trained {r['steps']} steps in {r['seconds']} s on {r['device']}; "
                   f"session at {escape(r['session'])}")
         _next("styleprefs propose")
     _run(as_json, debug, work, human)
@@ -140,11 +143,12 @@ def propose(
         started = time.perf_counter()
         r = Session.open(session, device).propose(n=n, size=size, preview=preview)
         return {"command": "propose", "round": r.index, "candidates": [str(p) for p in r.candidates],
-                "sheet": str(r.sheet), "seconds": round(time.perf_counter() - started, 2)}
+                "sheet": str(r.sheet), "page": str(r.folder / PAGE), "seconds": round(time.perf_counter() - started, 2)}
 
     def human(r: dict) -> None:
-        err.print(f"round {r['round']}: {len(r['candidates'])} candidates in {r['seconds']} s")
-        err.print(f"contact sheet: [bold]{escape(r['sheet'])}[/]", highlight=False)
+        say.print(f"round {r['round']}: {len(r['candidates'])} candidates in {r['seconds']} s")
+        say.print(f"contact sheet: [bold]{escape(r['sheet'])}[/]", highlight=False)
+        say.print(f"to pick by clicking: [bold]{escape(r['page'])}[/] (or styleprefs pick)", highlight=False)
         _next("styleprefs select N [N ...]   (the numbers on the sheet)")
     _run(as_json, debug, work, human)
 
@@ -171,7 +175,7 @@ def select(
                 "selection": str(s.selection_file(r))}
 
     def human(r: dict) -> None:
-        err.print(f"round {r['round']}: chose {' '.join(map(str, r['chosen']))}")
+        say.print(f"round {r['round']}: chose {' '.join(map(str, r['chosen']))}")
         _next("styleprefs refine")
     _run(as_json, debug, work, human)
 
@@ -203,12 +207,12 @@ def refine(
 
     def human(r: dict) -> None:
         if r["command"] == "refine --undo":
-            err.print(f"undid {r['undone']}: back to {r['checkpoint']} with {r['rounds']} round(s)")
+            say.print(f"undid {r['undone']}: back to {r['checkpoint']} with {r['rounds']} round(s)")
             _next("styleprefs select N [N ...]   to change the latest picks, then styleprefs refine")
             return
-        err.print(f"refined for {r['steps']} steps in {r['seconds']} s (rounds {r['rounds']}); "
+        say.print(f"refined for {r['steps']} steps in {r['seconds']} s (rounds {r['rounds']}); "
                   f"checkpoint {r['checkpoint']}")
-        err.print(f"learned so far: {escape(r['taste']['summary'])}", highlight=False)
+        say.print(f"learned so far: {escape(r['taste']['summary'])}", highlight=False)
         _next("styleprefs propose   or   styleprefs apply PHOTOS --out DIR   (undo: styleprefs refine --undo)")
     _run(as_json, debug, work, human)
 
@@ -254,7 +258,7 @@ def apply(
             err.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
         for f in r["failed"]:
             err.print(f"[yellow]skipped[/] {escape(f['error'])}", highlight=False)
-        err.print(f"wrote {len(r['outputs'])} image(s) to {escape(str(out))} in {r['seconds']} s"
+        say.print(f"wrote {len(r['outputs'])} image(s) to {escape(str(out))} in {r['seconds']} s"
                   + (f"; {len(r['existing'])} already there" if r["existing"] else "")
                   + (f"; {len(r['failed'])} failed" if r["failed"] else ""))
     _run(as_json, debug, work, human)
@@ -270,20 +274,121 @@ def status(
     from .session import Session
 
     def human(r: dict) -> None:
-        table = Table(title="styleprefs session", show_header=False)
-        for key, value in r.items():
-            if key == "damaged":  # below the table, one line each, as `git fsck` lists what it finds
-                continue
-            if key == "taste":
-                value = value["summary"] + (f" (from {value['picks']} picks; {value['confidence']:.0%} sure it "
-                                            "beats round 1's centre)" if value["picks"] else "")
-            table.add_row(key, escape(json.dumps(value) if isinstance(value, (dict, list)) else str(value)))
-        err.print(table)
+        err.print(f"[bold]styleprefs session[/] at {escape(r['session'])}", highlight=False)
+        paintings = ", ".join(Path(p).name for p in r["styles"])
+        err.print(f"Trained on {_count(r['contents'], 'photo')} and {_count(len(r['styles']), 'painting')} "
+                  f"({escape(paintings)}): {r['steps']['init']} steps at init, "
+                  + (f"{r['steps']['refine']} in {_count(r['refines'], 'refine')}" if r["refines"] else "no refine yet")
+                  + f"; on {r['device']}{' with bf16' if r['bf16'] else ''}. "
+                  f"Checkpoint: {r['checkpoint'] or 'none yet'}.", highlight=False)
+        err.print(f"{_count(r['round'], 'round')} so far, {r['proposals']} candidates in all"
+                  + (f"; the latest sheet is {escape(r['latest_sheet'])}." if r["latest_sheet"] else "."),
+                  highlight=False)
+        if r["selections"]:
+            table = Table("round", "picks", title="Picks")
+            for index, picks in r["selections"].items():
+                table.add_row(str(index), " ".join(map(str, picks)))
+            err.print(table)
+        taste = r["taste"]
+        err.print(f"Learned so far: {escape(taste['summary'])}"
+                  + (f" (from {taste['picks']} picks; {taste['confidence']:.0%} sure it beats round 1's centre)."
+                     if taste["picks"] else "."), highlight=False)
+        if r["preferred_z"]:
+            dials = ", ".join(f"{name} {value:+.2f}" for name, value in r["preferred_z"].items() if name != "scale")
+            err.print(f"The look apply uses: {dials}"
+                      + (f"; stroke scale ×{r['stroke_scale']:.2f}." if r["stroke_scale"] else "."))
+        if r["unfinished"]:
+            u = r["unfinished"]
+            err.print(f"[yellow]Unfinished:[/] a {u['phase']} stopped after {u['completed']} of {u['steps']} steps; "
+                      f"continue it with `{u['resume']}`.")
         for problem in r["damaged"]:
             err.print(f"[red]damaged:[/red] {escape(problem)}")
         if r["damaged"]:
             err.print("Restore these files from a copy of the session; commands that build on them refuse to run.")
     _run(as_json, debug, lambda: {"command": "status", **Session.open(session, "cpu").status()}, human)
+
+
+@app.command()
+def history(
+    session: SessionOpt = DEFAULT_SESSION,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """List every round: its sheet, the picks, the refine that learned from them and the taste it learned."""
+    from .session import Session
+
+    def human(r: dict) -> None:
+        if not r["rounds"]:
+            err.print("No rounds yet.")
+            _next("styleprefs propose")
+            return
+        table = Table("round", "sheet", "picks", "refine", "learned", title="styleprefs history")
+        for row in r["rounds"]:
+            refine = row["refine"]
+            steps = refine and f"{refine['steps']} steps" + ("" if refine["fine_tuning_kept"] else
+                                                           " (fine-tuning not kept)")
+            table.add_row(str(row["round"]), escape(row["sheet"]),
+                          " ".join(map(str, row["picks"])) if row["picks"] else "none",
+                          steps or "not yet", escape(refine["taste"]) if refine else "")
+        err.print(table)
+    _run(as_json, debug, lambda: {"command": "history", "rounds": Session.open(session, "cpu").history()}, human)
+
+
+@app.command()
+def pick(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = 0,
+    browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open the page in a browser.")] = True,
+    steps: Annotated[Optional[int], typer.Option(help="Steps for the page's refine (default from the session).")] = None,
+    device: DeviceOpt = "auto",
+    session: SessionOpt = DEFAULT_SESSION,
+    debug: DebugOpt = False,
+) -> None:
+    """Pick in a browser: serve the latest round's page on 127.0.0.1, where "Use these" runs select and "Refine and
+    show the next round" runs refine then propose."""
+    from .server import Picker, serve
+
+    def report(job) -> None:  # from the job's thread: what the page shows, in the terminal
+        if job.error:
+            err.print(f"[bold red]error:[/] {escape(job.error)}", highlight=False)
+        elif job.phase and job.step == 0:
+            say.print(f"running {escape(job.message)}", highlight=False)
+        elif job.phase and (job.step == job.total or job.step % max(1, job.total // 10) == 0):
+            say.print(f"{job.phase}: step {job.step} of {job.total}")
+        elif not job.phase and job.message:
+            say.print(escape(job.message), highlight=False)
+
+    def work() -> dict:
+        picker = Picker(session, device, steps, on_job=report)
+        entry = picker.latest()  # refuses a missing session or one without a round before anything is served
+        server = serve(picker, port)
+        url = f"http://127.0.0.1:{server.server_port}/"
+        err.print(f"serving round {entry['index']} of {escape(str(session))} at [bold]{url}[/] (Ctrl-C to stop)",
+                  highlight=False)
+        if browser:
+            _open_browser(url)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            say.print("stopping" + (f": asking the {picker.job.phase} to stop" if picker.job.phase else ""))
+            picker.stop()
+        finally:
+            server.server_close()
+        return {"command": "pick", "url": url}
+    _run(False, debug, work, lambda r: say.print("stopped"))
+
+
+def _open_browser(url: str) -> None:
+    """A graphical browser where there is one; on Linux without a display, Python would start a text browser in this
+    terminal, so there only the address is printed."""
+    import webbrowser
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return
+    webbrowser.open(url)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _version(value: bool) -> None:
@@ -295,8 +400,11 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, confirmations or hints on stderr "
+                                                          "(errors, warnings and what status and history show stay).")] = False,
 ) -> None:
     """styleprefs: init → propose → select → refine → … → apply."""
+    say.quiet = quiet
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ On disk (see README, "The session directory"):
     style_grams.safetensors     the paintings' Gram matrices, layer → (K, C, C)
     checkpoints/NNN/            generator, discriminator and the choice model's posterior after init / each
                                 refine; a refine's folder also keeps the state before it (for undo)
-    rounds/NNN/                 proposals.safetensors (their z), candidate-XX.png, sheet.png, preview.png,
+    rounds/NNN/                 proposals.safetensors (their z), candidate-XX.png, sheet.png, index.html (the
+                                sheet as a page to pick from), preview.png,
                                 and in picks-A-B-C/: selection.json, chosen_grams and passed_grams.safetensors
     history.json                every command that changed the session
 
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, controls, images, inputs, losses, pipeline, pretrain, render, schema, tiling
+from . import __version__, controls, images, inputs, losses, page, pipeline, pretrain, render, schema, tiling
 from .config import ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
@@ -107,11 +108,12 @@ class Session:
 
     @classmethod
     @contextmanager
-    def editing(cls, path: Path, device: str = "auto") -> Iterator[Session]:
-        """Open the session for a command that changes it: the state is read under the session's lock."""
+    def editing(cls, path: Path, device: str = "auto", wait: float = 30.0) -> Iterator[Session]:
+        """Open the session for a command that changes it: the state is read under the session's lock (waiting up
+        to ``wait`` seconds for another command to let go of it)."""
         store = Store(Path(path))
         store.check()
-        with store.lock():
+        with store.lock(wait):
             session = cls(store, resolve(device))
             session.check_files()
             yield session
@@ -461,6 +463,7 @@ class Session:
                 sheet = images.contact_sheet(rendered, [str(i) for i in range(1, n + 1)],
                                              title=f"round {index}: styleprefs select N [N ...]")
                 images.save_image(sheet, pending / "sheet.png")
+                page.write(pending, index, candidates, self.store.root)  # the sheet as a page to pick from
                 name = f"rounds/{index:03d}"
                 # A folder with this number but no entry in the state is what a killed propose left.
                 shutil.rmtree(self.store.path(name), ignore_errors=True)
@@ -811,10 +814,11 @@ class Session:
             done = int(self.store.read_tensors(TRAINING, required=("step",))["step"])
         return {**training, "completed": done, "resume": f"styleprefs {training['phase']} --resume"}
 
-    def _learned_looks(self) -> list[dict[str, float]]:
-        """For each round a refine has learned from, how its picks differ from the passed-over candidates (saved by
-        ``select``; absent in sessions from before it was)."""
-        learned = {i for refine in self.state["refines"] for i in refine["rounds"]}
+    def _learned_looks(self, learned: set[int] | None = None) -> list[dict[str, float]]:
+        """For each round a refine has learned from (or each of ``learned``), how its picks differ from the passed-over
+        candidates (saved by ``select``; absent in sessions from before it was)."""
+        if learned is None:
+            learned = {i for refine in self.state["refines"] for i in refine["rounds"]}
         out = []
         for r in self.rounds():
             saved = self._in_round(r.index, "selection.json")
@@ -850,6 +854,35 @@ class Session:
             "latest_sheet": str(self.store.path(rounds[-1]["folder"]) / "sheet.png") if rounds else None,
             "damaged": damaged,
         }
+
+    def history(self) -> list[dict]:
+        """Every round: its sheet and page, its picks, and the refine that learned from it (its steps, and the taste
+        it had learned in words: the current refine's as ``status`` words it, earlier ones' from their choice model's
+        best look, before the guard)."""
+        styles = [Path(s["path"]).stem for s in self.config["styles"]]
+        after = {max(refine["rounds"]): refine for refine in self.state["refines"]}  # a refine follows its last round
+        rows = []
+        for entry in self.state["rounds"]:
+            folder = self.store.path(entry["folder"])
+            refine = after.get(entry["index"])
+            rows.append({"round": entry["index"], "candidates": entry["n"], "sheet": str(folder / "sheet.png"),
+                         "page": str(folder / page.PAGE) if (folder / page.PAGE).is_file() else None,
+                         "picks": entry.get("selection"), "refine": refine and {
+                             "checkpoint": refine["checkpoint"], "steps": refine["steps"],
+                             "fine_tuning_kept": refine.get("fine_tuning_kept", True),
+                             "taste": self._taste_after(refine, styles)["summary"]}})
+        return rows
+
+    def _taste_after(self, refine: dict, styles: list[str]) -> dict:
+        if refine["checkpoint"] == self.checkpoint:
+            z = self.preferred_z()
+            return _taste(self.preference(), z, styles, self._learned_looks(), self.split(z)[1])
+        name = f"{refine['checkpoint']}/preference.safetensors"
+        if not self.store.path(name).exists():  # a refine from before the choice model was stored
+            return {"summary": "not recorded"}
+        posterior = Posterior.from_tensors(self.store.read_tensors(name, required=("mean", "cov", "picks")))
+        z = posterior.best_z()
+        return _taste(posterior, z, styles, self._learned_looks(set(refine["rounds"])), self.split(z)[1])
 
 
 def _choices(rounds: list[Round]) -> list[Choice]:
