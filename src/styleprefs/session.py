@@ -606,12 +606,13 @@ class Session:
         # against a blue painting, "subtle") drove the generator toward the edge of the stylisations; the guard then
         # pulled the look back, and the user got a picture further from their picks than with no fine-tuning at all
         # (benchmarks/preference.py: warm −2.7 σ, subtle −1.1 σ against the choice model alone).
-        _, refined, ratio = self._judged(posterior.best_z())
         nearer = None  # the picture's style distance to the personal target, before and after the fine-tuning
-        if refined is not None and unrefined is not None:
+        kept = True
+        if steps and unrefined is not None:
+            _, refined, ratio = self._judged(posterior.best_z())
             nearer = {"before": round(self._distance_to(unrefined, personal), 4),
                       "after": round(self._distance_to(refined, personal), 4)}
-        kept = steps == 0 or nearer is None or (ratio <= STYLISED and nearer["after"] < nearer["before"])
+            kept = ratio <= STYLISED and nearer["after"] < nearer["before"]
         if not kept:
             _load(generator, self.store, f"{self.checkpoint}/generator.safetensors")
             _load(discriminator, self.store, f"{self.checkpoint}/discriminator.safetensors")
