@@ -26,7 +26,9 @@ decoding, EXIF orientation, alpha and the 8-bit rounding of the written file are
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,6 +38,7 @@ from torch import nn
 from . import images, render
 from .errors import BadInput
 from .networks import Generator, z_seed
+from .session import MAX_STROKE_SCALE, MIN_STROKE_SCALE, Session
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 17
@@ -178,33 +181,41 @@ class LookModel(nn.Module):
                                           styled.index_select(0, guided))])
 
 
-def check(fmt: str, out: Path) -> None:
-    """Refuse what cannot be exported, before any work."""
+def export(session: Session, fmt: str, out: Path, pick: str | None = None, stroke_scale: float = 1.0) -> dict:
+    """Write the look ``apply`` would use (``pick``'s, else the learned one, its strokes ``stroke_scale`` × larger)
+    to ``out`` as ``fmt``; what was written, as the CLI reports it."""
+    out = Path(out)
     if fmt not in FORMATS:
         raise BadInput(f"--format must be onnx or torchscript, got {fmt!r}")
     if out.is_dir():
         raise BadInput(f"--out {out}: is a folder; name the file to write")
-    if fmt == "onnx":
-        try:
-            import onnx  # noqa: F401  (the exporter checks the model with it)
-        except ImportError:
-            raise BadInput('--format onnx needs the onnx package: pip install "styleprefs[export]"') from None
-
-
-def look_model(generator: Generator, z: torch.Tensor, stroke_scale: float, side: int) -> LookModel:
-    """The model to export, refused where its noise tables would be unreasonably large."""
-    working = math.ceil(side / stroke_scale)
+    if not MIN_STROKE_SCALE <= stroke_scale <= MAX_STROKE_SCALE:
+        raise BadInput(f"--stroke-scale must be between {MIN_STROKE_SCALE} and {MAX_STROKE_SCALE}, got {stroke_scale}")
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+        raise BadInput('--format onnx needs the onnx package: pip install "styleprefs[export]"')
+    look, side = session.look_to_apply(pick)
+    z, scale = session.split(look)
+    scale *= stroke_scale
+    working = math.ceil(side / scale)
     if working > MAX_WORKING_SIDE:
-        raise BadInput(f"this look works on a grid up to {working} px long (side {side} ÷ stroke scale "
-                       f"{stroke_scale:.3g}); export supports up to {MAX_WORKING_SIDE} (raise --stroke-scale)")
-    return LookModel(generator, z, stroke_scale, side)
+        raise BadInput(f"this look works on a grid up to {working} px long (working side {side} ÷ stroke scale "
+                       f"{scale:.3g}); export supports up to {MAX_WORKING_SIDE} px: raise --stroke-scale")
+    size = write(LookModel(session.generator(), z, scale, side), fmt, out)
+    return {"format": fmt, "file": str(out), "bytes": size, "pick": pick, "working_side": side,
+            "stroke_scale": scale, "z": [round(float(v), 6) for v in z]}
 
 
 @torch.inference_mode(False)
 def write(model: LookModel, fmt: str, out: Path) -> int:
     """Trace ``model`` and write it to ``out`` atomically; returns the file's size in bytes."""
     example = torch.rand(1, 3, *TRACE_SIZE, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Expected, and not the user's to act on: the look's constants are meant to be baked in, the exporter cannot
+        # fold the slices of the noise tables, and PyTorch marks TorchScript and this exporter as deprecated.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", "Constant folding", UserWarning)
         if fmt == "torchscript":
             traced = torch.jit.trace(model, example, check_trace=False)
             images.atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp)))

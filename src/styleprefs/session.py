@@ -750,6 +750,13 @@ class Session:
             raise BadInput(f"no candidate {candidate} in round {round_index}: choose from 1 to {z.shape[0]}")
         return z[candidate - 1], round_index
 
+    def look_to_apply(self, pick: str | None = None) -> tuple[torch.Tensor, int]:
+        """The look ``apply`` renders (``pick``'s, ``ROUND:INDEX``, else the learned one) and its working side."""
+        # What it reads: the settings, the paintings' Grams (the guard), the current checkpoint; a pick's round.
+        self.check_files(["config.json", "style_grams.safetensors", self.checkpoint, *(["rounds"] if pick else [])])
+        look, round_index = self._pick(pick) if pick else (self.preferred_z(), None)
+        return look, self.working_side(round_index)
+
     def apply(self, inputs: list[Path], out: Path, size: int | None = None, pick: str | None = None,
               fmt: str = "png", skip_existing: bool = False, shard: str | None = None, stroke_scale: float = 1.0,
               max_pixels: int = images.DEFAULT_MAX_PIXELS, max_batch: int = pipeline.MAX_BATCH,
@@ -771,10 +778,7 @@ class Session:
             raise BadInput(f"--batch must be between 1 and 256, got {max_batch}")
         if not MIN_STROKE_SCALE <= stroke_scale <= MAX_STROKE_SCALE:
             raise BadInput(f"--stroke-scale must be between {MIN_STROKE_SCALE} and {MAX_STROKE_SCALE}, got {stroke_scale}")
-        # What apply reads: the settings, the paintings' Grams (the guard), the current checkpoint; a pick's round.
-        self.check_files(["config.json", "style_grams.safetensors", self.checkpoint, *(["rounds"] if pick else [])])
-        z, round_index = self._pick(pick) if pick else (self.preferred_z(), None)
-        side = self.working_side(round_index)
+        z, side = self.look_to_apply(pick)
         jobs = _select_shard(_output_names(inputs, Path(out), fmt), shard)
         _check_writable(Path(out))
         for _, target in jobs:  # what a killed apply of these outputs left; other outputs' are not this run's
