@@ -19,7 +19,7 @@ grid needs, and the graph takes the first n and remakes the last 16 for each siz
 
 What differs from ``apply``: G runs in fp32 in one pass, where ``apply`` uses bf16 on CPUs and GPUs that have it
 and tiles working grids over ``tiling.TILE_ABOVE`` pixels (only looks whose working side, ÷ the stroke scale, is
-over 2048 px); the full-size composition is not banded, so memory grows with the photo (about 40 bytes a pixel);
+over 2048 px); the full-size composition is not banded, so memory grows with the photo (several full-size fp32 tensors);
 decoding, EXIF orientation, alpha and the 8-bit rounding of the written file are the caller's.
 """
 
