@@ -265,6 +265,28 @@ def apply(
 
 
 @app.command()
+def export(
+    fmt: Annotated[str, typer.Option("--format", help="onnx (for onnxruntime) or torchscript (for torch.jit.load).")],
+    out: Annotated[Path, typer.Option("--out", help="The file to write.")],
+    pick: Annotated[Optional[str], typer.Option(help="Export the look of a proposal, ROUND:INDEX, instead of the learned one.")] = None,
+    stroke_scale: Annotated[float, typer.Option(help="Strokes this many times larger or smaller, as apply's.")] = 1.0,
+    session: SessionOpt = DEFAULT_SESSION,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write the look apply uses as one model file, photo in, stylised photo out: float32 RGB NCHW in [0, 1], any size."""
+    from .export import export as export_look
+    from .session import Session
+
+    def work() -> dict:
+        return {"command": "export", **export_look(Session.open(session, "cpu"), fmt, out, pick, stroke_scale)}
+
+    def human(r: dict) -> None:
+        say.print(f"wrote {escape(r['file'])} ({r['format']}, {r['bytes'] / 1e6:.1f} MB)", highlight=False)
+    _run(as_json, debug, work, human)
+
+
+@app.command()
 def status(
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,

@@ -135,13 +135,15 @@ class ResidualBlock(nn.Module):
         return x + self.norm2(self.conv2(h), code)
 
 
+def z_seed(z: torch.Tensor) -> int:
+    """The seed of one z's noise map: a hash of its bytes as fp32."""
+    digest = hashlib.blake2b(z.detach().float().cpu().reshape(-1).numpy().tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
 def z_noise(z: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """One (B, 1, H, W) standard-normal noise map per sample, seeded by the bytes of its z."""
-    maps = []
-    for row in z.detach().float().cpu():
-        seed = int.from_bytes(hashlib.blake2b(row.numpy().tobytes(), digest_size=8).digest(), "little")
-        generator = torch.Generator().manual_seed(seed & (2**63 - 1))
-        maps.append(torch.randn(1, height, width, generator=generator))
+    maps = [torch.randn(1, height, width, generator=torch.Generator().manual_seed(z_seed(row))) for row in z]
     return torch.stack(maps).to(device=z.device)
 
 

@@ -72,19 +72,19 @@ def render(stylise: Stylise, batch: torch.Tensor, side: int, stroke_scale: float
 
 
 def luminance(image: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) → (1, H, W)."""
+    """(…, 3, H, W) → (…, 1, H, W)."""
     weights = torch.tensor(LUMA, dtype=image.dtype, device=image.device)
-    return torch.einsum("chw,c->hw", image, weights)[None]
+    return torch.einsum("...chw,c->...hw", image, weights).unsqueeze(-3)
 
 
 def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over a (2r+1)² window of (C, h, w), the window cut at the border."""
-    return F.avg_pool2d(x[None], 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)[0]
+    """Mean over a (2r+1)² window of (C, h, w) or (B, C, h, w), the window cut at the border."""
+    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
 
 
 def guided_coefficients(guide: torch.Tensor, styled: torch.Tensor, radius: int = RADIUS,
                         eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per pixel of the working grid, a and b (each (3, h, w)) with styled ≈ a·guide + b in every window around
+    """Per pixel of the working grid, a and b (each (3, h, w), or (B, 3, h, w) for a batch) with styled ≈ a·guide + b in every window around
     it, averaged over the windows that cover the pixel (He et al., guided filter)."""
     mean_i, mean_p = _box(guide, radius), _box(styled, radius)
     cov = _box(guide * styled, radius) - mean_i * mean_p
@@ -94,9 +94,9 @@ def guided_coefficients(guide: torch.Tensor, styled: torch.Tensor, radius: int =
     return _box(a, radius), _box(b, radius)
 
 
-def _cubic(t: torch.Tensor) -> torch.Tensor:
-    """Keys' cubic convolution kernel with a = −0.75, as ``F.interpolate(mode="bicubic")`` uses."""
-    a, t = -0.75, t.abs()
+def _cubic(t: torch.Tensor, a: float = -0.75) -> torch.Tensor:
+    """Keys' cubic convolution kernel; a = −0.75 as ``F.interpolate(mode="bicubic")`` uses (−0.5 with antialias)."""
+    t = t.abs()
     near = ((a + 2) * t - (a + 3)) * t * t + 1
     far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
     return torch.where(t <= 1, near, torch.where(t < 2, far, torch.zeros_like(t)))

@@ -751,6 +751,13 @@ class Session:
             raise BadInput(f"no candidate {candidate} in round {round_index}: choose from 1 to {z.shape[0]}")
         return z[candidate - 1], round_index
 
+    def look_to_apply(self, pick: str | None = None) -> tuple[torch.Tensor, int]:
+        """The look ``apply`` renders (``pick``'s, ``ROUND:INDEX``, else the learned one) and its working side."""
+        # What it reads: the settings, the paintings' Grams (the guard), the current checkpoint; a pick's round.
+        self.check_files(["config.json", "style_grams.safetensors", self.checkpoint, *(["rounds"] if pick else [])])
+        look, round_index = self._pick(pick) if pick else (self.preferred_z(), None)
+        return look, self.working_side(round_index)
+
     def apply(self, inputs: list[Path], out: Path, size: int | None = None, pick: str | None = None,
               fmt: str = "png", skip_existing: bool = False, shard: str | None = None, stroke_scale: float = 1.0,
               max_pixels: int = images.DEFAULT_MAX_PIXELS, max_batch: int = pipeline.MAX_BATCH,
@@ -772,14 +779,8 @@ class Session:
             raise BadInput(f"--batch must be between 1 and 256, got {max_batch}")
         if not MIN_STROKE_SCALE <= stroke_scale <= MAX_STROKE_SCALE:
             raise BadInput(f"--stroke-scale must be between {MIN_STROKE_SCALE} and {MAX_STROKE_SCALE}, got {stroke_scale}")
-        # What apply reads: the settings, the paintings' Grams (the guard), the current checkpoint; a pick's round.
-        self.check_files(["config.json", "style_grams.safetensors", self.checkpoint, *(["rounds"] if pick else [])])
-        z, round_index = self._pick(pick) if pick else (self.preferred_z(), None)
-        side = self.working_side(round_index)
-        jobs = _select_shard(_output_names(inputs, Path(out), fmt), shard)
-        _check_writable(Path(out))
-        for _, target in jobs:  # what a killed apply of these outputs left; other outputs' are not this run's
-            images.remove_leftovers(target)
+        z, side = self.look_to_apply(pick)
+        jobs = self.apply_jobs(inputs, out, fmt, shard)
         result = ApplyResult()
         started = time.perf_counter()
         todo = []
@@ -790,10 +791,7 @@ class Session:
                     on_progress(len(result.existing), len(jobs), source)
             else:
                 todo.append((source, target))
-        self.generator()  # a damaged checkpoint fails here, before any photo is read
-        items = pipeline.stylise_files(todo, lambda batch: self.stylise_batch(batch, z, stroke_scale, side),
-                                       max_side=size or MAX_APPLY_SIDE, max_pixels=max_pixels, max_batch=max_batch,
-                                       batch_pixels=pipeline.BATCH_PIXELS[self.runtime.device.type])
+        items = self.stylise_files(todo, z, side, stroke_scale, size, max_pixels, max_batch)
         for k, item in enumerate(items, start=len(result.existing) + 1):
             result.warnings += item.warnings
             if item.error is None:
@@ -804,6 +802,25 @@ class Session:
                 on_progress(k, len(jobs), item.source)
         result.seconds = time.perf_counter() - started
         return result
+
+    def apply_jobs(self, inputs: list[Path], out: Path, fmt: str = "png", shard: str | None = None) -> list[tuple[Path, Path]]:
+        """apply's (input, output) pairs: names mirroring the inputs' under ``out``, shard ``K/N`` of them; ``out``
+        made, and what killed writers of these outputs left removed (other outputs' are not this run's)."""
+        jobs = _select_shard(_output_names(inputs, Path(out), fmt), shard)
+        _check_writable(Path(out))
+        for _, target in jobs:
+            images.remove_leftovers(target)
+        return jobs
+
+    def stylise_files(self, pairs: list[tuple[Path, Path]], look: torch.Tensor, side: int, stroke_scale: float = 1.0,
+                      size: int | None = None, max_pixels: int = images.DEFAULT_MAX_PIXELS,
+                      max_batch: int = pipeline.MAX_BATCH) -> Iterator[pipeline.Item]:
+        """Stylise each (input, output) pair with ``look`` at the working side ``side`` and write the output
+        atomically (``pipeline.stylise_files``); yields each item, in order, once written or skipped."""
+        self.generator()  # a damaged checkpoint fails here, before any photo is read
+        return pipeline.stylise_files(pairs, lambda batch: self.stylise_batch(batch, look, stroke_scale, side),
+                                      max_side=size or MAX_APPLY_SIDE, max_pixels=max_pixels, max_batch=max_batch,
+                                      batch_pixels=pipeline.BATCH_PIXELS[self.runtime.device.type])
 
     def training_progress(self) -> dict | None:
         """The unfinished init or refine, if any: its phase, the steps saved so far, and the total."""

@@ -1,0 +1,113 @@
+"""export: the look as an ONNX or TorchScript file gives what apply gives, at any size, without styleprefs."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from styleprefs import export, images, render
+from styleprefs.cli import app
+from styleprefs.device import resolve
+from styleprefs.networks import z_noise
+from styleprefs.session import Session
+from styleprefs.store import Store
+from tests.conftest import make_photo
+
+TOLERANCE = 1e-3
+# (width, height): a photo smaller than the working grid (rendered larger, then shrunk), a landscape and a portrait
+# one larger than it (guided upsampling), and a strip whose short side is the working grid's minimum.
+SIZES = [(96, 72), (420, 300), (230, 410), (900, 60)]
+
+
+def test_noise_map_is_z_noise_at_every_size():
+    z = torch.randn(1, 7)
+    normals, uniforms = export.noise_tables(z, 48 * 48)
+    for height, width in [(8, 8), (8, 9), (9, 13), (17, 23), (31, 48), (48, 48)]:
+        rebuilt = export.noise_map(normals, uniforms, torch.tensor(height), torch.tensor(width))
+        assert torch.allclose(rebuilt, z_noise(z, height, width), atol=1e-5), (height, width)
+
+
+def test_working_size_and_resample_match_render():
+    rng = random.Random(0)
+    for _ in range(500):
+        height, width, side, scale = rng.randint(1, 6000), rng.randint(1, 6000), rng.choice([64, 320, 1000]), \
+            rng.uniform(0.1, 3)
+        got = export.working_size(torch.tensor(height), torch.tensor(width), side, scale)
+        assert (int(got[0]), int(got[1])) == render.working_size(height, width, side, scale)
+    for source, size in [((100, 80), (50, 40)), ((57, 91), (40, 101)), ((30, 40), (90, 120)), ((64, 64), (64, 64))]:
+        batch = torch.rand(2, 3, *source)
+        got = export.resample(batch, torch.tensor(size[0]), torch.tensor(size[1]))
+        assert (got - render.resample(batch, size)).abs().max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def exported(proposed_session, tmp_path_factory):
+    """Both files for pick 1:2 of the shared session, and what apply computes for photos of every SIZES, in fp32."""
+    root = tmp_path_factory.mktemp("export")
+    runner = CliRunner()
+    files = {}
+    for fmt, name in [("torchscript", "look.pt"), ("onnx", "look.onnx")]:
+        if fmt == "onnx" and not _has("onnx"):
+            continue
+        result = runner.invoke(app, ["export", "--format", fmt, "--out", str(root / name), "--pick", "1:2",
+                                     "--session", str(proposed_session)])
+        assert result.exit_code == 0, result.output
+        files[fmt] = root / name
+    session = Session(Store(proposed_session), resolve("cpu", "fp32"))
+    look, side = session.look_to_apply("1:2")
+    photos = [images.load_image(make_photo(root / f"{w}x{h}.png", size=(w, h), seed=w)) for w, h in SIZES]
+    return {"files": files, "root": root, "photos": photos,
+            "applied": [session.stylise(photo, look, side=side) for photo in photos]}
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+def test_torchscript_gives_what_apply_gives(exported):
+    model = torch.jit.load(str(exported["files"]["torchscript"]))
+    for photo, applied in zip(exported["photos"], exported["applied"]):
+        with torch.no_grad():
+            styled = model(photo[None])[0]
+        assert styled.shape == photo.shape and styled.dtype == torch.float32
+        assert (styled - applied).abs().max() < TOLERANCE, photo.shape
+    with torch.no_grad():  # a batch of one size
+        both = model(torch.stack([exported["photos"][1]] * 2))
+    assert (both - exported["applied"][1]).abs().max() < TOLERANCE
+
+
+def test_onnx_in_onnxruntime_gives_what_apply_gives(exported):
+    ort = pytest.importorskip("onnxruntime")
+    if "onnx" not in exported["files"]:
+        pytest.skip("onnx is not installed (pip install -e '.[export]')")
+    model = ort.InferenceSession(str(exported["files"]["onnx"]), providers=["CPUExecutionProvider"])
+    for photo, applied in zip(exported["photos"], exported["applied"]):
+        (styled,) = model.run(None, {"photo": photo[None].numpy().astype(np.float32)})
+        assert styled.shape == (1, *photo.shape) and styled.dtype == np.float32
+        assert np.abs(styled[0] - applied.numpy()).max() < TOLERANCE, photo.shape
+
+
+def test_the_file_is_written_whole_and_alone(exported):
+    assert sorted(p.name for p in exported["root"].iterdir() if p.name.startswith(".")) == []
+    for path in exported["files"].values():
+        assert path.stat().st_size > 100_000
+
+
+def test_export_refuses_bad_input_in_one_line(one_round, tmp_path):
+    runner = CliRunner()
+    for args, message in [
+        (["--format", "tflite", "--out", str(tmp_path / "x")], "--format must be onnx or torchscript"),
+        (["--format", "torchscript", "--out", str(tmp_path)], "is a folder"),
+        (["--format", "torchscript", "--out", str(tmp_path / "x.pt"), "--pick", "9:1"], "no round 9"),
+        (["--format", "torchscript", "--out", str(tmp_path / "x.pt"), "--pick", "1:99"], "no candidate 99"),
+        (["--format", "torchscript", "--out", str(tmp_path / "x.pt"), "--stroke-scale", "0"], "--stroke-scale"),
+        (["--format", "torchscript", "--out", str(tmp_path / "x.pt"), "--stroke-scale", "0.02"], "export supports"),
+    ]:
+        result = runner.invoke(app, ["export", *args, "--session", str(one_round)])
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.startswith("error: ") and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not list(tmp_path.glob("x*"))
