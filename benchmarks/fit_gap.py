@@ -10,7 +10,7 @@ photos), with the benchmark's metric (style distance over relu1_1…relu5_1, con
 
 ``fit`` trains G from the shipped pretrained start at a fixed z = 0 (apply's default look) with no discriminator and
 no colour term: content + style (relu1_1…relu4_1, or ``--layers 5`` for relu5_1 too) + total variation, Adam, on
-crops of up to ``--crop`` px at the working scale. ``crops`` needs the Gatys cache that ``quality.py
+crops of up to ``--crop`` px at the working scale; ``--style-weight 2 --layers 5`` is Gatys's balance. ``crops`` needs the Gatys cache that ``quality.py
 --gatys-cache`` fills.
 """
 
@@ -92,10 +92,13 @@ def fit(args: argparse.Namespace) -> None:
     sampler = WorkingScaleSampler(training, args.crop, WORKING_SIDE)
     painting_grams = targets(net, style, style)[0]
     layers = list(painting_grams)[: args.layers]
-    generator = Generator(3, TrainSettings().generator_width, TrainSettings().generator_blocks)
-    print(f"start: the embedding of {load_start(generator, painting_grams, 'pretrained')}")
+    generator = Generator(3, args.width, TrainSettings().generator_blocks)
+    if args.scratch:
+        print(f"start: random weights, width {args.width}")
+    else:
+        print(f"start: the embedding of {load_start(generator, painting_grams, 'pretrained')}")
     optimiser = torch.optim.Adam(generator.parameters(), lr=args.lr)
-    weights = torch.ones(args.batch, len(layers))
+    weights = torch.full((args.batch, len(layers)), args.style_weight)
     rng = torch.Generator().manual_seed(0)
 
     def report(step: int, seconds: float) -> None:
@@ -142,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--layers", type=int, default=4, choices=(4, 5))
     p.add_argument("--lr", type=float, default=TrainSettings().lr)
+    p.add_argument("--style-weight", type=float, default=1.0,
+                   help="λ_s per layer (1: init's at z = 0; 2 with --layers 5: Gatys's, benchmarks/gatys.py)")
+    p.add_argument("--width", type=int, default=TrainSettings().generator_width,
+                   help="G's width (the shipped start is 16; other widths start from random weights)")
+    p.add_argument("--scratch", action="store_true", help="start from random weights")
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int)
@@ -149,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "style").is_dir():
         print(f"skipped: no benchmark images at {args.data.resolve()}")
         return 0
+    args.scratch = args.scratch or args.width != TrainSettings().generator_width
     if args.threads:
         torch.set_num_threads(args.threads)
     (crops if args.what == "crops" else fit)(args)
