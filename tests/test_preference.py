@@ -219,7 +219,11 @@ def test_undo_returns_to_the_state_before_the_refine(session, learned):
         return {k: v for k, v in state.items() if k != "files"}
 
     assert unrecorded(again.state) == unrecorded(before) and torch.equal(again.preferred_z(), torch.zeros(again.look_dim))
-    assert not torch.equal(again.stylise(image, z), base_output.stylise(image, z))  # the generator of init
+    # The generator of init again: its weights, and (where the refine kept its fine-tuning) not the refined outputs.
+    init_weights = load_file(learned / "checkpoints/000/generator.safetensors")
+    assert all(torch.equal(v, init_weights[k]) for k, v in again.generator().state_dict().items())
+    kept = base_output.state["refines"][0]["fine_tuning_kept"]
+    assert torch.equal(again.stylise(image, z), base_output.stylise(image, z)) is not kept
     assert torch.equal(again.stylise(image, z), again.stylise(image, z))
     assert again.select([3]).selection == [3]  # round 1's picks may change again
     again.refine(steps=1)
