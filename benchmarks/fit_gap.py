@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from gatys import DATA, ROOT, features, loss_network, targets
-from quality import split_photos
+from quality import score, split_photos
 
 from styleprefs import render
 from styleprefs.config import CONTENT_LAYER, TrainSettings
 from styleprefs.images import load_image
-from styleprefs.losses import content_distance, content_loss, style_distance, style_loss, total_variation
+from styleprefs.losses import content_loss, style_loss, total_variation
 from styleprefs.networks import Generator
 from styleprefs.pretrain import load_start
 from styleprefs.training import WorkingScaleSampler
@@ -37,10 +37,10 @@ from styleprefs.training import WorkingScaleSampler
 WORKING_SIDE = 320
 
 
-def layer_distances(net, image: torch.Tensor, grams: dict) -> list[float]:
-    with torch.no_grad():
-        activations = features(net, image)
-        return [style_distance(activations, {name: gram}).item() for name, gram in grams.items()]
+def layer_distances(net, image: torch.Tensor, grams: dict, content_target: torch.Tensor) -> list[float]:
+    """The style distance of each metric layer, then the content distance (quality.py's ``score``)."""
+    scored = score(net, image, grams, content_target)
+    return [*scored["style_layers"].values(), scored["content"]]
 
 
 def line(label: str, per_layer: list[float], content: float | None = None) -> str:
@@ -61,8 +61,8 @@ def crops(args: argparse.Namespace) -> None:
     generator = torch.Generator().manual_seed(0)
     for path in found:
         image = load_image(path)
-        grams, _ = targets(net, image, style)
-        print(line(f"{path.name.split('__')[1][:20]} whole", layer_distances(net, image, grams)))
+        grams, own = targets(net, image, style)
+        print(line(f"{path.name.split('__')[1][:20]} whole", layer_distances(net, image, grams, own)[:-1]))
         height, width = image.shape[-2:]
         for fraction, resize in ((0.5, 128), (0.8, 128), (1.0, None)):
             side = int(min(height, width) * fraction)
@@ -73,7 +73,7 @@ def crops(args: argparse.Namespace) -> None:
                 crop = image[:, top : top + side, left : left + side]
                 if resize:
                     crop = F.interpolate(crop[None], size=(resize, resize), mode="bilinear", antialias=True)[0]
-                rows.append(layer_distances(net, crop, grams))
+                rows.append(layer_distances(net, crop, grams, features(net, crop)[CONTENT_LAYER])[:-1])
             print(line(f"  crops {side} px → {resize or side} px", torch.tensor(rows).mean(0).tolist()))
 
 
@@ -108,9 +108,7 @@ def fit(args: argparse.Namespace) -> None:
             for photo in scored:
                 out = render.render(lambda small: generator(small, torch.zeros(len(small), 3)), photo[None],
                                     WORKING_SIDE)[0]
-                grams, content_target = targets(net, photo, style)
-                rows.append(layer_distances(net, out, grams)
-                            + [content_distance(features(net, out)[CONTENT_LAYER], content_target).item()])
+                rows.append(layer_distances(net, out, *targets(net, photo, style)))
         mean = torch.tensor(rows).mean(0).tolist()
         print(line(f"step {step} ({seconds:.0f} s)", mean[:-1], mean[-1]), flush=True)
         generator.train()

@@ -25,6 +25,21 @@ STYLISED = 0.75  # at most this share of the photo's style distance to the neare
 SHRINK = (0.75, 0.5, 0.25, 0.0)  # the fractions of z tried, in turn, for a look that fails
 
 
+@torch.no_grad()
+def picture_features(net: VGG19Features, runtime: Runtime, image: torch.Tensor,
+                     layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The loss network's activations of a (3, H, W) image at ``layers``, fp32 on the CPU."""
+    with runtime.autocast():
+        features = net(runtime.images(image[None]))
+    return {name: features[name].float().cpu() for name in layers}
+
+
+def distance_to(net: VGG19Features, runtime: Runtime, image: torch.Tensor, grams: dict[str, torch.Tensor]) -> float:
+    """Style distance of a (3, H, W) image to one set of Gram targets, layer → (C, C)."""
+    features = picture_features(net, runtime, image, tuple(grams))
+    return float(style_distance(features, {name: gram[None] for name, gram in grams.items()}))
+
+
 class Guard:
     """Measures pictures of one photo against the session's paintings."""
 
@@ -34,12 +49,9 @@ class Guard:
         self._grams = painting_grams  # layer → (K, C, C)
         self._photo = self.distance(photo)
 
-    @torch.no_grad()
     def distance(self, image: torch.Tensor) -> float:
         """Style distance of a (3, H, W) image to the nearer painting."""
-        with self._runtime.autocast():
-            features = self._net(self._runtime.images(image[None]))
-        features = {name: features[name].float().cpu() for name in self._grams}
+        features = picture_features(self._net, self._runtime, image, tuple(self._grams))
         paintings = next(iter(self._grams.values())).shape[0]
         return min(float(style_distance(features, {name: grams[k : k + 1] for name, grams in self._grams.items()}))
                    for k in range(paintings))

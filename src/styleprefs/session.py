@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, controls, images, inputs, losses, page, pipeline, pretrain, render, schema, tiling
+from . import __version__, controls, images, inputs, page, pipeline, pretrain, render, schema, tiling
 from .config import ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
-from .guard import STYLISED, Guard
+from .guard import STYLISED, Guard, distance_to
 from .networks import Discriminator, Generator
 from .preference import (NEAR_SPREAD, Choice, Posterior, contrast_looks, describe, describe_looks, fit, looks,
                          recency_weights)
@@ -340,12 +340,6 @@ class Session:
                                        or_nearest=True)
         return look, picture, guard.ratio(picture)
 
-    def _distance_to(self, picture: torch.Tensor, target: dict[str, torch.Tensor]) -> float:
-        """Style distance of a picture to Gram targets (layer → (C, C)), at the session's style layers."""
-        grams = gram_stats(self._loss_network(), [picture], self.runtime, self.settings.style_layers)
-        return sum(float(losses.relative_error(grams[name], target[name][None]).sqrt())
-                   for name in self.settings.style_layers) / len(self.settings.style_layers)
-
     def split(self, look: torch.Tensor) -> tuple[torch.Tensor, float]:
         """A look → the generator's z and the stroke scale (1 for a look that is z alone, as in older sessions)."""
         look = look.reshape(-1)
@@ -610,8 +604,9 @@ class Session:
         kept = True
         if steps and unrefined is not None:
             _, refined, ratio = self._judged(posterior.best_z())
-            nearer = {"before": round(self._distance_to(unrefined, personal), 4),
-                      "after": round(self._distance_to(refined, personal), 4)}
+            net = self._loss_network()
+            nearer = {"before": round(distance_to(net, self.runtime, unrefined, personal), 4),
+                      "after": round(distance_to(net, self.runtime, refined, personal), 4)}
             kept = ratio <= STYLISED and nearer["after"] < nearer["before"]
         if not kept:
             _load(generator, self.store, f"{self.checkpoint}/generator.safetensors")
