@@ -29,7 +29,7 @@ from quality import score, split_photos
 from styleprefs import render
 from styleprefs.config import CONTENT_LAYER, TrainSettings
 from styleprefs.images import load_image
-from styleprefs.losses import content_loss, style_loss, total_variation
+from styleprefs.losses import content_loss, relative_error, style_loss, total_variation
 from styleprefs.networks import Generator
 from styleprefs.pretrain import load_start
 from styleprefs.training import WorkingScaleSampler
@@ -77,6 +77,25 @@ def crops(args: argparse.Namespace) -> None:
             print(line(f"  crops {side} px → {resize or side} px", torch.tensor(rows).mean(0).tolist()))
 
 
+def mean_cov(activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample channel mean (B, C) and covariance (B, C, C) of (B, C, H, W) features, in fp32."""
+    flat = activations.float().flatten(2)
+    mean = flat.mean(2)
+    centred = flat - mean[:, :, None]
+    return mean, centred @ centred.transpose(1, 2) / flat.shape[2]
+
+
+def mean_cov_loss(activations: dict, painting: dict, layers: list[str], weight: float) -> torch.Tensor:
+    """Σ_l ‖μ_l(x) − μ_l(s)‖²/‖μ_l(s)‖² + ‖Σ_l(x) − Σ_l(s)‖²/‖Σ_l(s)‖², per sample: the mean and the
+    covariance matched separately (a Gram, Σ + μμᵀ, is dominated by μμᵀ for post-ReLU features)."""
+    total = 0
+    for name in layers:
+        mean, cov = mean_cov(activations[name])
+        target_mean, target_cov = painting[name]
+        total = total + relative_error(mean, target_mean.expand_as(mean)) + relative_error(cov, target_cov.expand_as(cov))
+    return weight * total
+
+
 def fit(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     net = loss_network()
@@ -92,6 +111,8 @@ def fit(args: argparse.Namespace) -> None:
     sampler = WorkingScaleSampler(training, args.crop, WORKING_SIDE)
     painting_grams = targets(net, style, style)[0]
     layers = list(painting_grams)[: args.layers]
+    with torch.no_grad():
+        painting_stats = {k: mean_cov(v) for k, v in net(style[None]).items() if k in layers}
     generator = Generator(3, args.width, TrainSettings().generator_blocks)
     if args.scratch:
         print(f"start: random weights, width {args.width}")
@@ -121,8 +142,11 @@ def fit(args: argparse.Namespace) -> None:
         activations = net(out)
         with torch.no_grad():
             content_target = net(photos, until=CONTENT_LAYER)[CONTENT_LAYER]
-        loss = (content_loss(activations[CONTENT_LAYER], content_target)
-                + style_loss(activations, {k: painting_grams[k].expand(args.batch, -1, -1) for k in layers}, weights)
+        if args.loss == "meancov":
+            l_style = mean_cov_loss(activations, painting_stats, layers, args.style_weight)
+        else:
+            l_style = style_loss(activations, {k: painting_grams[k].expand(args.batch, -1, -1) for k in layers}, weights)
+        loss = (content_loss(activations[CONTENT_LAYER], content_target) + l_style
                 + TrainSettings().tv_weight * total_variation(out)).mean()
         optimiser.zero_grad()
         loss.backward()
@@ -148,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=TrainSettings().generator_width,
                    help="G's width (the shipped start is 16; other widths start from random weights)")
     p.add_argument("--scratch", action="store_true", help="start from random weights")
+    p.add_argument("--loss", choices=("gram", "meancov"), default="gram",
+                   help="the style term: Gram matrices (init's), or channel means and covariances matched apart")
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int)

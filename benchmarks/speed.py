@@ -11,6 +11,7 @@ apply's style distance is measured by quality.py; its last figure is read from r
     python benchmarks/speed.py --quick          # a smoke run, under 2 minutes
     python benchmarks/speed.py --full           # also run the default init and refine end to end
     python benchmarks/speed.py --device cuda    # the same on a GPU (fp32 and bf16 rows)
+    python benchmarks/speed.py --only pipeline --session S   # only apply end to end against its model work (issue 13)
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ TARGET_OVERHEAD = 0.15       # apply within 15 % of the bare forward
 TARGET_BF16 = 1.8            # bf16 at least this much faster than fp32
 TARGET_TILED_RSS_MB = 3000   # a 4096² photo
 TARGET_GPU_RATE = 50         # images/s at 1024 px on a GPU
+TARGET_PIPELINE = 0.10       # apply end to end within 10 % of its model work with no I/O (issue 13)
+TARGET_GPU_PIPELINE = 0.8    # ... on a GPU, at least 0.8× its throughput, and ≥ 100 photos/s at 1024 px
 
 
 # ---------------------------------------------------------------------------------------- workers
@@ -99,6 +102,41 @@ def worker_apply(spec: dict) -> dict:
     if spec.get("crop"):
         extra["crop"] = str(tile_boundary_crop(session, folder, out / "0", side, Path(spec["crop"])))
     return {"apply": per_image, "forward": forward, "load_s": load_s, "grid": list(grid), **extra}
+
+
+def worker_pipeline(spec: dict) -> dict:
+    """apply end to end on a folder of same-size photos against the same model work with no I/O, in turns, in one
+    process. The model work is everything between the decoder and the encoder: the decoded photos' bytes, in the
+    batches apply forms, through ``Session.stylise_batch`` to the bytes apply writes (shrinking to the working grid,
+    the generator, the guided composition at full size). End to end adds decoding, encoding, the atomic write and
+    the pipeline's own bookkeeping."""
+    import torch
+    from styleprefs import images, pipeline, render
+    session, load_s = _open(spec)
+    folder, out = Path(spec["folder"]), Path(spec["out"])
+    look, side = session.look_to_apply()
+    _, scale = session.split(look)
+    decoded = [images.load_image_with_alpha(p, max_side=8192, as_bytes=True)[0] for p in sorted(folder.iterdir())]
+    height, width = decoded[0].shape[-2:]
+    grid = render.working_size(height, width, side, scale)
+    per_batch = pipeline.BATCH_PIXELS[session.runtime.device.type] // (grid[0] * grid[1])
+    photo_pixels = pipeline.BATCH_PHOTO_PIXELS[session.runtime.device.type]
+    per_batch = max(1, min(pipeline.MAX_BATCH, per_batch, photo_pixels // (height * width)))
+    batches = [torch.stack(decoded[i:i + per_batch]) for i in range(0, len(decoded), per_batch)]
+    model, end_to_end = [], []
+    for r in range(spec["repeats"] + 1):  # the first round is a warm-up
+        started = time.perf_counter()
+        for batch in batches:
+            session.stylise_batch(batch, look, side=side, as_bytes=True)
+        _sync(spec["device"])
+        model.append((time.perf_counter() - started) / len(decoded))
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.perf_counter()
+        result = session.apply([folder], out / str(r), fmt=spec["format"])
+        end_to_end.append((time.perf_counter() - started) / len(decoded))
+        assert len(result.outputs) == len(decoded), result.skipped
+    return {"model": model[1:], "apply": end_to_end[1:], "load_s": load_s, "grid": list(grid), "batch": per_batch,
+            "threads": torch.get_num_threads()}
 
 
 def tile_boundary_crop(session, folder: Path, out: Path, side: int, path: Path) -> Path:
@@ -188,7 +226,7 @@ def worker_flops(spec: dict) -> dict:
             "matmul_flops_per_s": rates}
 
 
-WORKERS = {"apply": worker_apply, "train": worker_train, "flops": worker_flops}
+WORKERS = {"apply": worker_apply, "pipeline": worker_pipeline, "train": worker_train, "flops": worker_flops}
 
 
 # ---------------------------------------------------------------------------------------- the run
@@ -214,8 +252,12 @@ def child(cmd: list[str], env: dict | None = None) -> tuple[dict, float]:
     return json.loads(text.strip().splitlines()[-1]), usage.ru_maxrss / 1024
 
 
-def make_photos(folder: Path, n: int, width: int, height: int, sources: list[Path] | None = None) -> Path:
-    """``n`` different photos of one size: crops and flips of the bundled examples, saved as JPEG."""
+def make_photos(folder: Path, n: int, width: int, height: int, sources: list[Path] | None = None,
+                grain: float = 0.0) -> Path:
+    """``n`` different photos of one size: crops and flips of the bundled examples, saved as JPEG; ``grain``: the
+    standard deviation, in 8-bit levels, of noise added to each (an enlarged photo is smoother than a camera's, so
+    it would decode and compress faster than a real one of that size)."""
+    import numpy as np
     from PIL import Image, ImageOps
     if folder.is_dir() and len(list(folder.iterdir())) == n:
         return folder
@@ -226,6 +268,9 @@ def make_photos(folder: Path, n: int, width: int, height: int, sources: list[Pat
         img = Image.open(sources[i % len(sources)]).convert("RGB")
         img = ImageOps.mirror(img) if (i // len(sources)) % 2 else img
         img = ImageOps.fit(img, (width, height), Image.Resampling.BICUBIC, centering=((i * 0.37) % 1, 0.5))
+        if grain:
+            noise = np.random.default_rng(i).normal(0, grain, (height, width, 1)).astype(np.float32)
+            img = Image.fromarray(np.clip(np.asarray(img, np.float32) + noise, 0, 255).round().astype(np.uint8))
         img.save(folder / f"photo{i:02d}.jpg", quality=92)
     return folder
 
@@ -242,6 +287,62 @@ def stats(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
 
 
+def pipeline_rows(args, session: Path, row, cuda: bool, fast_bf16: bool) -> dict:
+    """apply end to end against the same model work with no I/O (``worker_pipeline``) at 512 px, 1024 px and 12
+    megapixels, JPEG and PNG out; and the process start-up. Returns {(size label, format): (end to end, model)}."""
+    precision = "bf16" if cuda and fast_bf16 else "fp32"
+    repeats = args.repeats or 3
+    cases = [("512 px", 512, 512, 256 if cuda else 32, None, 0.0),
+             ("1024 px", 1024, 1024, 256 if cuda else 8, None, 0.0),
+             ("12 megapixels", 4000, 3000, 32 if cuda else 8, [args.big_photo] if args.big_photo else None, 2.0)]
+    results = {}
+    for label, width, height, n, sources, grain in cases:
+        folder = make_photos(args.out / f"pipeline-{width}x{height}-{n}", n, width, height, sources, grain)
+        for fmt in ("jpg", "png"):
+            m, rss = measure("pipeline", {"session": str(session), "device": args.device, "precision": precision,
+                                          "folder": str(folder), "out": str(args.out / "applied"), "format": fmt,
+                                          "repeats": repeats})
+            e = row(f"apply end to end, {label}, {fmt.upper()} out", precision, m["apply"], "s/image", rss,
+                    f"{n} photos {width}×{height} a run, {1 / statistics.median(m['apply']):.1f} photos/s; "
+                    f"working grid {m['grid'][1]}×{m['grid'][0]}, {m['batch']} a batch")
+            w = row(f"  its model work, no I/O, {label}", precision, m["model"], "s/image", None,
+                    f"the decoded photos' bytes → the bytes apply writes, same batches, same process; "
+                    f"{1 / statistics.median(m['model']):.1f} photos/s; end to end "
+                    f"{statistics.median(m['apply']) / statistics.median(m['model']) - 1:+.0%}")
+            results[(label, fmt)] = (e, w)
+    # What a shell script pays per call: a fresh process (Python, torch, the session) for one 512-px photo.
+    folder = make_photos(args.out / "pipeline-512x512-1", 1, 512, 512)
+    runs = []
+    for r in range(repeats):
+        shutil.rmtree(args.out / "applied", ignore_errors=True)
+        t0 = time.perf_counter()
+        _, rss = child([sys.executable, "-m", "styleprefs", "apply", str(folder), "--out", str(args.out / "applied"),
+                        "--session", str(session), "--device", args.device, "--json"])
+        runs.append(time.perf_counter() - t0)
+    one = results[("512 px", "png")][0]["median"]
+    row("apply CLI, one 512-px photo, fresh process", precision, runs, "s", rss,
+        f"process start-up and session load ≈ {statistics.median(runs) - one:.2f} s beyond the photo's {one:.3f} s")
+    return results
+
+
+def pipeline_targets(results: dict, cuda: bool) -> list[tuple[str, bool, str]]:
+    """Issue 13's targets for apply end to end against its model work."""
+    targets = []
+    for (label, fmt), (e, w) in results.items():
+        over = e["median"] / w["median"] - 1
+        if cuda:
+            ratio = w["median"] / e["median"]
+            targets.append((f"end to end ≥ {TARGET_GPU_PIPELINE}× the model work's throughput, {label}, {fmt.upper()}",
+                            ratio >= TARGET_GPU_PIPELINE, f"{ratio:.2f}×, {1 / e['median']:.0f} photos/s"))
+            if label == "1024 px":
+                targets.append((f"≥ 100 photos/s end to end at 1024 px, {fmt.upper()}", 1 / e["median"] >= 100,
+                                f"{1 / e['median']:.0f} photos/s"))
+        elif label != "1024 px":
+            targets.append((f"apply within {TARGET_PIPELINE:.0%} of its model work, {label}, {fmt.upper()} out",
+                            over <= TARGET_PIPELINE, f"{over:+.0%}"))
+    return targets
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -251,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a smoke run (< 2 min): fewer sizes, steps and repeats")
     p.add_argument("--full", action="store_true", help="also run the default init and refine end to end")
     p.add_argument("--repeats", type=int, help="runs per figure (default 3, --quick 2)")
+    p.add_argument("--only", choices=("pipeline",),
+                   help="pipeline: only apply end to end against its model work at 512 px, 1024 px and 12 megapixels, "
+                        "JPEG and PNG out, and the process start-up (with --session, no init is run)")
     p.add_argument("--session", type=Path,
                    help="copy this trained session instead of making a one-step one (same speed; the saved tile crop "
                         "then shows a real style)")
@@ -269,9 +373,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from rich.console import Console
-    from rich.table import Table
 
-    from styleprefs.config import TrainSettings
     from styleprefs.device import cpu_has_fast_bf16
 
     console = Console(width=None if sys.stdout.isatty() else 200)
@@ -286,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     fast_bf16 = torch.cuda.is_bf16_supported() if cuda else cpu_has_fast_bf16()
     precisions = ["fp32", "bf16"] if args.precision == "auto" else [args.precision]
     repeats = args.repeats or (2 if args.quick else 3)
-    sizes = [256, 512] if args.quick else [256, 512, 1024, 2048]
+    sizes = [] if args.only else [256, 512] if args.quick else [256, 512, 1024, 2048]
     per_size = {256: 8, 512: 4, 1024: 2, 2048: 1} if not cuda else {256: 64, 512: 32, 1024: 32, 2048: 8}
     folder_n = 8 if args.quick else 32
     folder_side = 1024 if cuda else 512
@@ -310,16 +412,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.session:
         shutil.rmtree(session, ignore_errors=True)
         shutil.copytree(args.session, session)
-    console.print("init, a few steps …")
-    init_run = measure("train", {"phase": "init", "steps": steps, "device": args.device,
-                                 "session": str(train_session if args.session else session)})
+    init_run = None
+    if not (args.only and args.session):
+        console.print("init, a few steps …")
+        init_run = measure("train", {"phase": "init", "steps": steps, "device": args.device,
+                                     "session": str(train_session if args.session else session)})
     # A round at the default preview size: apply's working grid follows the latest round's.
     child([sys.executable, "-m", "styleprefs", "propose", "--n", "4", "--session", str(session),
            "--device", args.device, "--json"])
     child([sys.executable, "-m", "styleprefs", "select", "1", "2", "--session", str(session), "--json"])
 
-    flops, _ = measure("flops", {"device": args.device, "fast_bf16": fast_bf16})
-    per_pixel, rates = flops["flops_per_pixel"], flops["matmul_flops_per_s"]
+    per_pixel, rates = None, None
+    if not args.only:
+        flops, _ = measure("flops", {"device": args.device, "fast_bf16": fast_bf16})
+        per_pixel, rates = flops["flops_per_pixel"], flops["matmul_flops_per_s"]
 
     # apply at each size, and the bare forward in the same process
     results: dict = {}
@@ -335,7 +441,6 @@ def main(argv: list[str] | None = None) -> int:
             spec = {"session": str(session), "device": args.device, "precision": precision, "folder": str(folder),
                     "out": str(args.out / "applied"), "images": n, "size": side, "repeats": repeats}
             m, rss = measure("apply", spec)
-            limit = per_pixel * side * side / rates[precision]
             grid_limit = per_pixel * m["grid"][0] * m["grid"][1] / rates[precision]
             a = row(f"apply, {side} px", precision, m["apply"], "s/image", rss,
                     f"{n} photos a run; model load {m['load_s']:.1f} s apart; the look's working grid "
@@ -351,7 +456,12 @@ def main(argv: list[str] | None = None) -> int:
                 row("apply, 512 px, on its own grid (apply before full-size rendering)", precision, m["apply"],
                     "s/image", rss, f"the generator at {m['grid'][1]}×{m['grid'][0]}")
 
+    pipeline = pipeline_rows(args, session, row, cuda, fast_bf16) if args.only or not args.quick else {}
+
     rate_row = None
+    if args.only:
+        return report(args, console, rows, pipeline_targets(pipeline, cuda), device_name, load_start, started,
+                      fast_bf16, per_pixel, rates)
     folder = make_photos(args.out / f"folder-{folder_n}", folder_n, folder_side, folder_side * 3 // 4)
     spec = {"session": str(session), "device": args.device, "precision": "fp32" if not (cuda and fast_bf16) else "bf16",
             "folder": str(folder), "out": str(args.out / "applied"), "images": folder_n, "size": None,
@@ -422,19 +532,6 @@ def main(argv: list[str] | None = None) -> int:
                       f"{gatys_s / apply_256:.0f}× apply at 256 px here")
     row("Gatys to reach apply's style distance", "fp32", [gatys_s] if gatys_s else None, "s/image", None, gatys_note)
 
-    load_end = os.getloadavg()
-    seconds = time.perf_counter() - started
-    table = Table(title=f"styleprefs speed on {device_name} ({args.device}; torch {torch.__version__}, "
-                        f"{torch.get_num_threads()} threads); load {load_start[0]:.2f} → {load_end[0]:.2f}; "
-                        f"{seconds:.0f} s")
-    for col in ("measurement", "precision", "median", "min", "max", "runs", "unit", "peak RSS MiB", "note"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        figure = (lambda k: f"{r[k]:.3g}" if k in r else "—")
-        table.add_row(r["what"], r["precision"], figure("median"), figure("min"), figure("max"), str(r.get("runs", "")),
-                      r["unit"], f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] else "", r["note"])
-    console.print(table)
-
     targets = []
     if ("fp32", 512) in results:
         a, f = results[("fp32", 512)]
@@ -452,6 +549,30 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         targets.append((f"≥ {TARGET_GPU_RATE} images/s at {folder_side} px", rate_row["median"] >= TARGET_GPU_RATE,
                         f"{rate_row['median']:.1f} images/s"))
+    targets += pipeline_targets(pipeline, cuda)
+    return report(args, console, rows, targets, device_name, load_start, started, fast_bf16, per_pixel, rates)
+
+
+def report(args, console, rows: list[dict], targets: list[tuple[str, bool, str]], device_name: str, load_start,
+           started: float, fast_bf16: bool, per_pixel, rates) -> int:
+    """Print the table and the targets; write the JSON."""
+    import torch
+    from rich.table import Table
+
+    from styleprefs.config import TrainSettings
+    load_end = os.getloadavg()
+    seconds = time.perf_counter() - started
+    table = Table(title=f"styleprefs speed on {device_name} ({args.device}; torch {torch.__version__}, "
+                        f"{torch.get_num_threads()} threads); load {load_start[0]:.2f} → {load_end[0]:.2f}; "
+                        f"{seconds:.0f} s")
+    for col in ("measurement", "precision", "median", "min", "max", "runs", "unit", "peak RSS MiB", "note"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        figure = (lambda k: f"{r[k]:.3g}" if k in r else "—")
+        table.add_row(r["what"], r["precision"], figure("median"), figure("min"), figure("max"), str(r.get("runs", "")),
+                      r["unit"], f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] else "", r["note"])
+    console.print(table)
+
     for what, met, figure in targets:
         console.print(f"{'[green]met[/]' if met else '[red]missed[/]'}  {what}: {figure}")
 
@@ -466,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     }, indent=2) + "\n")
     console.print(f"wrote {args.json_out.relative_to(ROOT) if args.json_out.is_relative_to(ROOT) else args.json_out}")
     return 0
+
 
 
 if __name__ == "__main__":

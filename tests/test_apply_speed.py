@@ -56,9 +56,10 @@ def test_same_size_neighbours_share_a_forward_and_order_is_kept(made, tmp_path):
     sources = sorted(photos.iterdir())  # a0…a4, b, broken, c
     shapes = []
 
-    def render(batch: torch.Tensor) -> torch.Tensor:
+    def render(batch: torch.Tensor) -> torch.Tensor:  # photos as decoded, bytes, to bytes
+        assert batch.dtype == torch.uint8
         shapes.append(tuple(batch.shape))
-        return 1 - batch
+        return 255 - batch
 
     pairs = [(s, tmp_path / f"{s.stem}.png") for s in sources]
     items = list(pipeline.stylise_files(pairs, render, max_side=2048, max_pixels=10**8, max_batch=3))
@@ -66,6 +67,25 @@ def test_same_size_neighbours_share_a_forward_and_order_is_kept(made, tmp_path):
     assert shapes == [(3, 3, 72, 96), (2, 3, 72, 96), (1, 3, 80, 64), (1, 3, 72, 96)]
     assert [i.error is not None for i in items] == [False] * 6 + [True, False]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a1.png")), 255 - np.asarray(Image.open(photos / "a1.png")))
+
+
+def test_batches_count_the_pixels_of_the_grid_the_model_runs_on(made, tmp_path):
+    """apply's generator runs on the working grid, whatever the photo's size: that, not the photo, fills a batch."""
+    _, photos, _ = made
+    sources = sorted(photos.glob("a*.png"))  # five 96×72 photos: 34560 pixels of photo, each
+    shapes = []
+
+    def render(batch):
+        shapes.append(tuple(batch.shape))
+        return batch
+
+    pairs = [(s, tmp_path / f"{s.stem}.png") for s in sources]
+    list(pipeline.stylise_files(pairs, render, max_side=2048, max_pixels=10**8, batch_pixels=2 * 96 * 72))
+    assert shapes == [(2, 3, 72, 96), (2, 3, 72, 96), (1, 3, 72, 96)]
+    shapes.clear()
+    list(pipeline.stylise_files(pairs, render, max_side=2048, max_pixels=10**8, batch_pixels=2 * 96 * 72,
+                                grid=lambda height, width: (height // 2, width // 2)))
+    assert shapes == [(5, 3, 72, 96)]
 
 
 def test_a_failed_write_is_raised_not_swallowed(made, tmp_path):

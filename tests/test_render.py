@@ -136,3 +136,25 @@ def test_the_stroke_scale_sets_the_working_grid(generator, cat):
     # At the working grid's own size nothing is resampled: the candidate is the generator's output itself.
     preview = render.resample(cat[None], (64, 96))
     assert torch.equal(render.render(stylise, preview, SIDE), stylise(preview))
+
+
+def test_bytes_as_decoded_render_what_the_float_photo_renders_to_within_a_level(generator, cat):
+    """apply hands render the photo's bytes and writes the bytes it returns: the photo shrunk to the working grid as
+    bytes, and the full-size result composed straight into bytes. That is the float path's picture rounded, and
+    shrinking bytes rounds the working grid's input, which the generator passes on: a rare 3/255 apart."""
+    stylise = stylise_with(generator, torch.tensor([0.3, -0.5, 1.0]))
+    as_bytes = (cat * 255).round().to(torch.uint8)
+    small_photo = render.to_bytes(render.resample(cat[None], (60, 90)))[0]
+    # working grids 4.7× and 1.4× smaller than the photo (guided up), and one larger (rendered there, then shrunk)
+    for photo, scale in ((as_bytes, 1.0), (as_bytes, 0.3), (small_photo, 1.0)):
+        floats = render.render(stylise, (photo.float() / 255)[None], SIDE, scale)
+        got = render.render(stylise, photo[None], SIDE, scale, as_bytes=True)
+        assert got.dtype == torch.uint8 and got.shape == (1, *photo.shape)
+        assert images.to_pil(got[0]).size == (photo.shape[2], photo.shape[1])
+        difference = (got.float() - render.to_bytes(floats).float()).abs()
+        assert difference.max() <= 3 and (difference > 1).float().mean() < 0.01 and difference.mean() < 0.3, \
+            (scale, difference.max(), difference.mean())
+    # Photos as floats and no shrinking of bytes: the bytes are exactly the float picture rounded.
+    floats = render.render(stylise, cat[None], SIDE)
+    assert torch.equal(render.render(stylise, cat[None], SIDE, as_bytes=True), render.to_bytes(floats))
+    assert torch.equal(render.to_bytes(floats)[0], (floats[0] * 255).round().to(torch.uint8))

@@ -150,7 +150,10 @@ def to_bytes(img: Image.Image) -> torch.Tensor:
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
-    """Float tensor (3, H, W) in [0, 1] → PIL RGB."""
+    """Float tensor (3, H, W) in [0, 1], or uint8 (stored channels last, as ``render.to_bytes`` gives it, it is
+    not copied), → PIL RGB."""
+    if image.dtype == torch.uint8:
+        return Image.fromarray(image.permute(1, 2, 0).cpu().contiguous().numpy(), "RGB")
     # One float copy, then in place: a 4096² image is 200 MB a copy.
     arr = image.detach().float().clamp(0, 1).mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(arr, "RGB")
@@ -251,13 +254,14 @@ def alive(pid: int) -> bool:
 
 def save_image(image: torch.Tensor | Image.Image, path: Path, quality: int = 95,
                alpha: torch.Tensor | None = None) -> None:
-    """Write an image atomically; the format follows the suffix (PNG or JPEG).
+    """Write an image atomically (a PIL image, or a (3, H, W) tensor as :func:`to_pil` takes it); the format follows
+    the suffix (PNG or JPEG).
 
     ``alpha`` (1, H, W) is kept in a PNG; JPEG has no alpha, so there the image is composited onto white."""
     fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
     if alpha is not None and isinstance(image, torch.Tensor):
         if fmt == "JPEG":
-            image = image * alpha + (1 - alpha)
+            image = (image.float() / 255 if image.dtype == torch.uint8 else image) * alpha + (1 - alpha)
         else:
             rgba = to_pil(image).convert("RGBA")
             rgba.putalpha(Image.fromarray((alpha[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy(), "L"))

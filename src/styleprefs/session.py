@@ -378,14 +378,15 @@ class Session:
 
     @torch.inference_mode()
     def stylise_batch(self, batch: torch.Tensor, look: torch.Tensor | None = None, stroke_scale: float = 1.0,
-                      side: int | None = None) -> torch.Tensor:
-        """Stylise (B, 3, H, W) images of one size with one ``look`` (a z, or z and its stroke scale), as the contact
-        sheet shows it whatever their size: the generator runs at the working resolution (long side ``side``, default
-        :meth:`working_side`, ÷ the look's stroke scale × ``stroke_scale``) and the full-resolution photo guides the
-        result back to (B, 3, H, W), fp32, on the CPU."""
+                      side: int | None = None, as_bytes: bool = False) -> torch.Tensor:
+        """Stylise (B, 3, H, W) images of one size (in [0, 1], or uint8 as decoded) with one ``look`` (a z, or z and
+        its stroke scale), as the contact sheet shows it whatever their size: the generator runs at the working
+        resolution (long side ``side``, default :meth:`working_side`, ÷ the look's stroke scale × ``stroke_scale``)
+        and the full-resolution photo guides the result back to (B, 3, H, W), fp32 on the CPU (uint8 with
+        ``as_bytes``)."""
         z, scale = self.split(self.preferred_z() if look is None else look)
         return render.render(lambda small: self._generate(small, z), batch, side or self.working_side(),
-                             scale * stroke_scale)
+                             scale * stroke_scale, as_bytes)
 
     def _generate(self, batch: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The generator on (B, 3, H, W) at its own grid; over ``tiling.TILE_ABOVE`` pixels in tiles, in bounded
@@ -813,9 +814,13 @@ class Session:
         """Stylise each (input, output) pair with ``look`` at the working side ``side`` and write the output
         atomically (``pipeline.stylise_files``); yields each item, in order, once written or skipped."""
         self.generator()  # a damaged checkpoint fails here, before any photo is read
-        return pipeline.stylise_files(pairs, lambda batch: self.stylise_batch(batch, look, stroke_scale, side),
-                                      max_side=size or MAX_APPLY_SIDE, max_pixels=max_pixels, max_batch=max_batch,
-                                      batch_pixels=pipeline.BATCH_PIXELS[self.runtime.device.type])
+        _, scale = self.split(look)
+        return pipeline.stylise_files(
+            pairs, lambda batch: self.stylise_batch(batch, look, stroke_scale, side, as_bytes=True),
+            max_side=size or MAX_APPLY_SIDE, max_pixels=max_pixels, max_batch=max_batch,
+            batch_pixels=pipeline.BATCH_PIXELS[self.runtime.device.type],
+            photo_pixels=pipeline.BATCH_PHOTO_PIXELS[self.runtime.device.type],
+            grid=lambda height, width: render.working_size(height, width, side, scale * stroke_scale))
 
     def training_progress(self) -> dict | None:
         """The unfinished init or refine, if any: its phase, the steps saved so far, and the total."""

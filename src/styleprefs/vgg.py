@@ -2,7 +2,7 @@
 
 The file holds 8-bit k-means tables (``<layer>_W_table``, ``<layer>_W_q``) and float biases
 (``<layer>_b``) for ``block1_conv1`` ... ``block5_conv4``.  We de-quantise them into the layout of
-torchvision's ``vgg19(weights=None).features`` and never download anything.
+torchvision's ``vgg19(weights=None).features`` (built here, the same modules) and never download anything.
 """
 
 from __future__ import annotations
@@ -68,6 +68,24 @@ def caffe_preprocess(rgb: torch.Tensor) -> torch.Tensor:
     return rgb.flip(1) * 255.0 - mean
 
 
+def _features(depth: int) -> nn.Sequential:
+    """The first ``depth`` modules of torchvision's ``vgg19().features`` (same indices, so the same state-dict keys),
+    with their weights left unallocated for :func:`load_state_dict` to fill: built this way rather than by torchvision,
+    whose import and random initialisation of all 143 million parameters cost ~4 s of every command's start-up."""
+    modules: list[nn.Module] = []
+    channels = 3
+    for name in FEATURE_NAMES[:depth]:
+        if name.startswith("conv"):
+            width = 64 * 2 ** min(int(name[4]) - 1, 3)
+            modules.append(nn.Conv2d(channels, width, 3, padding=1, device="meta"))
+            channels = width
+        elif name.startswith("relu"):
+            modules.append(nn.ReLU())
+        else:
+            modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*modules)
+
+
 class VGG19Features(nn.Module):
     """Frozen VGG19 truncated after the deepest requested layer; returns activations by name."""
 
@@ -77,16 +95,13 @@ class VGG19Features(nn.Module):
         if unknown:
             raise ValueError(f"unknown VGG19 layers: {sorted(unknown)}")
         self.layers = tuple(layers)
-        from torchvision.models import vgg19  # imported here: torchvision costs ~1 s at start-up
-
         depth = max(FEATURE_NAMES.index(name) for name in layers) + 1
-        full = vgg19(weights=None).features
-        full.load_state_dict(load_state_dict())
-        self.features = full[:depth]
+        self.features = _features(depth)
+        weights = load_state_dict()
+        # Copies: the de-quantised weights are cached for every network built, and must stay as loaded.
+        self.features.load_state_dict({k: v.clone() for k, v in weights.items() if int(k.split(".")[0]) < depth},
+                                      assign=True)
         self._names = FEATURE_NAMES[:depth]
-        for module in self.features:
-            if isinstance(module, nn.ReLU):
-                module.inplace = False
         self.requires_grad_(False)
         self.eval()
 
