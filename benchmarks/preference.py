@@ -160,10 +160,14 @@ def pick(taste: Taste, eye: Eye, candidates: list[torch.Tensor], photo: torch.Te
     return [int(i) + 1 for i in scores.topk(k).indices]
 
 
+def held_out_outputs(session: Session, z: torch.Tensor, setup: Setup, size: int) -> list[torch.Tensor]:
+    """``z`` on the unseen photos, stylised at their own size and shrunk to ``size``."""
+    return [images.shrink(session.stylise(p, z), size) for p in setup.held_out]
+
+
 def held_out_score(session: Session, z: torch.Tensor, taste: Taste, setup: Setup, size: int) -> float:
     """The taste's score of ``z`` on the unseen photos, stylised at their own size and shrunk to ``size``."""
-    outputs = [images.shrink(session.stylise(p, z), size) for p in setup.held_out]
-    return outputs_score(taste, setup.eye, outputs, setup.seen)
+    return outputs_score(taste, setup.eye, held_out_outputs(session, z, setup, size), setup.seen)
 
 
 def stylised_ratio(eye: Eye, outputs: list[torch.Tensor], photos: list[torch.Tensor], paintings: int) -> float:
@@ -212,8 +216,10 @@ def run_random(taste: Taste, setup: Setup, folder: Path, args) -> dict:
             if value > best:
                 best, best_z = value, z
         per_round.append(held_out_score(s, best_z, taste, setup, args.eval_size))
-    return {"per_round": per_round, "final": per_round[-1], "seconds": time.perf_counter() - started,
-            "z": best_z.tolist()}
+    seconds = time.perf_counter() - started
+    outputs = held_out_outputs(s, best_z, setup, args.eval_size)  # whether the baseline's pick is a stylisation
+    return {"per_round": per_round, "final": per_round[-1], "seconds": seconds, "z": best_z.tolist(),
+            "stylised_ratio": stylised_ratio(setup.eye, outputs, setup.seen, 2 if taste.two_paintings else 1)}
 
 
 def run_mean_z(taste: Taste, setup: Setup, folder: Path, args) -> dict:
@@ -235,8 +241,10 @@ def run_mean_z(taste: Taste, setup: Setup, folder: Path, args) -> dict:
             spread = max(0.6**round_index, 0.25)
             z_round = mean + spread * torch.randn(args.n, mean.numel(), generator=g)
             rendered = [s.stylise(setup.preview, z) for z in z_round]
-    return {"per_round": per_round, "final": per_round[-1], "seconds": time.perf_counter() - started,
-            "z": mean.tolist()}
+    seconds = time.perf_counter() - started
+    outputs = held_out_outputs(s, mean, setup, args.eval_size)
+    return {"per_round": per_round, "final": per_round[-1], "seconds": seconds, "z": mean.tolist(),
+            "stylised_ratio": stylised_ratio(setup.eye, outputs, setup.seen, 2 if taste.two_paintings else 1)}
 
 
 def setup_paths(args) -> list[Path]:
@@ -313,6 +321,13 @@ def verdict(rows: list[dict]) -> dict:
                                              for t in tastes),
         "no_finetune_reached_p90": sum(by[t, "no-finetune"]["percentile"] >= 90 for t in tastes),
         "all_outputs_stylised": sum(by[t, "styleprefs"].get("stylised_ratio", 9) <= 0.8 for t in tastes),
+        # A baseline whose final look is not a stylisation (over 0.8 of the photo's distance) wins by leaving what
+        # styleprefs is held to: which ones did, and on how many tastes styleprefs beats every baseline that did not.
+        "baselines_not_stylised": [f"{t}/{m}" for t in tastes for m in ("random", "mean-z")
+                                   if by[t, m].get("stylised_ratio", 0) > 0.8],
+        "beats_stylised_baselines": sum(all(by[t, "styleprefs"]["final"] > by[t, m]["final"]
+                                            for m in ("random", "mean-z") if by[t, m].get("stylised_ratio", 0) <= 0.8)
+                                        for t in tastes),
     }
 
 
@@ -405,7 +420,9 @@ def report(args, parts: list[dict]) -> int:
         console.print(f"styleprefs: ≥ P90 on {summary['reached_p90']}/{summary['tastes']} tastes; beats random on "
                       f"{summary['beats_random']}, mean-z on {summary['beats_mean_z']}, no-finetune on "
                       f"{summary['beats_no_finetune']} (fine-tuning adds {summary['finetune_gain_sd']:+.2f} σ on average); "
-                      f"every final output a stylisation on {summary['all_outputs_stylised']}/{summary['tastes']}")
+                      f"every final output a stylisation on {summary['all_outputs_stylised']}/{summary['tastes']}; "
+                      f"baselines whose look is not a stylisation: {', '.join(summary['baselines_not_stylised']) or 'none'}; "
+                      f"beats every baseline that stays a stylisation on {summary['beats_stylised_baselines']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "settings": {k: v for k, v in parts[0].get("settings", vars(args)).items() if k not in ("report", "part")},

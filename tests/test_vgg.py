@@ -39,3 +39,26 @@ def test_known_values_of_first_and_last_layer():
     assert torch.allclose(state["0.bias"][:3], torch.tensor([0.73017758, 0.06493629, 0.03428847]))
     assert torch.allclose(state["0.weight"][0, 0, 0], torch.tensor([0.34063280, 0.34063280, -0.04566834]))
     assert torch.allclose(state["34.bias"][:2], torch.tensor([0.72227454, -0.48572719]))
+
+
+def test_the_network_built_here_is_torchvisions_vgg19_with_these_weights():
+    """vgg.py builds the layers itself (torchvision's import and random initialisation cost seconds at every start):
+    the same modules, the same keys, the same activations at every named layer, and the cached weights untouched."""
+    from torchvision.models import vgg19
+
+    reference = vgg19(weights=None).features
+    reference.load_state_dict(vgg.load_state_dict())
+    ours = vgg.VGG19Features(vgg.FEATURE_NAMES)  # every layer, pool5 included
+    assert [type(m) for m in ours.features] == [type(m) for m in reference]
+    assert ours.features.state_dict().keys() == reference.state_dict().keys()
+    x = torch.rand(1, 3, 64, 80)
+    got = ours(x)
+    h = vgg.caffe_preprocess(x)
+    for name, module in zip(vgg.FEATURE_NAMES, reference, strict=True):
+        h = module(h.clone())
+        assert torch.equal(got[name], h), name
+    # The network's weights are its own copies: changing them leaves the cached de-quantised weights as they were.
+    with torch.no_grad():
+        ours.features[0].weight.zero_()
+    assert vgg.weights_sha256() == WEIGHTS_SHA256
+    assert all(p.device.type == "cpu" for p in ours.parameters())
