@@ -366,7 +366,12 @@ def overrides(assignments: list[str]) -> dict:
         if name not in defaults:
             raise SystemExit(f"--set: no training setting named {name!r}")
         kind = type(defaults[name])
-        out[name] = tuple(value.split(",")) if kind in (list, tuple) else kind(value)
+        if kind is bool:  # bool("false") is True
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"--set {name}: true or false, got {value!r}")
+            out[name] = value.lower() in ("true", "1")
+        else:
+            out[name] = tuple(value.split(",")) if kind in (list, tuple) else kind(value)
     return out
 
 

@@ -7,8 +7,8 @@ from styleprefs.config import CONTENT_LAYER, STYLE_LAYERS, TrainSettings
 from styleprefs.device import resolve
 from styleprefs.losses import content_loss, style_loss
 from styleprefs.networks import Discriminator, Generator
-from styleprefs.training import (CropSampler, Trainer, WorkingScaleSampler, blended_targets, content_sampler, gram_stats,
-                                loss_network)
+from styleprefs.training import (CropSampler, Trainer, WorkingScaleSampler, blended_targets, content_sampler, diff_augment,
+                                gram_stats, loss_network)
 
 
 def test_crops_have_the_training_size_and_range():
@@ -112,3 +112,25 @@ def test_norm_only_steps_leave_the_convolutions_alone(painting, photos):
     assert all(p.requires_grad for p in g.parameters())  # unfrozen again at the end
     train(2, 3)  # past the norm-only steps everything learns
     assert not torch.equal(before["encoder.0.conv.conv.weight"], g.state_dict()["encoder.0.conv.conv.weight"])
+
+
+def test_diff_augment_shows_d_shifted_recoloured_cut_out_crops_and_passes_gradients(painting, photos):
+    photo = images.load_image(photos[0], max_side=64)[None].repeat(3, 1, 1, 1).requires_grad_(True)
+    out = diff_augment(photo, torch.Generator().manual_seed(0))
+    assert out.shape == photo.shape
+    cut = (out == 0).all(1).float().mean((1, 2))  # the cutout (a quarter of the crop, less at the border) and shift
+    assert ((cut > 0.05) & (cut < 0.6)).all(), cut
+    assert not torch.allclose(out[0], out[1])  # each sample its own draw
+    out.sum().backward()
+    assert photo.grad.abs().sum() > 0
+    # With it, D sees augmented crops for both of its updates; a training step runs and G still learns.
+    rt, net, style, grams = painting_targets(painting, 64)
+    settings = TrainSettings(size=32, batch=2, diff_augment=True)
+    g = Generator(controls.z_dim(1), 4, 1)
+    trainer = Trainer(g, Discriminator(width=4), net, settings, rt, 1, lr=1e-2)
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    progress = list(trainer.run("init", 2, CropSampler([images.load_image(photos[0], max_side=64)], 32),
+                                CropSampler([style], 32), lambda b, gen: torch.randn(b, 3, generator=gen),
+                                blended_targets(grams, 1), torch.Generator().manual_seed(0)))
+    assert all(torch.isfinite(torch.tensor(list(p.losses.values()))).all() for p in progress)
+    assert any(not torch.equal(before[k], v) for k, v in g.state_dict().items())

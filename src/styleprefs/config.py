@@ -46,6 +46,8 @@ class TrainSettings:
                                    # N×N px of the photos at the working scale, unresized (training.content_sampler)
     tv_weight: float = 0.5         # λ_tv
     adversarial_weight: float = 0.01  # λ_adv (small: the discriminator sharpens, the Grams steer)
+    diff_augment: bool = False     # D sees real and generated crops through the same random colour, translation and
+                                   # cutout (Zhao et al.'s DiffAugment; screened for issue 10, off by default)
     style_layers: tuple[str, ...] = STYLE_LAYERS  # VGG layers whose Grams the style loss matches
     start: str = "pretrained"      # G's initial weights: the shipped pretrained generator, "scratch" (random) or a
                                    # file that ``python -m styleprefs.pretrain --export`` wrote

@@ -110,6 +110,31 @@ class WorkingScaleSampler:
         return torch.stack(crops)
 
 
+def diff_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """DiffAugment (Zhao et al., 2020), differentiable: per sample a random brightness, saturation and contrast, a
+    shift of up to 1/8 of the side (zero-filled) and a cutout of half the side. D sees real and generated crops
+    through it alike, so it cannot learn the painting's crops by heart (``TrainSettings.diff_augment``)."""
+    b, _, h, w = images.shape
+    def draw(*shape):
+        return torch.rand(*shape, generator=generator).to(images.device, images.dtype)
+    x = images + (draw(b, 1, 1, 1) - 0.5)
+    mean = x.mean(1, keepdim=True)
+    x = (x - mean) * (2 * draw(b, 1, 1, 1)) + mean
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = (x - mean) * (draw(b, 1, 1, 1) + 0.5) + mean
+    out = torch.zeros_like(x)
+    dy, dx = ((draw(2, b) * 2 - 1) * torch.tensor([[h / 8], [w / 8]])).round().long().tolist()
+    for i in range(b):
+        ty, tx = dy[i], dx[i]
+        out[i, :, max(ty, 0):h + min(ty, 0), max(tx, 0):w + min(tx, 0)] = \
+            x[i, :, max(-ty, 0):h + min(-ty, 0), max(-tx, 0):w + min(-tx, 0)]
+    cy, cx = (draw(2, b) * torch.tensor([[h], [w]])).long().tolist()
+    mask = torch.ones(b, 1, h, w, device=images.device, dtype=images.dtype)
+    for i in range(b):
+        mask[i, :, max(cy[i] - h // 4, 0):cy[i] + h // 4, max(cx[i] - w // 4, 0):cx[i] + w // 4] = 0
+    return out * mask
+
+
 def content_sampler(images: list[torch.Tensor], settings: TrainSettings,
                     working_side: int) -> CropSampler | WorkingScaleSampler:
     """G's training photos: ``content_crop`` px crops at the working scale, or (0, sessions made before it) ``size``
@@ -169,6 +194,15 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
+def _augmenter(settings: TrainSettings) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What D sees of a batch: the batch itself, or with ``diff_augment`` a DiffAugment of it (its own random stream,
+    seeded once per trainer)."""
+    if not settings.diff_augment:
+        return lambda images: images
+    generator = torch.Generator().manual_seed(0)
+    return lambda images: diff_augment(images, generator)
+
+
 class Trainer:
     """Holds G, D, the loss network and their optimisers; ``run`` yields one Progress per step."""
 
@@ -178,6 +212,7 @@ class Trainer:
         self.settings, self.runtime, self.n_styles = settings, runtime, n_styles
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=settings.lr_discriminator, betas=(0.5, 0.999))
+        self.augment = _augmenter(settings)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Everything needed to continue training exactly: both networks and both optimisers."""
@@ -213,7 +248,7 @@ class Trainer:
                 content_features = self.net(content, until=CONTENT_LAYER)[CONTENT_LAYER]
             output = self.g(content, z)
             features = self.net(output)
-            fake_logits = self.d(output)
+            fake_logits = self.d(self.augment(output))
         l_content = losses.content_loss(features[CONTENT_LAYER], content_features)
         l_style = losses.style_loss(features, targets, weights.layers)
         l_colour = losses.colour_loss(output, content)
@@ -229,7 +264,7 @@ class Trainer:
         # The discriminator learns to tell painting (and chosen) crops from generated ones.
         self.d.requires_grad_(True)
         with rt.autocast():
-            l_d = losses.discriminator_loss(self.d(real), self.d(output.detach()))
+            l_d = losses.discriminator_loss(self.d(self.augment(real)), self.d(self.augment(output.detach())))
         self.opt_d.zero_grad(set_to_none=True)
         l_d.backward()
         self.opt_d.step()
