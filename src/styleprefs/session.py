@@ -309,11 +309,25 @@ class Session:
         return self._posterior
 
     def preferred_z(self) -> torch.Tensor:
-        """The look ``apply`` uses by default: where the posterior mean utility is highest (0 before any pick), moved
-        toward the centre where its picture would not be a stylisation (``guard``)."""
+        """The look ``apply`` uses by default: of the looks picked in the rounds the choice model has learned from, the
+        one it rates highest (0 before any pick; :meth:`_best_look`), moved toward the centre where its picture would
+        not be a stylisation (``guard``)."""
         if self._preferred is None:
-            self._preferred = self._stylised(self.preference().best_z())
+            learned = {i for refine in self.state["refines"] for i in refine["rounds"]}
+            self._preferred = self._stylised(self._best_look(self.preference(),
+                                                             [r for r in self.rounds() if r.index in learned]))
         return self._preferred
+
+    @staticmethod
+    def _best_look(posterior: Posterior, rounds: list[Round]) -> torch.Tensor:
+        """Of the looks picked in ``rounds``, the one with the highest posterior mean utility: a look the user was shown
+        and chose, not the choice model's extrapolation to the edge of z (which each round offers as candidate 1, for
+        the user to pick or pass over). Before any pick, the posterior's best: the centre."""
+        picked = [r.z[i - 1] for r in rounds if r.selection for i in r.selection if 1 <= i <= len(r.z)]
+        if posterior.picks == 0 or not picked:
+            return posterior.best_z()
+        picked = torch.stack(picked)
+        return picked[int(posterior.utility(picked).argmax())].clone()
 
     def _guard(self, photo: torch.Tensor) -> Guard:
         """What counts as a stylisation of ``photo`` (as a sheet shows it) in this session."""
@@ -475,7 +489,8 @@ class Session:
     def _draw(self, n: int, index: int, photo: torch.Tensor, size: int,
               working: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Round ``index``'s ``n`` looks (seeded by its number) and their pictures, each a stylisation (``guard``).
-        After picks, candidate 1 is the look ``apply`` would use, chosen as :meth:`preferred_z` chooses it."""
+        After picks, candidate 1 is the choice model's own best look (``Posterior.best_z``, moved toward the centre as
+        :meth:`preferred_z` moves a look), offered for the user to pick or pass over."""
         posterior = self.preference()
         proposed = posterior.propose(n, seed=self.config["seed"] * 1000 + index)
         guard = self._guard(images.shrink(photo, size))
@@ -542,7 +557,7 @@ class Session:
             raise BadInput("no new selection to learn from: run `styleprefs propose`, then `styleprefs select N ...`")
         before = {**self.state, "training": None}
         posterior = fit(_choices(selected), self.look_dim)
-        best, unrefined, _ = self._judged(posterior.best_z())  # what apply would give without this fine-tuning
+        best, unrefined, _ = self._judged(self._best_look(posterior, selected))  # what apply gives without it
         style_grams = self.store.read_tensors("style_grams.safetensors")
         for r in selected:  # computed once per round, at its first refine
             if not self.store.path(self._in_round(r.index, PASSED_GRAMS)).exists():
@@ -604,7 +619,7 @@ class Session:
         nearer = None  # the picture's style distance to the personal target, before and after the fine-tuning
         kept = True
         if steps and unrefined is not None:
-            _, refined, ratio = self._judged(posterior.best_z())
+            _, refined, ratio = self._judged(self._best_look(posterior, selected))
             net = self._loss_network()
             nearer = {"before": round(distance_to(net, self.runtime, unrefined, personal), 4),
                       "after": round(distance_to(net, self.runtime, refined, personal), 4)}
