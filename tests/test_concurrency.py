@@ -96,20 +96,37 @@ def test_a_failed_init_force_gives_the_old_session_back(made, tmp_path):
     assert not list(tmp_path.glob(".s.replaced-*"))
 
 
+# An init --force in its own process that reports each step, so that an interrupt can land inside training.
+INIT_REPORTING_STEPS = """
+import sys
+from pathlib import Path
+from styleprefs.config import TrainSettings
+from styleprefs.session import Interrupted
+from styleprefs.session import Session
+folder, painting, photo = map(Path, sys.argv[1:])
+try:
+    Session.init(folder, [painting], [photo], TrainSettings(steps=20, size=48), device="cpu", force=True,
+                 on_progress=lambda p: print("step", p.step, flush=True))
+except Interrupted as stop:
+    print("interrupted:", stop, flush=True)
+    sys.exit(130)
+"""
+
+
 def test_a_finished_init_resume_removes_the_session_it_replaced(made, tmp_path):
     root, photo, painting = made
     folder = tmp_path / "s"
     shutil.copytree(root / "s", folder)
-    proc = styleprefs("init", "--force", "--style", painting, "--content", photo, "--steps", 40, "--size", 48,
-                      "--device", "cpu", "--session", folder)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (
-            list(tmp_path.glob(".s.replaced-*")) and (folder / "state.json").exists()
-            and json.loads((folder / "state.json").read_text()).get("training")):
-        time.sleep(0.1)  # until the old session is aside and the new one training
-    time.sleep(1.0)
+    # Interrupted once training has begun (a fixed delay raced the set-up: landing before the first step, the
+    # interrupt rolls the whole init back instead, and nothing is left to resume).
+    proc = subprocess.Popen([sys.executable, "-c", INIT_REPORTING_STEPS, str(folder), str(painting), str(photo)],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    assert first.startswith("step"), (first, proc.stderr.read())
+    assert list(tmp_path.glob(".s.replaced-*"))  # the old session is aside while the new one trains
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130, proc.stderr.read()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "init stopped at step" in out, (out, err)
     assert len(list(tmp_path.glob(".s.replaced-*"))) == 1  # kept while the new init is unfinished
     Session.init(folder, [], [], device="cpu", resume=True)
     assert not list(tmp_path.glob(".s.replaced-*"))
