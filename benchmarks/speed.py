@@ -119,9 +119,9 @@ def worker_pipeline(spec: dict) -> dict:
     decoded = [images.load_image_with_alpha(p, max_side=8192, as_bytes=True)[0] for p in sorted(folder.iterdir())]
     height, width = decoded[0].shape[-2:]
     grid = render.working_size(height, width, side, scale)
-    per_batch = pipeline.BATCH_PIXELS[session.runtime.device.type] // (grid[0] * grid[1])
-    photo_pixels = pipeline.BATCH_PHOTO_PIXELS[session.runtime.device.type]
-    per_batch = max(1, min(pipeline.MAX_BATCH, per_batch, photo_pixels // (height * width)))
+    device = session.runtime.device.type
+    per_batch = pipeline.batch_size(height, width, grid, pipeline.BATCH_PIXELS[device],
+                                    pipeline.BATCH_PHOTO_PIXELS[device])
     batches = [torch.stack(decoded[i:i + per_batch]) for i in range(0, len(decoded), per_batch)]
     model, end_to_end = [], []
     for r in range(spec["repeats"] + 1):  # the first round is a warm-up

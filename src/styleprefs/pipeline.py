@@ -60,6 +60,13 @@ def _decode(source: Path, target: Path, max_side: int, max_pixels: int) -> Item:
     return Item(source, target, image, alpha, [str(w.message) for w in caught])
 
 
+def batch_size(height: int, width: int, grid: tuple[int, int], batch_pixels: int = BATCH_PIXELS["cpu"],
+               photo_pixels: int = BATCH_PHOTO_PIXELS["cpu"], max_batch: int = MAX_BATCH) -> int:
+    """How many photos of ``height``×``width`` go through the model together, when it runs on ``grid`` for each: as
+    many as fit in ``batch_pixels`` of grid and ``photo_pixels`` of photo, up to ``max_batch``; at least one."""
+    return max(1, min(max_batch, batch_pixels // (grid[0] * grid[1]), photo_pixels // (height * width)))
+
+
 def stylise_files(pairs: list[tuple[Path, Path]], render: Callable[[torch.Tensor], torch.Tensor], max_side: int,
                   max_pixels: int, batch_pixels: int = BATCH_PIXELS["cpu"], max_batch: int = MAX_BATCH,
                   encoders: int = ENCODERS, grid: Callable[[int, int], tuple[int, int]] | None = None,
@@ -95,12 +102,9 @@ def stylise_files(pairs: list[tuple[Path, Path]], render: Callable[[torch.Tensor
             good = [b for b in batch if b.error is None]
             if item.error is not None or not good:
                 return True
-            if good[0].image.shape != item.image.shape or len(good) >= max_batch:
-                return False
             height, width = item.image.shape[-2:]
-            small = grid(height, width)
-            return ((len(good) + 1) * small[0] * small[1] <= batch_pixels
-                    and (len(good) + 1) * height * width <= photo_pixels)
+            return good[0].image.shape == item.image.shape and len(good) < batch_size(
+                height, width, grid(height, width), batch_pixels, photo_pixels, max_batch)
 
         def done(keep: int) -> Iterator[Item]:
             """The finished items at the front: those written, and the oldest while more than ``keep`` wait."""

@@ -65,10 +65,14 @@ def resample(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(batch, size=size, mode="bicubic", antialias=shrink, align_corners=False).clamp_(0, 1)
 
 
+def _byte_images(batch: int, height: int, width: int) -> torch.Tensor:
+    """An empty (B, 3, H, W) uint8 batch stored channels last: each image an H×W×3 array as Pillow takes it."""
+    return torch.empty(batch, height, width, 3, dtype=torch.uint8).permute(0, 3, 1, 2)
+
+
 def to_bytes(batch: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] → uint8, rounded, stored channels last (so each image is an H×W×3 array as is)."""
-    out = torch.empty(batch.shape[0], *batch.shape[2:], batch.shape[1], dtype=torch.uint8).permute(0, 3, 1, 2)
-    return out.copy_(batch.float().clamp(0, 1).mul_(255).round_())
+    """(B, 3, H, W) in [0, 1] → uint8, rounded, stored channels last (:func:`_byte_images`)."""
+    return _byte_images(batch.shape[0], *batch.shape[2:]).copy_(batch.float().clamp(0, 1).mul_(255).round_())
 
 
 def render(stylise: Stylise, batch: torch.Tensor, side: int, stroke_scale: float = 1.0,
@@ -82,10 +86,7 @@ def render(stylise: Stylise, batch: torch.Tensor, side: int, stroke_scale: float
     small = resample(batch, size)
     styled = stylise(small).float()
     if size[0] * size[1] < height * width:
-        if as_bytes:  # channels last, as to_bytes gives them
-            out = torch.empty(len(batch), height, width, 3, dtype=torch.uint8).permute(0, 3, 1, 2)
-        else:
-            out = torch.empty(len(batch), 3, height, width)
+        out = _byte_images(len(batch), height, width) if as_bytes else torch.empty(len(batch), 3, height, width)
         for photo, low, high, image in zip(batch, small, styled, out, strict=True):
             guided_upsample(photo, low, high, out=image)
         return out

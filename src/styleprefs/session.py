@@ -303,17 +303,21 @@ class Session:
                     raise SessionError(f"{self.store.path(name)}: damaged (a choice model of the wrong shape)")
                 self._posterior = Posterior.from_tensors(tensors)
             else:
-                learned = {i for refine in self.state["refines"] for i in refine["rounds"]}
+                learned = self._learned_rounds()
                 self._posterior = fit(_choices([r for r in self.rounds() if r.index in learned]),
                                       self.look_dim)
         return self._posterior
+
+    def _learned_rounds(self) -> set[int]:
+        """The indices of the rounds a refine has learned from."""
+        return {i for refine in self.state["refines"] for i in refine["rounds"]}
 
     def preferred_z(self) -> torch.Tensor:
         """The look ``apply`` uses by default: of the looks picked in the rounds the choice model has learned from, the
         one it rates highest (0 before any pick; :meth:`_best_look`), moved toward the centre where its picture would
         not be a stylisation (``guard``)."""
         if self._preferred is None:
-            learned = {i for refine in self.state["refines"] for i in refine["rounds"]}
+            learned = self._learned_rounds()
             self._preferred = self._stylised(self._best_look(self.preference(),
                                                              [r for r in self.rounds() if r.index in learned]))
         return self._preferred
@@ -552,7 +556,7 @@ class Session:
         if steps < 0:
             raise BadInput(f"--steps must be at least 0, got {steps}")
         selected = [r for r in self.rounds() if r.selection]
-        consumed = {i for refine in self.state["refines"] for i in refine["rounds"]}
+        consumed = self._learned_rounds()
         if not selected or all(r.index in consumed for r in selected):
             raise BadInput("no new selection to learn from: run `styleprefs propose`, then `styleprefs select N ...`")
         before = {**self.state, "training": None}
@@ -851,7 +855,7 @@ class Session:
         """For each round a refine has learned from (or each of ``learned``), how its picks differ from the passed-over
         candidates (saved by ``select``; absent in sessions from before it was)."""
         if learned is None:
-            learned = {i for refine in self.state["refines"] for i in refine["rounds"]}
+            learned = self._learned_rounds()
         out = []
         for r in self.rounds():
             saved = self._in_round(r.index, "selection.json")
