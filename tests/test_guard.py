@@ -125,3 +125,46 @@ def test_refine_keeps_its_fine_tuning_only_while_the_learned_look_is_a_stylisati
     assert refine["fine_tuning_kept"] is kept
     before, after = (load_file(folder / c / "generator.safetensors") for c in ("checkpoints/000", "checkpoints/001"))
     assert all(torch.equal(before[k], after[k]) for k in before) is not kept
+
+
+def test_the_verdict_on_apply_s_look_is_remembered_for_the_next_process_and_never_trusted_blindly(
+        made, tmp_path, monkeypatch):
+    import json
+
+    from styleprefs import guard
+    _, session, cat = made
+    folder = tmp_path / "s"
+    shutil.copytree(session.store.root, folder)
+    Session.open(folder, "cpu").propose(n=2, size=256, preview=cat)
+    weak = torch.tensor([*WEAKEST, 2.5])  # fails as it is: the guard moves it toward the centre
+    judged = Session.open(folder, "cpu")._stylised(weak)
+    assert not torch.equal(judged, weak)
+    built = []
+    real = Session._loss_network
+    monkeypatch.setattr(Session, "_loss_network", lambda self: built.append(1) or real(self))
+
+    def judge_in_a_new_process() -> torch.Tensor:
+        built.clear()
+        return Session.open(folder, "cpu")._remembered_stylised(weak)
+
+    assert torch.equal(judge_in_a_new_process(), judged) and built  # judged, then remembered
+    verdict = folder / guard.VERDICT_FILE
+    entry = json.loads(verdict.read_text())
+    assert entry["fraction"] == float(judged[0] / weak[0]) < 1
+    assert torch.equal(judge_in_a_new_process(), judged) and not built  # the next process does not judge again
+    assert guard.VERDICT_FILE not in Session.open(folder, "cpu").store.manifest()
+
+    # A remembered fraction that is not one of the guard's options, or garbage, is ignored: judged afresh.
+    for text in (json.dumps({**entry, "fraction": 0.3}), json.dumps({**entry, "fraction": "1"}), "{not json", "[]"):
+        verdict.write_text(text)
+        assert torch.equal(judge_in_a_new_process(), judged) and built, text
+    # A new round on another photo is judged there, not given the old photo's verdict; so is another generator.
+    verdict.write_text(json.dumps(entry))
+    Session.open(folder, "cpu").propose(n=2, size=256, preview=COFFEE)
+    judge_in_a_new_process()
+    assert built and json.loads(verdict.read_text())["key"] != entry["key"]
+    generators = [folder / "checkpoints/000/generator.safetensors", folder / "style_grams.safetensors"]
+    assert guard.verdict_key(weak, generators[:1], {}) != guard.verdict_key(weak, generators[1:], {})
+    # apply's own look goes through it.
+    Session.open(folder, "cpu").preferred_z()
+    assert json.loads(verdict.read_text())["key"] != entry["key"]

@@ -13,11 +13,15 @@ were a tinted photo at every z.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from .device import Runtime
+from .images import atomic_write
 from .losses import style_distance
 from .vgg import VGG19Features
 
@@ -80,3 +84,55 @@ class Guard:
                 return moved, moved_picture
             nearest = min(nearest, (moved_ratio, moved, moved_picture), key=lambda option: option[0])
         return (nearest[1], nearest[2]) if or_nearest else (look, picture)
+
+
+# ----------------------------------------------------------------- the verdict on apply's look, remembered
+# Judging the look apply uses costs a loss network and two to six VGG passes, about 1 s of every `apply` process,
+# yet it gives the same answer until the session changes. So it is remembered in the session folder: the
+# fraction of the look that passed (1 or one of SHRINK), under a key made of everything the verdict depends on.
+# The file is a cache, hidden (not in the session's manifest): a key that does not match, or anything in it that is
+# not one of the guard's own options, is ignored and the look judged afresh.
+VERDICT_FILE = ".guard-verdict.json"
+_VERDICT_VERSION = 1
+
+
+def verdict_key(look: torch.Tensor, files: list[Path], settings: dict) -> str:
+    """The key of the guard's verdict on ``look`` judged with ``files`` (the generator, the paintings' Grams, the
+    photo it is judged on: hashed whole) and ``settings`` (sizes, the runtime; JSON-able)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps({"version": _VERDICT_VERSION, "stylised": STYLISED, "shrink": SHRINK, **settings},
+                             sort_keys=True).encode())
+    digest.update(look.detach().float().cpu().contiguous().numpy().tobytes())
+    for path in files:
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def fraction_of(look: torch.Tensor, judged: torch.Tensor) -> float | None:
+    """Which of the guard's options ``judged`` is: the fraction f with judged = look × f (None if none)."""
+    for fraction in (1.0, *SHRINK):
+        if torch.equal(judged, look * fraction):
+            return fraction
+    return None
+
+
+def recall(path: Path, key: str) -> float | None:
+    """The fraction remembered under ``key``; None when there is none, it is another key's, or it is not an option."""
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    fraction = entry.get("fraction")
+    return float(fraction) if type(fraction) in (int, float) and fraction in (1.0, *SHRINK) else None
+
+
+def remember(path: Path, key: str, fraction: float) -> None:
+    """Keep the verdict for the next process; best effort (a read-only session, or a folder someone is tidying, only
+    means the next process judges again)."""
+    try:
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps({"key": key, "fraction": fraction}) + "\n",
+                                                      encoding="utf-8"))
+    except OSError:
+        pass

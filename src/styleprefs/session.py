@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, controls, images, inputs, page, pipeline, pretrain, render, schema, tiling
+from . import __version__, controls, guard, images, inputs, page, pipeline, pretrain, render, schema, tiling
 from .config import ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
@@ -318,8 +318,8 @@ class Session:
         not be a stylisation (``guard``)."""
         if self._preferred is None:
             learned = self._learned_rounds()
-            self._preferred = self._stylised(self._best_look(self.preference(),
-                                                             [r for r in self.rounds() if r.index in learned]))
+            self._preferred = self._remembered_stylised(self._best_look(
+                self.preference(), [r for r in self.rounds() if r.index in learned]))
         return self._preferred
 
     @staticmethod
@@ -343,20 +343,43 @@ class Session:
         before any round). Unjudged when that photo has gone."""
         return self._judged(look)[0]
 
+    def _remembered_stylised(self, look: torch.Tensor) -> torch.Tensor:
+        """:meth:`_stylised`, with the verdict kept in the session (``guard.VERDICT_FILE``) for the next process while
+        nothing it depends on changes: the look, the generator, the paintings, the photo, the sizes, the runtime."""
+        preview, size, working = self._judged_on()
+        if not preview.is_file():
+            return look
+        key = guard.verdict_key(look, [self.store.path(f"{self.checkpoint}/generator.safetensors"),
+                                       self.store.path("style_grams.safetensors"), preview],
+                                {"size": size, "working": working, "device": self.runtime.device.type,
+                                 "bf16": self.runtime.bf16})
+        remembered = guard.recall(self.store.path(guard.VERDICT_FILE), key)
+        if remembered is not None:
+            return look * remembered
+        judged = self._stylised(look)
+        fraction = guard.fraction_of(look, judged)
+        if fraction is not None:
+            guard.remember(self.store.path(guard.VERDICT_FILE), key, fraction)
+        return judged
+
+    def _judged_on(self) -> tuple[Path, int, int]:
+        """Where a look is judged: the photo of the latest round's sheet (the session's preview photo before any
+        round), the sheet's size and its working side."""
+        entry = self.state["rounds"][-1] if self.state["rounds"] else {
+            "index": None, "size": self.proposal_settings.size}
+        return self._preview_of(entry), entry["size"], self.working_side(entry["index"])
+
     def _judged(self, look: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """:meth:`_stylised`'s look, its picture as the sheet shows it and that picture's distance to the painting over
         the photo's (None and 0 when unjudged)."""
-        entry = self.state["rounds"][-1] if self.state["rounds"] else {
-            "index": None, "size": self.proposal_settings.size}
-        preview = self._preview_of(entry)
+        preview, size, working = self._judged_on()
         if not preview.is_file():
             return look, None, 0.0
-        size, working = entry["size"], self.working_side(entry["index"])
         photo = _sheet_photo(preview, size, working)
-        guard = self._guard(images.shrink(photo, size))
-        look, picture = guard.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
+        judge = self._guard(images.shrink(photo, size))
+        look, picture = judge.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
                                        or_nearest=True)
-        return look, picture, guard.ratio(picture)
+        return look, picture, judge.ratio(picture)
 
     def split(self, look: torch.Tensor) -> tuple[torch.Tensor, float]:
         """A look → the generator's z and the stroke scale (1 for a look that is z alone, as in older sessions)."""
@@ -497,8 +520,8 @@ class Session:
         :meth:`preferred_z` moves a look), offered for the user to pick or pass over."""
         posterior = self.preference()
         proposed = posterior.propose(n, seed=self.config["seed"] * 1000 + index)
-        guard = self._guard(images.shrink(photo, size))
-        shown = [guard.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
+        judge = self._guard(images.shrink(photo, size))
+        shown = [judge.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
                                 or_nearest=i == 0 and posterior.picks > 0)
                  for i, look in enumerate(proposed)]
         return torch.stack([look for look, _ in shown]), [picture for _, picture in shown]  # as shown: learned from
