@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from styleprefs import controls
-from styleprefs.networks import Discriminator, Generator, ToRGB
+from styleprefs.networks import ConvNormReLU, Discriminator, Generator, ToRGB
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,36 @@ def test_row_split_output_conv_equals_the_plain_convolution(channels_last):
     expected_grads = torch.autograd.grad(expected.square().sum(), (x, layer.conv.weight, layer.conv.bias))
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("h,w", [(22, 30), (23, 31)])
+def test_the_inference_routes_are_the_plain_layers(channels_last, h, w):
+    """Without gradients a CPU forward takes other routes (ToRGB on the space-to-depth image, the decoder's upsampling
+    folded into a 2×2 convolution of the small image): each must be the layer as trained, to rounding."""
+    torch.manual_seed(2)
+    rgb = ToRGB(8, 3, 9)
+    up = ConvNormReLU(8, 6, 3, code_dim=4, upsample=True)
+    torch.nn.init.normal_(up.norm.to_scale_shift.weight, std=0.3)
+    x, code = torch.rand(2, 8, h, w), torch.randn(2, 4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fast_rgb, fast_up = rgb(x), up(x, code)
+        plain_up = up.norm(up.conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")), code).relu()
+        plain_rgb = rgb.conv(rgb.pad(x))
+    assert fast_rgb.shape == (2, 3, h, w) and fast_up.shape == (2, 6, 2 * h, 2 * w)
+    torch.testing.assert_close(fast_rgb, plain_rgb, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast_up, plain_up, atol=1e-5, rtol=1e-5)
+    with torch.enable_grad():  # training's route, the same layer
+        torch.testing.assert_close(up(x, code), fast_up, atol=1e-5, rtol=1e-5)
+
+
+def test_a_generator_forward_without_gradients_is_the_one_training_runs(generator):
+    x, z = torch.rand(2, 3, 50, 37), torch.randn(2, 3)
+    with torch.inference_mode():
+        fast = generator(x, z)
+    torch.testing.assert_close(fast, generator(x, z).detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_discriminator_gives_a_grid_of_patch_logits():

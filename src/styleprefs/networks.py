@@ -87,15 +87,29 @@ class Conv(nn.Module):
         return self.conv(self.pad(x))
 
 
+def _cpu_inference(x: torch.Tensor) -> bool:
+    """Whether ``x`` goes through a CPU forward with no gradient, not being traced (for export): where the layers below
+    take their faster routes, which autograd and a trace's dynamic sizes are left out of."""
+    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+
+
 class ToRGB(Conv):
-    """The last, wide-kernel convolution to 3 channels. On a CPU it runs as k one-row convolutions to 3·k
-    channels plus a shifted sum over the rows: oneDNN computes a k×k convolution with 3 outputs at under half
-    its usual rate, and this way the layer takes ~40% less time in inference (the same weights and, up to
-    rounding, the same result; training time is unchanged). ``benchmarks/speed.py`` measures the forward."""
+    """The last, wide-kernel convolution to 3 channels. oneDNN computes a k×k convolution with 3 outputs at under
+    half its usual rate, so on a CPU it runs another way, with the same weights and, up to rounding, the same result:
+
+    - in inference on an image of even sides, on the image's space-to-depth (each 2×2 block of pixels one position
+      of 4× the channels): a ⌈(k+1)/2⌉² convolution to the 4×3 values of the block, 1.2× the arithmetic at about
+      twice the rate; about half the layer's time at 735×551;
+    - otherwise (training, odd sides) as k one-row convolutions to 3·k channels plus a shifted sum over the rows,
+      ~40% less time than the plain convolution.
+
+    ``benchmarks/speed.py`` measures the forward."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             return super().forward(x)
+        if _cpu_inference(x) and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0:
+            return self._space_to_depth(x)
         weight, bias = self.conv.weight, self.conv.bias
         c_out, c_in, k, _ = weight.shape
         rows = F.conv2d(self.pad(x), weight.transpose(1, 2).reshape(c_out * k, c_in, 1, k))
@@ -106,6 +120,20 @@ class ToRGB(Conv):
             out.add_(rows[:, :, dy, dy : dy + height])
         return out
 
+    def _space_to_depth(self, x: torch.Tensor) -> torch.Tensor:
+        """Output pixel (2i + p, 2j + q) = Σ w[dy, dx]·x_padded[2i + p + dy, 2j + q + dx]; with 2a + r = p + dy that
+        is tap a − i ∈ [0, k/2] of block row a's sub-row r, so one convolution over the blocks gives every p, q."""
+        weight, bias = self.conv.weight, self.conv.bias
+        c_out, c_in, k, _ = weight.shape
+        taps = k // 2 + 1
+        # index[p, r, a] = 2a + r − p into the kernel, offset by 1 into a kernel padded with zeros on every side
+        index = (2 * torch.arange(taps) + torch.arange(2)[:, None] - torch.arange(2)[:, None, None] + 1)
+        padded = F.pad(weight, (1, 1, 1, 1))
+        blocks = padded[:, :, index[:, :, :, None, None, None], index[None, None, None]]  # (o, c, p, r, a, q, s, b)
+        blocks = blocks.permute(0, 2, 5, 1, 3, 6, 4, 7).reshape(4 * c_out, 4 * c_in, taps, taps)
+        out = F.conv2d(F.pixel_unshuffle(self.pad(x), 2), blocks, bias.repeat_interleave(4))
+        return F.pixel_shuffle(out, 2)
+
 
 class ConvNormReLU(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int, code_dim: int, stride: int = 1, upsample: bool = False):
@@ -115,9 +143,38 @@ class ConvNormReLU(nn.Module):
         self.norm = FiLMNorm(c_out, code_dim)
 
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        if self.upsample:  # upsample-then-conv avoids the checkerboard of transposed convolutions
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        return F.relu(self.norm(self.conv(x), code))
+        if not self.upsample:
+            x = self.conv(x)
+        elif _cpu_inference(x) and self.conv.conv.kernel_size == (3, 3):
+            x = _upsampled_conv(x, self.conv.conv)
+        else:  # upsample-then-conv avoids the checkerboard of transposed convolutions
+            x = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return F.relu(self.norm(x, code), inplace=True)
+
+
+def _upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """conv(reflection_pad(nearest_2×(x))) for a 3×3 ``conv``, computed on x itself (same result up to rounding).
+
+    The upsampled image repeats each pixel twice, so output row 2i sees x's rows i − 1, i, i (taps w0; w1 + w2) and
+    row 2i + 1 rows i, i, i + 1 (w0 + w1; w2), and alike for columns; its one-pixel reflection border is x's pixel
+    repeated. So one 2×2 convolution of x with its edge repeated, to the four phases' outputs, gives the result at
+    4/9 of the arithmetic and without the 4× upsampled copy and its padding: a CPU forward ~15% faster at 735×551."""
+    weight, bias = conv.weight, conv.bias
+    c_out = weight.shape[0]
+    height, width = x.shape[-2:]
+
+    def two_taps(w: torch.Tensor, dim: int, phase: int) -> torch.Tensor:
+        first, middle, last = w.unbind(dim)
+        return torch.stack((first, middle + last) if phase == 0 else (first + middle, last), dim)
+
+    phases = [two_taps(two_taps(weight, 2, p), 3, q) for p in (0, 1) for q in (0, 1)]
+    out = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), torch.cat(phases), bias.repeat(4))
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    result = torch.empty(x.shape[0], c_out, 2 * height, 2 * width, dtype=out.dtype, device=x.device,
+                         memory_format=layout)
+    for k, (p, q) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        result[:, :, p::2, q::2] = out[:, k * c_out:(k + 1) * c_out, p:p + height, q:q + width]
+    return result
 
 
 class ResidualBlock(nn.Module):
