@@ -7,6 +7,7 @@ photos), with the benchmark's metric (style distance over relu1_1…relu5_1, con
     python benchmarks/fit_gap.py crops                  # per-crop style distance of the cached Gatys results
     python benchmarks/fit_gap.py fit --photos one       # G fitted to ONE photo, scored on that photo
     python benchmarks/fit_gap.py fit --photos train     # G trained on the 8 photos, scored on 2 unseen ones
+    python benchmarks/fit_gap.py render                 # Gatys's results through apply's full-size rendering
 
 ``fit`` trains G from the shipped pretrained start at a fixed z = 0 (apply's default look) with no discriminator and
 no colour term: content + style (relu1_1…relu4_1, or ``--layers 5`` for relu5_1 too) + total variation, Adam, on
@@ -75,6 +76,46 @@ def crops(args: argparse.Namespace) -> None:
                     crop = F.interpolate(crop[None], size=(resize, resize), mode="bilinear", antialias=True)[0]
                 rows.append(layer_distances(net, crop, grams, features(net, crop)[CONTENT_LAYER])[:-1])
             print(line(f"  crops {side} px → {resize or side} px", torch.tensor(rows).mean(0).tolist()))
+
+
+def rendering(args: argparse.Namespace) -> None:
+    """What apply's full-size rendering alone costs a perfect generator: each cached Gatys result, shrunk to the
+    working grid as the generator's output would be and brought back to the photo's size as apply brings it
+    (``render.guided_upsample`` with the photo as the guide; for a photo smaller than the grid, rendered larger and
+    shrunk), scored like quality.py. The removal ratio of that picture is the most any generator can reach at this
+    working side on this benchmark."""
+    net = loss_network()
+    found = sorted(args.gatys_cache.glob("*__*.png"))
+    if not found:
+        raise SystemExit(f"no Gatys results in {args.gatys_cache} (run quality.py --gatys-cache first)")
+    by_painting: dict[str, list[tuple[float, float]]] = {}
+    for path in found:
+        painting, photo_name = path.name.split("__")[:2]
+        style = load_image(args.data / "style" / f"{painting}.jpg", max_side=TrainSettings().style_size)
+        photo = load_image(next((args.data / "content").glob(f"{photo_name}.*")), short_side=256)
+        result = load_image(path)
+        grams, own = targets(net, photo, style)
+        photo_style = score(net, photo, grams, own)["style"]
+        whole = score(net, result, grams, own)
+        cells = []
+        for side in args.sides:
+            size = render.working_size(*photo.shape[-2:], side)
+            small, styled = render.resample(photo[None], size), render.resample(result[None], size)
+            if size[0] * size[1] < photo.shape[-2] * photo.shape[-1]:
+                out = render.guided_upsample(photo, small[0], styled[0])
+            else:
+                out = render.resample(styled, tuple(photo.shape[-2:]))[0]
+            rendered = score(net, out, grams, own)
+            removal = (photo_style - rendered["style"]) / (photo_style - whole["style"])
+            cells.append(f"@{side}: style {rendered['style']:.3f} content {rendered['content']:.3f} removal {removal:.2f}")
+            if side == WORKING_SIDE:
+                by_painting.setdefault(painting, []).append((photo_style - rendered["style"],
+                                                             photo_style - whole["style"]))
+        print(f"{painting[:22]:22s} {photo_name[:30]:30s} photo {photo_style:.3f} Gatys {whole['style']:.3f} "
+              f"content {whole['content']:.3f} | " + " | ".join(cells), flush=True)
+    print(f"the ceiling at the default working side ({WORKING_SIDE} px): removal of the paired photos, per painting")
+    for painting, pairs in by_painting.items():
+        print(f"  {painting:32s} {sum(p[0] for p in pairs) / sum(p[1] for p in pairs):.2f}")
 
 
 def mean_cov(activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,7 +198,7 @@ def fit(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("crops", "fit"))
+    p.add_argument("what", choices=("crops", "fit", "render"))
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--painting", default="vangogh_starry_night")
     p.add_argument("--gatys-cache", type=Path, default=ROOT / ".bench" / "q" / "gatys-cache")
@@ -177,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int)
+    p.add_argument("--sides", type=int, nargs="+", default=[256, WORKING_SIDE, 384, 512],
+                   help="render: the working sides tried")
     args = p.parse_args(argv)
     if not (args.data / "style").is_dir():
         print(f"skipped: no benchmark images at {args.data.resolve()}")
@@ -184,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args.scratch = args.scratch or args.width != TrainSettings().generator_width
     if args.threads:
         torch.set_num_threads(args.threads)
-    (crops if args.what == "crops" else fit)(args)
+    {"crops": crops, "fit": fit, "render": rendering}[args.what](args)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+# What styleprefs remembers between processes (guard.cache_folder) goes to a folder of this test run, not the user's
+# (the commands the tests start inherit it).
+os.environ["STYLEPREFS_CACHE"] = tempfile.mkdtemp(prefix="styleprefs-test-cache-")
 
 
 @pytest.fixture(autouse=True)

@@ -277,7 +277,11 @@ def test_shell_completion_is_offered():
     script = Path(sys.executable).parent / "styleprefs"  # completion is keyed to the installed command's name
     if not script.is_file():
         pytest.skip("styleprefs is not installed as a command beside this Python")
-    shown = subprocess.run([script, "--show-completion", "bash"], capture_output=True, text=True)
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    # --show-completion prints the script for the shell it runs under, found among its parent processes: run it under
+    # bash (a second command keeps bash from exec-ing into it), not under whatever started the tests.
+    shown = subprocess.run(["bash", "-c", '"$0" --show-completion; true', script], capture_output=True, text=True)
     assert "complete -o default -F _styleprefs_completion styleprefs" in shown.stdout
     env = {**os.environ, "_STYLEPREFS_COMPLETE": "complete_bash", "COMP_WORDS": "styleprefs hi", "COMP_CWORD": "1"}
     assert subprocess.run([script], capture_output=True, text=True, env=env).stdout.split() == ["history"]

@@ -132,6 +132,7 @@ def test_the_verdict_on_apply_s_look_is_remembered_for_the_next_process_and_neve
     import json
 
     from styleprefs import guard
+    monkeypatch.setenv("STYLEPREFS_CACHE", str(tmp_path / "cache"))
     _, session, cat = made
     folder = tmp_path / "s"
     shutil.copytree(session.store.root, folder)
@@ -143,28 +144,31 @@ def test_the_verdict_on_apply_s_look_is_remembered_for_the_next_process_and_neve
     real = Session._loss_network
     monkeypatch.setattr(Session, "_loss_network", lambda self: built.append(1) or real(self))
 
-    def judge_in_a_new_process() -> torch.Tensor:
+    def judge_in_a_new_process(where=folder) -> torch.Tensor:
         built.clear()
-        return Session.open(folder, "cpu")._remembered_stylised(weak)
+        return Session.open(where, "cpu")._remembered_stylised(weak)
 
+    files_before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     assert torch.equal(judge_in_a_new_process(), judged) and built  # judged, then remembered
-    verdict = folder / guard.VERDICT_FILE
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == files_before  # not in the session
+    [verdict] = (tmp_path / "cache" / "verdicts").iterdir()
     entry = json.loads(verdict.read_text())
     assert entry["fraction"] == float(judged[0] / weak[0]) < 1
     assert torch.equal(judge_in_a_new_process(), judged) and not built  # the next process does not judge again
-    assert guard.VERDICT_FILE not in Session.open(folder, "cpu").store.manifest()
+    shutil.copytree(folder, tmp_path / "copy")
+    assert torch.equal(judge_in_a_new_process(tmp_path / "copy"), judged) and not built  # nor does a copy
 
     # A remembered fraction that is not one of the guard's options, or garbage, is ignored: judged afresh.
-    for text in (json.dumps({**entry, "fraction": 0.3}), json.dumps({**entry, "fraction": "1"}), "{not json", "[]"):
+    for text in (json.dumps({**entry, "fraction": 0.3}), json.dumps({**entry, "fraction": "1"}),
+                 json.dumps({**entry, "key": "another"}), "{not json", "[]"):
         verdict.write_text(text)
         assert torch.equal(judge_in_a_new_process(), judged) and built, text
     # A new round on another photo is judged there, not given the old photo's verdict; so is another generator.
-    verdict.write_text(json.dumps(entry))
     Session.open(folder, "cpu").propose(n=2, size=256, preview=COFFEE)
     judge_in_a_new_process()
-    assert built and json.loads(verdict.read_text())["key"] != entry["key"]
+    assert built and len(list(verdict.parent.iterdir())) == 2
     generators = [folder / "checkpoints/000/generator.safetensors", folder / "style_grams.safetensors"]
     assert guard.verdict_key(weak, generators[:1], {}) != guard.verdict_key(weak, generators[1:], {})
-    # apply's own look goes through it.
-    Session.open(folder, "cpu").preferred_z()
-    assert json.loads(verdict.read_text())["key"] != entry["key"]
+    # An unwritable cache only means judging each time.
+    monkeypatch.setenv("STYLEPREFS_CACHE", str(folder / "config.json"))  # a file, so no folder can be made there
+    assert torch.equal(judge_in_a_new_process(), judge_in_a_new_process()) and built

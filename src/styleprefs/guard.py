@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,12 +89,20 @@ class Guard:
 
 # ----------------------------------------------------------------- the verdict on apply's look, remembered
 # Judging the look apply uses costs a loss network and two to six VGG passes, about 1 s of every `apply` process,
-# yet it gives the same answer until the session changes. So it is remembered in the session folder: the
-# fraction of the look that passed (1 or one of SHRINK), under a key made of everything the verdict depends on.
-# The file is a cache, hidden (not in the session's manifest): a key that does not match, or anything in it that is
-# not one of the guard's own options, is ignored and the look judged afresh.
-VERDICT_FILE = ".guard-verdict.json"
+# yet it gives the same answer until the session changes. So the fraction of the look that passed (1 or one of
+# SHRINK) is remembered in the user's cache folder, under a key made of everything the verdict depends on, hashed:
+# apply never writes into the session (which may be shared, read-only, or checked file by file), and a copied
+# session finds its verdict too. Anything in a remembered file that is not one of the guard's own options, or not
+# under its key, is ignored and the look judged afresh.
 _VERDICT_VERSION = 1
+KEPT_VERDICTS = 256  # the newest kept; older ones removed as new ones are written
+
+
+def cache_folder() -> Path:
+    """``$STYLEPREFS_CACHE``, else ``$XDG_CACHE_HOME/styleprefs``, else ``~/.cache/styleprefs``."""
+    if os.environ.get("STYLEPREFS_CACHE"):
+        return Path(os.environ["STYLEPREFS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "styleprefs"
 
 
 def verdict_key(look: torch.Tensor, files: list[Path], settings: dict) -> str:
@@ -116,10 +125,14 @@ def fraction_of(look: torch.Tensor, judged: torch.Tensor) -> float | None:
     return None
 
 
-def recall(path: Path, key: str) -> float | None:
+def _verdict_path(key: str) -> Path:
+    return cache_folder() / "verdicts" / f"{key}.json"
+
+
+def recall(key: str) -> float | None:
     """The fraction remembered under ``key``; None when there is none, it is another key's, or it is not an option."""
     try:
-        entry = json.loads(path.read_text(encoding="utf-8"))
+        entry = json.loads(_verdict_path(key).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(entry, dict) or entry.get("key") != key:
@@ -128,11 +141,14 @@ def recall(path: Path, key: str) -> float | None:
     return float(fraction) if type(fraction) in (int, float) and fraction in (1.0, *SHRINK) else None
 
 
-def remember(path: Path, key: str, fraction: float) -> None:
-    """Keep the verdict for the next process; best effort (a read-only session, or a folder someone is tidying, only
-    means the next process judges again)."""
+def remember(key: str, fraction: float) -> None:
+    """Keep the verdict for the next process; best effort (an unwritable cache only means judging again)."""
+    path = _verdict_path(key)
     try:
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps({"key": key, "fraction": fraction}) + "\n",
                                                       encoding="utf-8"))
+        kept = sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in kept[KEPT_VERDICTS:]:
+            old.unlink(missing_ok=True)
     except OSError:
         pass

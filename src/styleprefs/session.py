@@ -344,8 +344,9 @@ class Session:
         return self._judged(look)[0]
 
     def _remembered_stylised(self, look: torch.Tensor) -> torch.Tensor:
-        """:meth:`_stylised`, with the verdict kept in the session (``guard.VERDICT_FILE``) for the next process while
-        nothing it depends on changes: the look, the generator, the paintings, the photo, the sizes, the runtime."""
+        """:meth:`_stylised`, with the verdict remembered (``guard.remember``, in the user's cache folder) for the next
+        process while nothing it depends on changes: the look, the generator, the paintings, the photo, the sizes and
+        the runtime."""
         preview, size, working = self._judged_on()
         if not preview.is_file():
             return look
@@ -353,13 +354,13 @@ class Session:
                                        self.store.path("style_grams.safetensors"), preview],
                                 {"size": size, "working": working, "device": self.runtime.device.type,
                                  "bf16": self.runtime.bf16})
-        remembered = guard.recall(self.store.path(guard.VERDICT_FILE), key)
+        remembered = guard.recall(key)
         if remembered is not None:
             return look * remembered
         judged = self._stylised(look)
         fraction = guard.fraction_of(look, judged)
         if fraction is not None:
-            guard.remember(self.store.path(guard.VERDICT_FILE), key, fraction)
+            guard.remember(key, fraction)
         return judged
 
     def _judged_on(self) -> tuple[Path, int, int]:
