@@ -478,9 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         m, rss = measure("apply", spec)
         row("apply, one 4096×4096 photo", "fp32", m["apply"], "s/image", rss,
             f"the look's working grid {m['grid'][1]}×{m['grid'][0]}, guided up to full size")
-        m, rss = measure("apply", {**spec, "strokes": "own grid", "crop": str(args.crop)})
+        crop = args.crop.resolve()
+        m, rss = measure("apply", {**spec, "strokes": "own grid", "crop": str(crop)})
         row("apply, one 4096×4096 photo on its own grid (tiled)", "fp32", m["apply"], "s/image", rss,
-            f"tiles; boundary crop {Path(m['crop']).relative_to(ROOT)}")
+            f"tiles; boundary crop {crop.relative_to(ROOT) if crop.is_relative_to(ROOT) else crop}")
 
     # training: per step, and the defaults (estimated from the per-step time unless --full)
     for phase in ("init", "refine"):
