@@ -196,7 +196,12 @@ def test_pick_refuses_a_session_without_a_round_and_stops_cleanly_on_ctrl_c(one_
 
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("DISPLAY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "styleprefs", "pick", "--session", str(one_round)],
+    # Started as a terminal would start it, with Ctrl-C at its default: a shell that runs the tests in the background
+    # has its children ignore SIGINT, and Python then installs no KeyboardInterrupt handler (so `pick`, rightly,
+    # does not stop: that is how the test failed under `bash .ci/run &`).
+    with_ctrl_c = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "runpy.run_module('styleprefs', run_name='__main__', alter_sys=True)")
+    proc = subprocess.Popen([sys.executable, "-c", with_ctrl_c, "pick", "--session", str(one_round)],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stderr.readline()
