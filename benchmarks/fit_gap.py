@@ -81,8 +81,8 @@ def crops(args: argparse.Namespace) -> None:
 def rendering(args: argparse.Namespace) -> None:
     """What apply's full-size rendering alone costs a perfect generator: each cached Gatys result, shrunk to the
     working grid as the generator's output would be and brought back to the photo's size as apply brings it
-    (``render.guided_upsample`` with the photo as the guide; for a photo smaller than the grid, rendered larger and
-    shrunk), scored like quality.py. The removal ratio of that picture is the most any generator can reach at this
+    (``render.render``: guided by the photo; for a photo smaller than the grid, rendered larger and shrunk), scored
+    like quality.py. The removal ratio of that picture is the most any generator can reach at this
     working side on this benchmark."""
     net = loss_network()
     found = sorted(args.gatys_cache.glob("*__*.png"))
@@ -99,12 +99,9 @@ def rendering(args: argparse.Namespace) -> None:
         whole = score(net, result, grams, own)
         cells = []
         for side in args.sides:
-            size = render.working_size(*photo.shape[-2:], side)
-            small, styled = render.resample(photo[None], size), render.resample(result[None], size)
-            if size[0] * size[1] < photo.shape[-2] * photo.shape[-1]:
-                out = render.guided_upsample(photo, small[0], styled[0])
-            else:
-                out = render.resample(styled, tuple(photo.shape[-2:]))[0]
+            # apply's own rendering, with Gatys's result shrunk to the working grid in place of the generator's output
+            out = render.render(lambda small: render.resample(result[None], tuple(small.shape[-2:])), photo[None],
+                                side)[0]
             rendered = score(net, out, grams, own)
             removal = (photo_style - rendered["style"]) / (photo_style - whole["style"])
             cells.append(f"@{side}: style {rendered['style']:.3f} content {rendered['content']:.3f} removal {removal:.2f}")

@@ -24,6 +24,7 @@ import torch
 from .device import Runtime
 from .images import atomic_write
 from .losses import style_distance
+from .store import sha256
 from .vgg import VGG19Features
 
 STYLISED = 0.75  # at most this share of the photo's style distance to the nearer painting
@@ -95,6 +96,7 @@ class Guard:
 # session finds its verdict too. Anything in a remembered file that is not one of the guard's own options, or not
 # under its key, is ignored and the look judged afresh.
 _VERDICT_VERSION = 1
+_FRACTIONS = (1.0, *SHRINK)  # the guard's answers: the look itself, or one of its moves toward the centre
 KEPT_VERDICTS = 256  # the newest kept; older ones removed as new ones are written
 
 
@@ -113,13 +115,13 @@ def verdict_key(look: torch.Tensor, files: list[Path], settings: dict) -> str:
                              sort_keys=True).encode())
     digest.update(look.detach().float().cpu().contiguous().numpy().tobytes())
     for path in files:
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(sha256(path).encode())
     return digest.hexdigest()
 
 
 def fraction_of(look: torch.Tensor, judged: torch.Tensor) -> float | None:
     """Which of the guard's options ``judged`` is: the fraction f with judged = look × f (None if none)."""
-    for fraction in (1.0, *SHRINK):
+    for fraction in _FRACTIONS:
         if torch.equal(judged, look * fraction):
             return fraction
     return None
@@ -138,7 +140,7 @@ def recall(key: str) -> float | None:
     if not isinstance(entry, dict) or entry.get("key") != key:
         return None
     fraction = entry.get("fraction")
-    return float(fraction) if type(fraction) in (int, float) and fraction in (1.0, *SHRINK) else None
+    return float(fraction) if type(fraction) in (int, float) and fraction in _FRACTIONS else None
 
 
 def remember(key: str, fraction: float) -> None:
