@@ -285,3 +285,12 @@ def test_shell_completion_is_offered():
     assert "complete -o default -F _styleprefs_completion styleprefs" in shown.stdout
     env = {**os.environ, "_STYLEPREFS_COMPLETE": "complete_bash", "COMP_WORDS": "styleprefs hi", "COMP_CWORD": "1"}
     assert subprocess.run([script], capture_output=True, text=True, env=env).stdout.split() == ["history"]
+
+
+def test_a_usage_error_or_help_answers_without_importing_torch():
+    """Importing torch takes seconds; a mistyped option or ``--help`` in a shell script must not wait for it."""
+    code = ("import sys; from styleprefs.cli import app; from typer.testing import CliRunner; "
+            "result = CliRunner().invoke(app, ['apply', '--quiet']); "
+            "print(result.exit_code, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["2", "False"]

@@ -20,7 +20,6 @@ from rich.table import Table
 from . import __version__
 from .config import DEFAULT_MAX_PIXELS, TrainSettings
 from .errors import StyleprefsError
-from .page import PAGE
 
 app = typer.Typer(
     help="Learn your own version of a painting's style from the candidates you pick, then stylise folders with it.",
@@ -137,6 +136,7 @@ def propose(
     debug: DebugOpt = False,
 ) -> None:
     """Render N candidates, each from its own z, and a numbered contact sheet."""
+    from .page import PAGE
     from .session import Session
 
     def work() -> dict:
