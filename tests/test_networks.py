@@ -75,8 +75,9 @@ def test_row_split_output_conv_equals_the_plain_convolution(channels_last):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("h,w", [(22, 30), (23, 31)])
 def test_the_inference_routes_are_the_plain_layers(channels_last, h, w):
-    """Without gradients a CPU forward takes other routes (ToRGB on the space-to-depth image, the decoder's upsampling
-    folded into a 2×2 convolution of the small image): each must be the layer as trained, to rounding."""
+    """Without gradients a CPU forward takes other routes (ToRGB as one stride-2 convolution to its four output phases,
+    the decoder's upsampling folded into a 2×2 convolution of the small image): each must be the layer as trained, to
+    rounding."""
     torch.manual_seed(2)
     rgb = ToRGB(8, 3, 9)
     up = ConvNormReLU(8, 6, 3, code_dim=4, upsample=True)

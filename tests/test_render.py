@@ -158,3 +158,11 @@ def test_bytes_as_decoded_render_what_the_float_photo_renders_to_within_a_level(
     floats = render.render(stylise, cat[None], SIDE)
     assert torch.equal(render.render(stylise, cat[None], SIDE, as_bytes=True), render.to_bytes(floats))
     assert torch.equal(render.to_bytes(floats)[0], (floats[0] * 255).round().to(torch.uint8))
+
+
+def test_bytes_are_enlarged_to_exactly_what_their_floats_are():
+    """A photo smaller than its working grid is enlarged from its bytes (channels last, as decoded) in another memory
+    layout, which is faster: the values must not change."""
+    photo = render.to_bytes(torch.rand(2, 3, 30, 40))
+    assert not photo.is_contiguous()
+    assert torch.equal(render.resample(photo, (45, 61)), render.resample(photo.float() / 255, (45, 61)))

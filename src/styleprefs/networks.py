@@ -97,9 +97,9 @@ class ToRGB(Conv):
     """The last, wide-kernel convolution to 3 channels. oneDNN computes a k×k convolution with 3 outputs at under
     half its usual rate, so on a CPU it runs another way, with the same weights and, up to rounding, the same result:
 
-    - in inference on an image of even sides, on the image's space-to-depth (each 2×2 block of pixels one position
-      of 4× the channels): a ⌈(k+1)/2⌉² convolution to the 4×3 values of the block, 1.2× the arithmetic at about
-      twice the rate; about half the layer's time at 735×551;
+    - in inference on an image of even sides, as one stride-2 convolution to the 4×3 values of each 2×2 block of
+      output pixels, put in place by a pixel shuffle: 1.2× the arithmetic at about twice the rate, under half the
+      layer's time at 735×551;
     - otherwise (training, odd sides) as k one-row convolutions to 3·k channels plus a shifted sum over the rows,
       ~40% less time than the plain convolution.
 
@@ -109,7 +109,7 @@ class ToRGB(Conv):
         if x.device.type != "cpu":
             return super().forward(x)
         if _cpu_inference(x) and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0:
-            return self._space_to_depth(x)
+            return self._phases(x)
         weight, bias = self.conv.weight, self.conv.bias
         c_out, c_in, k, _ = weight.shape
         rows = F.conv2d(self.pad(x), weight.transpose(1, 2).reshape(c_out * k, c_in, 1, k))
@@ -120,18 +120,18 @@ class ToRGB(Conv):
             out.add_(rows[:, :, dy, dy : dy + height])
         return out
 
-    def _space_to_depth(self, x: torch.Tensor) -> torch.Tensor:
-        """Output pixel (2i + p, 2j + q) = Σ w[dy, dx]·x_padded[2i + p + dy, 2j + q + dx]; with 2a + r = p + dy that
-        is tap a − i ∈ [0, k/2] of block row a's sub-row r, so one convolution over the blocks gives every p, q."""
+    def _phases(self, x: torch.Tensor) -> torch.Tensor:
+        """Output pixel (2i + p, 2j + q) = Σ w[dy, dx]·x_padded[2i + p + dy, 2j + q + dx]: for each phase (p, q), a
+        stride-2 convolution with the kernel shifted by (p, q) inside a (k + 1)² window. The four phases are the 4×3
+        output channels of one such convolution (in pixel shuffle's order), which is 1.3× faster on a CPU than the
+        same convolution on the image's space-to-depth, with no rearranged copy of the input."""
         weight, bias = self.conv.weight, self.conv.bias
         c_out, c_in, k, _ = weight.shape
-        taps = k // 2 + 1
-        # index[p, r, a] = 2a + r − p into the kernel, offset by 1 into a kernel padded with zeros on every side
-        index = (2 * torch.arange(taps) + torch.arange(2)[:, None] - torch.arange(2)[:, None, None] + 1)
-        padded = F.pad(weight, (1, 1, 1, 1))
-        blocks = padded[:, :, index[:, :, :, None, None, None], index[None, None, None]]  # (o, c, p, r, a, q, s, b)
-        blocks = blocks.permute(0, 2, 5, 1, 3, 6, 4, 7).reshape(4 * c_out, 4 * c_in, taps, taps)
-        out = F.conv2d(F.pixel_unshuffle(self.pad(x), 2), blocks, bias.repeat_interleave(4))
+        shifted = weight.new_zeros(c_out, 2, 2, c_in, k + 1, k + 1)
+        for p in (0, 1):
+            for q in (0, 1):
+                shifted[:, p, q, :, p:p + k, q:q + k] = weight
+        out = F.conv2d(self.pad(x), shifted.reshape(4 * c_out, c_in, k + 1, k + 1), bias.repeat_interleave(4), stride=2)
         return F.pixel_shuffle(out, 2)
 
 
