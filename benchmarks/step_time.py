@@ -15,7 +15,6 @@ import time
 
 import torch
 
-from styleprefs import controls
 from styleprefs.config import TrainSettings
 from styleprefs.device import Runtime, cpu_has_fast_bf16
 from styleprefs.networks import Discriminator, Generator

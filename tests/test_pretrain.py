@@ -3,7 +3,6 @@
 import hashlib
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,6 @@ from styleprefs import controls, pretrain
 from styleprefs.config import TrainSettings
 from styleprefs.device import resolve
 from styleprefs.networks import Generator
-from styleprefs.session import Session
 from tests.conftest import ROOT, make_photo
 
 DATA = ROOT / ".." / "shared" / "data"

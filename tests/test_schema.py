@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 from styleprefs.cli import app
 from styleprefs.config import TrainSettings
 from styleprefs.session import Session
-from styleprefs.store import SessionError
 from tests.conftest import make_photo
 
 TINY = TrainSettings(steps=2, size=48, batch=2, refine_steps=1)
