@@ -1,13 +1,14 @@
 """Where issue 10's gap to Gatys lies: what the generator can represent, what a session's training generalises to,
 and what a crop's Gram matrix can match.
 
-Three measurements on the quality benchmark's split (``quality.py``: seed 0, 8 training photos, the first unseen
+Measurements on the quality benchmark's split (``quality.py``: seed 0, 8 training photos, the first unseen
 photos), with the benchmark's metric (style distance over relu1_1…relu5_1, content distance at relu4_1):
 
     python benchmarks/fit_gap.py crops                  # per-crop style distance of the cached Gatys results
     python benchmarks/fit_gap.py fit --photos one       # G fitted to ONE photo, scored on that photo
     python benchmarks/fit_gap.py fit --photos train     # G trained on the 8 photos, scored on 2 unseen ones
     python benchmarks/fit_gap.py render                 # Gatys's results through apply's full-size rendering
+    python benchmarks/fit_gap.py looks                  # the quality sessions' other looks, against Gatys
 
 ``fit`` trains G from the shipped pretrained start at a fixed z = 0 (apply's default look) with no discriminator and
 no colour term: content + style (relu1_1…relu4_1, or ``--layers 5`` for relu5_1 too) + total variation, Adam, on
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from gatys import DATA, ROOT, features, loss_network, targets
-from quality import score, split_photos
+from quality import PAINTINGS, cached_gatys, score, split_photos
 
 from styleprefs import render
 from styleprefs.config import CONTENT_LAYER, TrainSettings
@@ -33,6 +34,7 @@ from styleprefs.images import load_image
 from styleprefs.losses import content_loss, relative_error, style_loss, total_variation
 from styleprefs.networks import Generator
 from styleprefs.pretrain import load_start
+from styleprefs.session import Session
 from styleprefs.training import WorkingScaleSampler
 
 WORKING_SIDE = 320
@@ -115,6 +117,36 @@ def rendering(args: argparse.Namespace) -> None:
         print(f"  {painting:32s} {sum(p[0] for p in pairs) / sum(p[1] for p in pairs):.2f}")
 
 
+# Looks of a session's family other than apply's default (0): [stroke, strength, colour, stroke scale] coordinates.
+LOOKS = {"default": (0, 0, 0, 0), "strength +0.5": (0, 0.5, 0, 0), "strength +1": (0, 1, 0, 0),
+         "deep layers +1": (1, 0, 0, 0), "smaller strokes": (0, 0, 0, -1), "larger strokes": (0, 0, 0, 1)}
+
+
+def looks(args: argparse.Namespace) -> None:
+    """How far each quality session's own family of looks reaches, with no more training: the sessions that
+    ``quality.py`` left in ``--sessions`` render the photos that have a Gatys result at the looks in LOOKS, scored
+    and compared as quality.py compares apply's default look."""
+    net = loss_network()
+    eval_photos = split_photos(args.data / "content", 8, 8, 0)[1][:2]
+    for painting in PAINTINGS:
+        session = Session.open(args.sessions / painting, "cpu")
+        style = load_image(args.data / "style" / f"{painting}.jpg", max_side=TrainSettings().style_size)
+        rows: dict[str, list[tuple[float, ...]]] = {name: [] for name in LOOKS}
+        for path in eval_photos:
+            photo = load_image(path, short_side=256)
+            grams, own = targets(net, photo, style)
+            baseline = cached_gatys(args.gatys_cache, painting, path.stem, photo, style, 80, net)[0]
+            photo_style, gatys = score(net, photo, grams, own)["style"], score(net, baseline, grams, own)
+            for name, look in LOOKS.items():
+                applied = score(net, session.stylise(photo, torch.tensor(look, dtype=torch.float32)), grams, own)
+                rows[name].append((photo_style, applied["style"], gatys["style"], applied["content"],
+                                   gatys["content"]))
+        for name, values in rows.items():
+            photo_style, style_, gatys_style, content, gatys_content = torch.tensor(values).mean(0).tolist()
+            print(f"{painting[:24]:24s} {name:16s} removal {(photo_style - style_) / (photo_style - gatys_style):.2f} "
+                  f"style {style_:.3f} content {content:.3f} ({content - gatys_content:+.3f} from Gatys's)", flush=True)
+
+
 def mean_cov(activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample channel mean (B, C) and covariance (B, C, C) of (B, C, H, W) features, in fp32."""
     flat = activations.float().flatten(2)
@@ -195,10 +227,12 @@ def fit(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("crops", "fit", "render"))
+    p.add_argument("what", choices=("crops", "fit", "render", "looks"))
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--painting", default="vangogh_starry_night")
     p.add_argument("--gatys-cache", type=Path, default=ROOT / ".bench" / "q" / "gatys-cache")
+    p.add_argument("--sessions", type=Path, default=ROOT / ".bench" / "quality" / "sessions",
+                   help="looks: the sessions quality.py trained (its --out, then sessions/)")
     p.add_argument("--samples", type=int, default=6, help="crops: random crops per size")
     p.add_argument("--photos", choices=("one", "train"), default="train")
     p.add_argument("--steps", type=int, default=300)
@@ -224,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args.scratch = args.scratch or args.width != TrainSettings().generator_width
     if args.threads:
         torch.set_num_threads(args.threads)
-    {"crops": crops, "fit": fit, "render": rendering}[args.what](args)
+    {"crops": crops, "fit": fit, "render": rendering, "looks": looks}[args.what](args)
     return 0
 
 
