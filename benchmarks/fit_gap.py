@@ -166,6 +166,27 @@ def mean_cov_loss(activations: dict, painting: dict, layers: list[str], weight: 
     return weight * total
 
 
+def psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    """The square root of symmetric positive semi-definite matrices (…, C, C), through their eigendecomposition."""
+    values, vectors = torch.linalg.eigh(matrix)
+    return vectors @ torch.diag_embed(values.clamp_min(1e-8).sqrt()) @ vectors.transpose(-1, -2)
+
+
+def wasserstein_loss(activations: dict, painting: dict, layers: list[str], weight: float) -> torch.Tensor:
+    """Σ_l W₂²(N(μ_l(x), Σ_l(x)), N(μ_l(s), Σ_l(s))) / (‖μ_l(s)‖² + tr Σ_l(s)), per sample: the squared
+    2-Wasserstein distance between the Gaussians the features fit, ‖μx − μs‖² + tr Σx + tr Σs − 2 tr (Σs^½ Σx Σs^½)^½
+    (as crowsonkb/style-transfer-pytorch's W₂ style loss), relative to the painting's own second moment."""
+    total = 0
+    for name in layers:
+        mean, cov = mean_cov(activations[name])
+        target_mean, target_cov, root = painting[name]
+        cross = psd_sqrt(root @ cov @ root).diagonal(dim1=-2, dim2=-1).sum(-1)
+        trace_x, trace_s = cov.diagonal(dim1=-2, dim2=-1).sum(-1), target_cov.diagonal(dim1=-2, dim2=-1).sum(-1)
+        distance = (mean - target_mean).square().sum(-1) + trace_x + trace_s - 2 * cross
+        total = total + distance / (target_mean.square().sum(-1) + trace_s)
+    return weight * total
+
+
 def fit(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     net = loss_network()
@@ -183,6 +204,7 @@ def fit(args: argparse.Namespace) -> None:
     layers = list(painting_grams)[: args.layers]
     with torch.no_grad():
         painting_stats = {k: mean_cov(v) for k, v in net(style[None]).items() if k in layers}
+        painting_roots = {k: (*stats, psd_sqrt(stats[1])) for k, stats in painting_stats.items()}  # for w2
     generator = Generator(3, args.width, TrainSettings().generator_blocks)
     if args.scratch:
         print(f"start: random weights, width {args.width}")
@@ -214,6 +236,8 @@ def fit(args: argparse.Namespace) -> None:
             content_target = net(photos, until=CONTENT_LAYER)[CONTENT_LAYER]
         if args.loss == "meancov":
             l_style = mean_cov_loss(activations, painting_stats, layers, args.style_weight)
+        elif args.loss == "w2":
+            l_style = wasserstein_loss(activations, painting_roots, layers, args.style_weight)
         else:
             l_style = style_loss(activations, {k: painting_grams[k].expand(args.batch, -1, -1) for k in layers}, weights)
         loss = (content_loss(activations[CONTENT_LAYER], content_target) + l_style
@@ -244,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=TrainSettings().generator_width,
                    help="G's width (the shipped start is 16; other widths start from random weights)")
     p.add_argument("--scratch", action="store_true", help="start from random weights")
-    p.add_argument("--loss", choices=("gram", "meancov"), default="gram",
-                   help="the style term: Gram matrices (init's), or channel means and covariances matched apart")
+    p.add_argument("--loss", choices=("gram", "meancov", "w2"), default="gram",
+                   help="the style term: Gram matrices (init's), channel means and covariances matched apart, or the "
+                        "2-Wasserstein distance between the Gaussians they fit")
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int)
