@@ -6,6 +6,7 @@ of the pairs' ratios (this / earlier), with their range.
 
     python benchmarks/versus.py --base 3f4ea2e                      # the generator's forward and apply
     python benchmarks/versus.py --base 3f4ea2e --only forward      # the bare forward alone (no session needed)
+    python benchmarks/versus.py --base 3f4ea2e --only init --pairs 2   # init's training, 30 steps a turn
 
 ``apply`` cases use ``--session`` (a trained session; default the loop benchmark's) on photos that ``speed.py``
 makes (``.bench/speed/photos-512`` and ``photos-2048``; run ``speed.py`` once first).
@@ -98,10 +99,30 @@ def apply_cases(base, session: Path, photos: Path, out: Path) -> dict:
     return cases
 
 
+INIT_STEPS = 30
+
+
+def init_cases(base, out: Path) -> dict:
+    """``init`` on the bundled examples for INIT_STEPS steps (a default init's steps, fewer of them): training's cost
+    a step, setup included."""
+    from styleprefs.config import TrainSettings
+    from styleprefs.session import Session
+    earlier = importlib.import_module(f"{base.__name__}.session").Session
+    earlier_settings = importlib.import_module(f"{base.__name__}.config").TrainSettings
+    styles = [ROOT / "examples" / "paintings" / "vangogh_starry_night.jpg"]
+    photos = sorted((ROOT / "examples" / "photos").iterdir())
+
+    def run(k: int) -> None:
+        session, settings = ((earlier, earlier_settings), (Session, TrainSettings))[k]
+        session.init(out / str(k), styles=styles, contents=photos, settings=settings(steps=INIT_STEPS), device="cpu",
+                     force=True)
+    return {f"init, {INIT_STEPS} steps, the examples": (lambda: run(0), lambda: run(1))}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="the earlier commit")
-    p.add_argument("--only", choices=("forward", "apply"))
+    p.add_argument("--only", choices=("forward", "apply", "init"))
     p.add_argument("--pairs", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--session", type=Path, default=ROOT / ".bench" / "loop" / "session")
@@ -112,9 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(folder)
         try:
             base = import_base(args.base, folder)
-            cases = {} if args.only == "apply" else forward_cases(base)
-            if args.only != "forward":
-                cases |= apply_cases(base, args.session, args.photos, folder / "out")
+            if args.only == "init":  # not by default: a minute a turn
+                cases = init_cases(base, folder / "init")
+            else:
+                cases = {} if args.only == "apply" else forward_cases(base)
+                if args.only != "forward":
+                    cases |= apply_cases(base, args.session, args.photos, folder / "out")
             in_turns(cases, args.pairs)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder / "tree")],
