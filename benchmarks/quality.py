@@ -8,7 +8,8 @@ distance at the content layer, and seconds per image.
 Targets (issue 10): for every painting, apply removes at least 85 % as much style distance as Gatys does, at
 a content distance at most 0.05 above Gatys's; over the paintings the mean removal is at least 0.90.
 
-    python benchmarks/quality.py            # the full run: one to two hours on 2 idle CPU cores
+    python benchmarks/quality.py            # the full run: about an hour on 2 idle CPU cores (32 minutes with a
+                                            # filled --gatys-cache, session 10)
     python benchmarks/quality.py --quick    # a smoke run of a minute or two
 """
 
