@@ -204,7 +204,8 @@ def fit(args: argparse.Namespace) -> None:
     layers = list(painting_grams)[: args.layers]
     with torch.no_grad():
         painting_stats = {k: mean_cov(v) for k, v in net(style[None]).items() if k in layers}
-        painting_roots = {k: (*stats, psd_sqrt(stats[1])) for k, stats in painting_stats.items()}  # for w2
+        painting_roots = ({k: (*stats, psd_sqrt(stats[1])) for k, stats in painting_stats.items()}
+                          if args.loss == "w2" else {})
     generator = Generator(3, args.width, TrainSettings().generator_blocks)
     if args.scratch:
         print(f"start: random weights, width {args.width}")

@@ -68,13 +68,13 @@ def worker_apply(spec: dict) -> dict:
     full-size rendering; over 4 megapixels that runs in tiles)."""
     import torch
     from styleprefs import pipeline, render, tiling
-    from styleprefs.controls import stroke_scale
+    from styleprefs.controls import SMALLEST_STROKES
     session, load_s = _open(spec)
     folder, out, n = Path(spec["folder"]), Path(spec["out"]), spec["images"]
     side = spec["size"]
     look = session.preferred_z()  # once, as apply does (finding it can take longer than a forward)
     z, scale = session.split(look)
-    extra_scale = {"look": 1.0, "smallest": stroke_scale(-1e9) / scale,
+    extra_scale = {"look": 1.0, "smallest": SMALLEST_STROKES / scale,
                    "own grid": session.working_side() / side / scale}[spec.get("strokes", "look")]
     grid = render.working_size(side, side, session.working_side(), scale * extra_scale)
     per_image = []

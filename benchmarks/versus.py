@@ -79,7 +79,7 @@ def forward_cases(base) -> dict:
 
 
 def apply_cases(base, session: Path, photos: Path, out: Path) -> dict:
-    from styleprefs.controls import stroke_scale
+    from styleprefs.controls import SMALLEST_STROKES
     from styleprefs.session import Session
     earlier_session = importlib.import_module(f"{base.__name__}.session")
     sessions = [earlier_session.Session.open(session, "cpu"), Session.open(session, "cpu")]
@@ -92,7 +92,7 @@ def apply_cases(base, session: Path, photos: Path, out: Path) -> dict:
         def run(k, folder=folder, size=size, strokes=strokes, n=n):
             s = sessions[k]
             _, scale = s.split(looks[k])
-            extra = stroke_scale(-1e9) / scale if strokes == "smallest" else 1.0
+            extra = SMALLEST_STROKES / scale if strokes == "smallest" else 1.0
             shutil.rmtree(out / str(k), ignore_errors=True)
             s.apply([photos / folder], out / str(k), size=size, stroke_scale=extra)
         cases[f"apply {size} px, {strokes} strokes ({n} photos)"] = (lambda run=run: run(0), lambda run=run: run(1))

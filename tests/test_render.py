@@ -165,4 +165,8 @@ def test_bytes_are_enlarged_to_exactly_what_their_floats_are():
     layout, which is faster: the values must not change."""
     photo = render.to_bytes(torch.rand(2, 3, 30, 40))
     assert not photo.is_contiguous()
-    assert torch.equal(render.resample(photo, (45, 61)), render.resample(photo.float() / 255, (45, 61)))
+    floats = photo.float() / 255
+    assert torch.equal(render.resample(photo, (45, 61)), render.resample(floats, (45, 61)))
+    plain = F.interpolate(floats.contiguous(memory_format=torch.channels_last), size=(45, 61), mode="bicubic",
+                          align_corners=False).clamp(0, 1)
+    assert torch.equal(render.resample(floats, (45, 61)), plain)

@@ -58,12 +58,12 @@ def resample(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if shrink and batch.device.type == "cpu" and tuple(batch.shape[-2:]) != tuple(size):
             batch = F.interpolate(batch.contiguous(memory_format=torch.channels_last), size=size, mode="bicubic",
                                   antialias=True, align_corners=False)
-        elif not shrink:  # enlarged as floats, one channel at a time: 1.7× faster than channels last, the same values
-            batch = batch.contiguous()
         return resample(batch.float().div_(255), size)
     if tuple(batch.shape[-2:]) == tuple(size):
         return batch
     shrink = size[0] < batch.shape[-2] or size[1] < batch.shape[-1]
+    if not shrink:  # enlarged one channel at a time: 1.7× faster than channels last (a decoded photo's), the same values
+        batch = batch.contiguous()
     return F.interpolate(batch, size=size, mode="bicubic", antialias=shrink, align_corners=False).clamp_(0, 1)
 
 
