@@ -30,7 +30,7 @@ from quality import PAINTINGS, cached_gatys, score, split_photos
 
 from styleprefs import render
 from styleprefs.config import CONTENT_LAYER, TrainSettings
-from styleprefs.images import load_image
+from styleprefs.images import load_image, save_image
 from styleprefs.losses import content_loss, relative_error, style_loss, total_variation
 from styleprefs.networks import Generator
 from styleprefs.pretrain import load_start
@@ -187,6 +187,32 @@ def wasserstein_loss(activations: dict, painting: dict, layers: list[str], weigh
     return weight * total
 
 
+@torch.no_grad()
+def grow(small: Generator, width: int, blocks: int) -> Generator:
+    """A wider and/or deeper generator that computes exactly what ``small`` computes (Net2Net's idea, padded with
+    new units rather than copied ones): every old weight kept, new channels' incoming weights random, the weights
+    from new channels into old ones zero, and each new residual block's last norm scaled to 0, so the block adds
+    nothing until training moves it. Gradients reach every new weight from the first step."""
+    big = Generator(small.z_dim, width, blocks, small.code_dim)
+    mine, theirs = big.state_dict(), small.state_dict()
+    for name, old in theirs.items():
+        new = mine[name]
+        if name.endswith("to_scale_shift.weight") or name.endswith("to_scale_shift.bias"):
+            half, big_half = old.shape[0] // 2, new.shape[0] // 2
+            new.zero_()
+            new[:half] = old[:half]  # the scale rows, then the shift rows
+            new[big_half:big_half + half] = old[half:]
+            continue
+        new[tuple(slice(0, n) for n in old.shape)] = old
+        if new.dim() == 4 and new.shape[1] > old.shape[1]:  # a convolution: old outputs see only old inputs
+            new[: old.shape[0], old.shape[1]:] = 0
+    for block in big.residual[len(small.residual):]:
+        channels = block.norm2.to_scale_shift.bias.shape[0] // 2
+        block.norm2.to_scale_shift.bias[:channels] = -1  # (1 + s) = 0: the block's output is its input
+    big.load_state_dict(mine)
+    return big
+
+
 def fit(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     net = loss_network()
@@ -199,7 +225,7 @@ def fit(args: argparse.Namespace) -> None:
     else:
         scored = unseen
         training = [load_image(p, max_side=4 * TrainSettings().size) for p in train_paths]
-    sampler = WorkingScaleSampler(training, args.crop, WORKING_SIDE)
+    sampler = WorkingScaleSampler(training, args.crop, args.working, args.jitter)
     painting_grams = targets(net, style, style)[0]
     layers = list(painting_grams)[: args.layers]
     with torch.no_grad():
@@ -211,6 +237,9 @@ def fit(args: argparse.Namespace) -> None:
         print(f"start: random weights, width {args.width}")
     else:
         print(f"start: the embedding of {load_start(generator, painting_grams, 'pretrained')}")
+    if args.grow:
+        generator = grow(generator, *args.grow)
+        print(f"grown to width {args.grow[0]}, {args.grow[1]} residual blocks")
     optimiser = torch.optim.Adam(generator.parameters(), lr=args.lr)
     weights = torch.full((args.batch, len(layers)), args.style_weight)
     rng = torch.Generator().manual_seed(0)
@@ -221,8 +250,10 @@ def fit(args: argparse.Namespace) -> None:
         with torch.no_grad():
             for photo in scored:
                 out = render.render(lambda small: generator(small, torch.zeros(len(small), 3)), photo[None],
-                                    WORKING_SIDE)[0]
+                                    args.working)[0]
                 rows.append(layer_distances(net, out, *targets(net, photo, style)))
+            if args.save and step == args.steps:
+                save_image(torch.cat([photo, out], dim=2), args.save)
         mean = torch.tensor(rows).mean(0).tolist()
         print(line(f"step {step} ({seconds:.0f} s)", mean[:-1], mean[-1]), flush=True)
         generator.train()
@@ -242,7 +273,7 @@ def fit(args: argparse.Namespace) -> None:
         else:
             l_style = style_loss(activations, {k: painting_grams[k].expand(args.batch, -1, -1) for k in layers}, weights)
         loss = (content_loss(activations[CONTENT_LAYER], content_target) + l_style
-                + TrainSettings().tv_weight * total_variation(out)).mean()
+                + args.tv * total_variation(out)).mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -269,10 +300,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=TrainSettings().generator_width,
                    help="G's width (the shipped start is 16; other widths start from random weights)")
     p.add_argument("--scratch", action="store_true", help="start from random weights")
+    p.add_argument("--grow", type=int, nargs=2, metavar=("WIDTH", "BLOCKS"),
+                   help="fit: grow the shipped start to this width and number of residual blocks, keeping its function")
     p.add_argument("--loss", choices=("gram", "meancov", "w2"), default="gram",
                    help="the style term: Gram matrices (init's), channel means and covariances matched apart, or the "
                         "2-Wasserstein distance between the Gaussians they fit")
     p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--working", type=int, default=WORKING_SIDE,
+                   help="fit: the working side G trains and renders at (apply's: the session's working side, 320)")
+    p.add_argument("--jitter", type=float, default=0.25, help="fit: the crops' scale jitter, in octaves (init's: 0.25)")
+    p.add_argument("--tv", type=float, default=TrainSettings().tv_weight,
+                   help="fit: the total-variation weight (init's; Gatys's loss has none)")
+    p.add_argument("--save", type=Path, help="fit: write photo | last output of the last scored photo to this PNG")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int)
     p.add_argument("--sides", type=int, nargs="+", default=[256, WORKING_SIDE, 384, 512],

@@ -230,6 +230,26 @@ def describe_looks(per_round: list[dict[str, float]]) -> list[str]:
     return phrases
 
 
+def describe_taste(posterior: Posterior | None, z: torch.Tensor | None, styles: list[str],
+           round_looks: list[dict[str, float]], stroke_scale: float | None = None) -> dict:
+    """What the choice model has learned, in words, and how sure it is; and what the picks look like."""
+    if posterior is None or posterior.picks == 0:
+        return {"summary": "nothing learned yet: select the candidates you like, then refine", "picks": 0}
+    words = describe(z, styles)
+    if stroke_scale is not None and not 0.8 < stroke_scale < 1.25:
+        words.append(f"{'larger' if stroke_scale > 1 else 'smaller'} strokes for the image's size "
+                     f"(×{stroke_scale:.2f})")
+    sure = posterior.confidence(z, torch.zeros_like(z))
+    summary = ("; ".join(f"{w} than round 1" if i == 0 else w for i, w in enumerate(words))
+               if words else "close to the centre of round 1")
+    seen = describe_looks(round_looks)
+    if seen:
+        listed = seen[0] if len(seen) == 1 else f"{', '.join(seen[:-1])} and {seen[-1]}"
+        summary += f"; your picks have {listed} than the ones you passed over"
+    return {"summary": summary, "picks": posterior.picks, "confidence": round(sure, 3),
+            "posterior_sd": round(posterior.spread(), 3)}
+
+
 def recency_weights(n_rounds: int) -> torch.Tensor:
     """Normalised weights of rounds 1..n, the latest weighing most."""
     w = torch.tensor([RECENCY**i for i in range(n_rounds)], dtype=torch.float32)

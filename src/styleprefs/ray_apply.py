@@ -1,6 +1,6 @@
 """apply on a Ray cluster: the same outputs as ``styleprefs apply``, stylised by a pool of Ray actors.
 
-The driver lists the (input, output) pairs as apply does (:meth:`Session.apply_jobs`: names mirroring the inputs'
+The driver lists the (input, output) pairs as apply does (:func:`styleprefs.outputs.plan`: names mirroring the inputs'
 under ``out``, ``--shard``, outputs already there left when ``skip_existing``) and hands them to ``ray.data``;
 ``map_batches`` gives each batch of pairs to a :class:`Stylist`, a callable class that opens the session and its
 generator once per actor and writes every output atomically through :meth:`Session.stylise_files`, apply's own
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import outputs
 from .session import ApplyResult, Session
 
 PAIRS_PER_BATCH = 8  # pairs handed to an actor at a time: a forward's worth of same-size photos
@@ -56,7 +57,7 @@ def apply_on_ray(session: Path | str, inputs: list[Path | str], out: Path | str,
 
     opened = Session.open(Path(session), "cpu")
     opened.look_to_apply(pick)  # a bad pick or a damaged session is refused here, not on every actor
-    jobs = opened.apply_jobs([Path(p) for p in inputs], Path(out), fmt, shard)
+    jobs = outputs.plan([Path(p) for p in inputs], Path(out), fmt, shard)
     result = ApplyResult(existing=[t for _, t in jobs if skip_existing and t.exists()])
     todo = [(s, t) for s, t in jobs if not (skip_existing and t.exists())]
     if not todo:

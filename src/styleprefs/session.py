@@ -30,14 +30,13 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, controls, guard, images, inputs, page, pipeline, pretrain, render, schema, tiling
+from . import __version__, controls, guard, images, inputs, outputs, page, pipeline, pretrain, render, schema, tiling
 from .config import ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
 from .guard import STYLISED, Guard, distance_to
 from .networks import Discriminator, Generator
-from .preference import (NEAR_SPREAD, Choice, Posterior, contrast_looks, describe, describe_looks, fit, looks,
-                         recency_weights)
+from .preference import NEAR_SPREAD, Choice, Posterior, contrast_looks, describe_taste, fit, looks, recency_weights
 from .store import SCHEMA_VERSION, NoSession, SessionError, Store, create, remove_abandoned, restore, sha256
 from .training import (CropSampler, Progress, StopSignals, Trainer, WeightsFn, blended_targets, content_sampler,
                        gram_stats, loss_network)
@@ -819,7 +818,7 @@ class Session:
         if not MIN_STROKE_SCALE <= stroke_scale <= MAX_STROKE_SCALE:
             raise BadInput(f"--stroke-scale must be between {MIN_STROKE_SCALE} and {MAX_STROKE_SCALE}, got {stroke_scale}")
         z, side = self.look_to_apply(pick)
-        jobs = self.apply_jobs(inputs, out, fmt, shard)
+        jobs = outputs.plan(inputs, out, fmt, shard)
         result = ApplyResult()
         started = time.perf_counter()
         todo = []
@@ -841,15 +840,6 @@ class Session:
                 on_progress(k, len(jobs), item.source)
         result.seconds = time.perf_counter() - started
         return result
-
-    def apply_jobs(self, inputs: list[Path], out: Path, fmt: str = "png", shard: str | None = None) -> list[tuple[Path, Path]]:
-        """apply's (input, output) pairs: names mirroring the inputs' under ``out``, shard ``K/N`` of them; ``out``
-        made, and what killed writers of these outputs left removed (other outputs' are not this run's)."""
-        jobs = _select_shard(_output_names(inputs, Path(out), fmt), shard)
-        _check_writable(Path(out))
-        for _, target in jobs:
-            images.remove_leftovers(target)
-        return jobs
 
     def stylise_files(self, pairs: list[tuple[Path, Path]], look: torch.Tensor, side: int, stroke_scale: float = 1.0,
                       size: int | None = None, max_pixels: int = images.DEFAULT_MAX_PIXELS,
@@ -910,7 +900,7 @@ class Session:
             "checkpoint": self.state["checkpoint"],
             "preferred_z": None if z is None else dict(zip(self.config["z_names"], [round(v, 3) for v in z.tolist()])),
             "stroke_scale": None if scale is None else round(scale, 2),
-            "taste": _taste(posterior, z, styles, self._learned_looks() if usable else [], scale),
+            "taste": describe_taste(posterior, z, styles, self._learned_looks() if usable else [], scale),
             "unfinished": unfinished,
             "latest_sheet": str(self.store.path(rounds[-1]["folder"]) / "sheet.png") if rounds else None,
             "damaged": damaged,
@@ -937,38 +927,18 @@ class Session:
     def _taste_after(self, refine: dict, styles: list[str]) -> dict:
         if refine["checkpoint"] == self.checkpoint:
             z = self.preferred_z()
-            return _taste(self.preference(), z, styles, self._learned_looks(), self.split(z)[1])
+            return describe_taste(self.preference(), z, styles, self._learned_looks(), self.split(z)[1])
         name = f"{refine['checkpoint']}/preference.safetensors"
         if not self.store.path(name).exists():  # a refine from before the choice model was stored
             return {"summary": "not recorded"}
         posterior = Posterior.from_tensors(self.store.read_tensors(name, required=("mean", "cov", "picks")))
         z = posterior.best_z()
-        return _taste(posterior, z, styles, self._learned_looks(set(refine["rounds"])), self.split(z)[1])
+        return describe_taste(posterior, z, styles, self._learned_looks(set(refine["rounds"])), self.split(z)[1])
 
 
 def _choices(rounds: list[Round]) -> list[Choice]:
     """The rounds with picks, as evidence for the choice model."""
     return [Choice(r.z, [i - 1 for i in r.selection]) for r in rounds if r.selection]
-
-
-def _taste(posterior: Posterior | None, z: torch.Tensor | None, styles: list[str],
-           round_looks: list[dict[str, float]], stroke_scale: float | None = None) -> dict:
-    """What the choice model has learned, in words, and how sure it is; and what the picks look like."""
-    if posterior is None or posterior.picks == 0:
-        return {"summary": "nothing learned yet: select the candidates you like, then refine", "picks": 0}
-    words = describe(z, styles)
-    if stroke_scale is not None and not 0.8 < stroke_scale < 1.25:
-        words.append(f"{'larger' if stroke_scale > 1 else 'smaller'} strokes for the image's size "
-                     f"(×{stroke_scale:.2f})")
-    sure = posterior.confidence(z, torch.zeros_like(z))
-    summary = ("; ".join(f"{w} than round 1" if i == 0 else w for i, w in enumerate(words))
-               if words else "close to the centre of round 1")
-    seen = describe_looks(round_looks)
-    if seen:
-        listed = seen[0] if len(seen) == 1 else f"{', '.join(seen[:-1])} and {seen[-1]}"
-        summary += f"; your picks have {listed} than the ones you passed over"
-    return {"summary": summary, "picks": posterior.picks, "confidence": round(sure, 3),
-            "posterior_sd": round(posterior.spread(), 3)}
 
 
 def _chosen_and_passed(folder: Path, candidates: list[str], chosen: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -1003,55 +973,6 @@ def _load(module: torch.nn.Module, store: Store, name: str) -> None:
         module.load_state_dict(tensors)
     except RuntimeError as exc:
         raise SessionError(f"{store.path(name)}: does not match the network ({str(exc).splitlines()[0]})") from None
-
-
-def _output_names(inputs: list[Path], out: Path, fmt: str) -> list[tuple[Path, Path]]:
-    """(input, output) pairs: folder inputs keep their relative paths under ``out``."""
-    pairs = []
-    root = out.resolve()
-    for item in map(Path, inputs):
-        found = images.find_images([item])
-        for source in found:
-            if item.is_dir() and item.resolve() != root and source.resolve().is_relative_to(root):
-                continue  # earlier outputs in an --out inside an input folder are not inputs
-            relative = source.relative_to(item) if item.is_dir() else Path(source.name)
-            pairs.append((source, out / relative.with_suffix(f".{fmt}")))
-    sources = {p.resolve() for p, _ in pairs}
-    for source, target in pairs:
-        if target.resolve() in sources:
-            raise BadInput(f"--out {out} would write over the input {source}; choose another folder")
-        if not target.resolve().is_relative_to(root):  # e.g. a symlinked sub-folder pointing elsewhere
-            raise BadInput(f"the output for {source} would land outside --out {out} ({target.resolve()})")
-    targets = [t.resolve() for _, t in pairs]
-    if len(set(targets)) != len(targets):
-        duplicate = next(t for t in targets if targets.count(t) > 1)
-        raise BadInput(f"two inputs would both be written to {duplicate}; rename one or apply them separately")
-    return pairs
-
-
-def _select_shard(pairs: list[tuple[Path, Path]], shard: str | None) -> list[tuple[Path, Path]]:
-    """Shard K of N (1-based): every N-th input in the sorted order of output paths, from the K-th."""
-    if shard is None:
-        return pairs
-    try:
-        k, n = (int(part) for part in shard.split("/"))
-    except ValueError:
-        raise BadInput(f"--shard must look like K/N (e.g. 2/8), got {shard!r}") from None
-    if not 1 <= k <= n:
-        raise BadInput(f"--shard {shard}: K must be between 1 and N")
-    ordered = sorted(pairs, key=lambda pair: str(pair[1]))
-    return ordered[k - 1 :: n]
-
-
-def _check_writable(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out}: is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInput(f"--out {out}: cannot create the folder ({exc.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise BadInput(f"--out {out}: not writable")
 
 
 __all__ = ["ApplyResult", "NoSession", "Round", "Session", "SessionError", "StyleprefsError"]
