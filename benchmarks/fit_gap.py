@@ -259,9 +259,7 @@ def fit(args: argparse.Namespace) -> None:
         generator.train()
 
     start = time.perf_counter()
-    report(0, 0.0)
-    for step in range(1, args.steps + 1):
-        photos = sampler.sample(args.batch, rng).contiguous(memory_format=torch.channels_last)
+    def loss_of(photos: torch.Tensor) -> torch.Tensor:
         out = generator(photos, torch.zeros(args.batch, 3))
         activations = net(out)
         with torch.no_grad():
@@ -272,8 +270,28 @@ def fit(args: argparse.Namespace) -> None:
             l_style = wasserstein_loss(activations, painting_roots, layers, args.style_weight)
         else:
             l_style = style_loss(activations, {k: painting_grams[k].expand(args.batch, -1, -1) for k in layers}, weights)
-        loss = (content_loss(activations[CONTENT_LAYER], content_target) + l_style
+        return (content_loss(activations[CONTENT_LAYER], content_target) + l_style
                 + args.tv * total_variation(out)).mean()
+
+    report(0, 0.0)
+    if args.optimiser == "lbfgs":  # a fixed batch (with --crop 512 --jitter 0: the whole photo), so the loss is one function
+        photos = sampler.sample(args.batch, rng).contiguous(memory_format=torch.channels_last)
+        lbfgs = torch.optim.LBFGS(generator.parameters(), lr=1, max_iter=args.every, max_eval=args.every,
+                                  history_size=50, tolerance_grad=0.0, tolerance_change=0.0,
+                                  line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            lbfgs.zero_grad()
+            loss = loss_of(photos)
+            loss.backward()
+            return loss
+
+        for done in range(args.every, args.steps + 1, args.every):  # evaluations, not iterations
+            lbfgs.step(closure)
+            report(done, time.perf_counter() - start)
+        return
+    for step in range(1, args.steps + 1):
+        loss = loss_of(sampler.sample(args.batch, rng).contiguous(memory_format=torch.channels_last))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -308,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--working", type=int, default=WORKING_SIDE,
                    help="fit: the working side G trains and renders at (apply's: the session's working side, 320)")
+    p.add_argument("--optimiser", choices=("adam", "lbfgs"), default="adam",
+                   help="fit: Adam on fresh crops each step (init's), or L-BFGS on one fixed batch (steps = evaluations)")
     p.add_argument("--jitter", type=float, default=0.25, help="fit: the crops' scale jitter, in octaves (init's: 0.25)")
     p.add_argument("--tv", type=float, default=TrainSettings().tv_weight,
                    help="fit: the total-variation weight (init's; Gatys's loss has none)")

@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from styleprefs.config import CONTENT_LAYER, TrainSettings
+from styleprefs.config import CONTENT_LAYER, ProposalSettings, TrainSettings
 from styleprefs.images import find_images, load_image, save_image
 from styleprefs.losses import content_distance, style_distance
 from styleprefs.device import resolve
@@ -76,7 +76,7 @@ def median_seconds(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[torch.
 
 
 def train(painting: Path, photos: list[Path], folder: Path, settings: TrainSettings,
-          seed: int) -> tuple[Session, float]:
+          seed: int, proposals: ProposalSettings | None = None) -> tuple[Session, float]:
     """A fresh session for one painting, trained with a progress bar; returns it and its seconds."""
     columns = (TextColumn(f"training on {painting.stem}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
@@ -84,7 +84,8 @@ def train(painting: Path, photos: list[Path], folder: Path, settings: TrainSetti
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("init", total=settings.steps)
         session = Session.init(folder, styles=[painting], contents=photos, settings=settings, device="cpu",
-                               seed=seed, force=True, on_progress=lambda p: bar.update(task, completed=p.step))
+                               seed=seed, force=True, on_progress=lambda p: bar.update(task, completed=p.step),
+                               proposals=proposals)
     return session, time.perf_counter() - start
 
 
@@ -193,6 +194,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, help="timed runs of stylise per image, after a warm-up (default 3)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--working-side", type=int,
+                   help=f"the sessions' working side, px (default {ProposalSettings().working_side}, the package's)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a training setting other than the default (repeatable), e.g. --set tv_weight=0.1")
     p.add_argument("--gatys-cache", type=Path, help="folder of Gatys results kept between runs (default OUT/gatys-cache)")
@@ -230,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     # The smoke run trains on small crops and batches: it checks the plumbing, not the quality.
     settings = TrainSettings(steps=args.steps, **({"size": 64, "batch": 2} if args.quick else {}),
                              **overrides(args.set))
+    proposals = ProposalSettings(**({"working_side": args.working_side} if args.working_side else {}))
     paintings = []
     for name in args.paintings:
         found = [p for p in find_images([args.data / "style"]) if p.stem == name]
@@ -249,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     photos = {p.stem: load_image(p, short_side=args.size) for p in eval_photos}
     report = {
         "settings": {"paintings": [p.stem for p in paintings], "size": args.size, "gatys_steps": args.gatys_steps,
-                     "repeats": args.repeats, "seed": args.seed, "train": settings.to_dict(), "quick": args.quick},
+                     "repeats": args.repeats, "seed": args.seed, "train": settings.to_dict(), "quick": args.quick,
+                     "working_side": proposals.working_side},
         "train_photos": [p.name for p in train_photos], "eval_photos": [p.name for p in eval_photos],
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.start_only:
             session, train_seconds = StartingPoint(painting, settings), 0.0
         else:
-            session, train_seconds = train(painting, train_photos, folder, settings, args.seed)
+            session, train_seconds = train(painting, train_photos, folder, settings, args.seed, proposals)
             report["environment"]["bf16"] = session.status()["bf16"]
         report["train_seconds"][painting.stem] = round(train_seconds, 1)
         # The painting as training saw it: the same long side, so strokes have the same scale.

@@ -120,8 +120,10 @@ class Session:
     @classmethod
     def init(cls, path: Path, styles: list[Path], contents: list[Path], settings: TrainSettings | None = None,
              device: str = "auto", seed: int = 0, force: bool = False, resume: bool = False,
-             max_pixels: int = images.DEFAULT_MAX_PIXELS, on_progress: ProgressFn | None = None) -> Session:
-        """Create the session folder at ``path`` and train the base generator and discriminator.
+             max_pixels: int = images.DEFAULT_MAX_PIXELS, on_progress: ProgressFn | None = None,
+             proposals: ProposalSettings | None = None) -> Session:
+        """Create the session folder at ``path`` and train the base generator and discriminator (at the working side of
+        ``proposals``, default :class:`ProposalSettings`'s).
 
         Training saves a checkpoint every ``settings.checkpoint_seconds``; ``resume=True`` continues an init that was
         interrupted (Ctrl-C, SIGTERM, a crash or kill -9) from its last checkpoint.
@@ -159,7 +161,7 @@ class Session:
                 "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "seed": seed, "device": runtime.name, "bf16": runtime.bf16, "styles": _inputs(style_paths),
                 "contents": _inputs(content_paths), "settings": settings.to_dict(),
-                "proposal_settings": asdict(ProposalSettings()), "z_names": controls.look_names(n_styles),
+                "proposal_settings": asdict(proposals or ProposalSettings()), "z_names": controls.look_names(n_styles),
             })
             new.write_tensors("style_grams.safetensors", style_grams)
             inputs.keep(new, content_images, style_images, preview)
