@@ -244,18 +244,24 @@ def fit(args: argparse.Namespace) -> None:
     weights = torch.full((args.batch, len(layers)), args.style_weight)
     rng = torch.Generator().manual_seed(0)
 
+    # --score-train: also scored on 2 of the photos trained on, as the unseen ones are (256 px short side), to tell
+    # a generator that cannot fit its photos from one that fits them but does not carry to others.
+    groups = [("", scored)] + ([("  trained-on", [load_image(p, short_side=256) for p in train_paths[:2]])]
+                               if args.score_train and args.photos == "train" else [])
+
     def report(step: int, seconds: float) -> None:
         generator.eval()
-        rows = []
-        with torch.no_grad():
-            for photo in scored:
-                out = render.render(lambda small: generator(small, torch.zeros(len(small), 3)), photo[None],
-                                    args.working)[0]
-                rows.append(layer_distances(net, out, *targets(net, photo, style)))
-            if args.save and step == args.steps:
-                save_image(torch.cat([photo, out], dim=2), args.save)
-        mean = torch.tensor(rows).mean(0).tolist()
-        print(line(f"step {step} ({seconds:.0f} s)", mean[:-1], mean[-1]), flush=True)
+        for label, photos in groups:
+            rows = []
+            with torch.no_grad():
+                for photo in photos:
+                    out = render.render(lambda small: generator(small, torch.zeros(len(small), 3)), photo[None],
+                                        args.working)[0]
+                    rows.append(layer_distances(net, out, *targets(net, photo, style)))
+                if args.save and step == args.steps and not label:
+                    save_image(torch.cat([photo, out], dim=2), args.save)
+            mean = torch.tensor(rows).mean(0).tolist()
+            print(line(label or f"step {step} ({seconds:.0f} s)", mean[:-1], mean[-1]), flush=True)
         generator.train()
 
     start = time.perf_counter()
@@ -326,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--working", type=int, default=WORKING_SIDE,
                    help="fit: the working side G trains and renders at (apply's: the session's working side, 320)")
+    p.add_argument("--score-train", action="store_true",
+                   help="fit --photos train: also score 2 of the photos it trains on")
     p.add_argument("--optimiser", choices=("adam", "lbfgs"), default="adam",
                    help="fit: Adam on fresh crops each step (init's), or L-BFGS on one fixed batch (steps = evaluations)")
     p.add_argument("--jitter", type=float, default=0.25, help="fit: the crops' scale jitter, in octaves (init's: 0.25)")

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from styleprefs import images
-from styleprefs.config import LEGACY_STYLE_LAYERS, STYLE_LAYERS, ConfigError, TrainSettings
+from styleprefs.config import LEGACY_STYLE_LAYERS, STYLE_LAYERS, ConfigError, ProposalSettings, TrainSettings
 from styleprefs.errors import BadInput
 from styleprefs.session import Session
 from styleprefs.store import SessionError
@@ -173,6 +173,22 @@ def test_a_look_carries_its_stroke_scale_to_every_size(made, tmp_path):
     assert s.working_side(1) == 320  # the session's working side, whatever the sheet's size
     expected = s.stylise(images.load_image(photo), z, stroke_scale=2 * scale, side=320)
     assert (images.load_image(out.outputs[0]) - expected).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_a_working_side_chosen_at_init_is_kept_and_used_by_every_command(made, tmp_path):
+    _, _, photo, painting = made
+    s = Session.init(tmp_path / "w", [painting], [photo], TINY, device="cpu", seed=5,
+                     proposals=ProposalSettings(working_side=96))
+    s = Session.open(tmp_path / "w", device="cpu")  # what a later command sees
+    assert s.proposal_settings.working_side == 96 and s.working_side() == 96
+    r = s.propose(n=2, size=48)
+    assert s.working_side(r.index) == 96
+    out = s.apply([photo], tmp_path / "out", pick="1:1")
+    z, scale = s.split(r.z[0])
+    image = images.load_image(photo)
+    expected = s.stylise(image, z, stroke_scale=scale, side=96)
+    assert (images.load_image(out.outputs[0]) - expected).abs().max() <= 3 / 255 + 1e-6  # apply's byte path rounds
+    assert (s.stylise(image, z, stroke_scale=scale, side=320) - expected).abs().max() > 0.01  # the side matters
 
 
 def test_a_session_from_before_the_stroke_scale_keeps_z_alone(made, tmp_path):
