@@ -29,7 +29,7 @@ from gatys import DATA, ROOT, features, loss_network, targets
 from quality import PAINTINGS, cached_gatys, score, split_photos
 
 from styleprefs import render
-from styleprefs.config import CONTENT_LAYER, TrainSettings
+from styleprefs.config import CONTENT_LAYER, ProposalSettings, TrainSettings
 from styleprefs.images import load_image, save_image
 from styleprefs.losses import content_loss, relative_error, style_loss, total_variation
 from styleprefs.networks import Generator
@@ -37,7 +37,7 @@ from styleprefs.pretrain import load_start
 from styleprefs.session import Session
 from styleprefs.training import WorkingScaleSampler
 
-WORKING_SIDE = 320
+WORKING_SIDE = ProposalSettings().working_side  # apply's, in a default session
 
 
 def layer_distances(net, image: torch.Tensor, grams: dict, content_target: torch.Tensor) -> list[float]:
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                         "2-Wasserstein distance between the Gaussians they fit")
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--working", type=int, default=WORKING_SIDE,
-                   help="fit: the working side G trains and renders at (apply's: the session's working side, 320)")
+                   help=f"fit: the working side G trains and renders at (default {WORKING_SIDE}, a default session's)")
     p.add_argument("--score-train", action="store_true",
                    help="fit --photos train: also score 2 of the photos it trains on")
     p.add_argument("--optimiser", choices=("adam", "lbfgs"), default="adam",

@@ -177,6 +177,9 @@ def test_a_look_carries_its_stroke_scale_to_every_size(made, tmp_path):
 
 def test_a_working_side_chosen_at_init_is_kept_and_used_by_every_command(made, tmp_path):
     _, _, photo, painting = made
+    with pytest.raises(ConfigError, match="working side must be between 32 and 2048 px, got 16"):
+        Session.init(tmp_path / "w", [painting], [photo], TINY, device="cpu", proposals=ProposalSettings(working_side=16))
+    assert not (tmp_path / "w").exists()  # refused before the folder was touched
     s = Session.init(tmp_path / "w", [painting], [photo], TINY, device="cpu", seed=5,
                      proposals=ProposalSettings(working_side=96))
     s = Session.open(tmp_path / "w", device="cpu")  # what a later command sees

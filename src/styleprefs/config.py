@@ -19,6 +19,7 @@ METRIC_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 VGG_RELUS = tuple(f"relu{block}_{conv}" for block, convs in enumerate((2, 2, 4, 4, 4), 1)
                   for conv in range(1, convs + 1))
 DEFAULT_MAX_PIXELS = 100_000_000  # images larger than this are refused before decoding (decompression bombs)
+MIN_WORKING_SIDE, MAX_WORKING_SIDE = 32, 2048  # the working sides a session may have, px
 
 
 class ConfigError(BadInput):
@@ -103,6 +104,12 @@ class ProposalSettings:
     working_side: int = 320  # long side the generator works at, for the candidates and for apply at any size: it fixes
                              # the strokes relative to the image (at 256, each apply's output came up 1.5× to the
                              # quality benchmark's photos and lost fine texture; at 384 round 1 spans fewer looks)
+
+    def validate(self) -> ProposalSettings:
+        if not isinstance(self.working_side, int) or not MIN_WORKING_SIDE <= self.working_side <= MAX_WORKING_SIDE:
+            raise ConfigError(f"working side must be between {MIN_WORKING_SIDE} and {MAX_WORKING_SIDE} px, "
+                              f"got {self.working_side}")
+        return self
 
     @classmethod
     def from_dict(cls, data: dict) -> ProposalSettings:

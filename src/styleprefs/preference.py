@@ -231,7 +231,7 @@ def describe_looks(per_round: list[dict[str, float]]) -> list[str]:
 
 
 def describe_taste(posterior: Posterior | None, z: torch.Tensor | None, styles: list[str],
-           round_looks: list[dict[str, float]], stroke_scale: float | None = None) -> dict:
+                   round_looks: list[dict[str, float]], stroke_scale: float | None = None) -> dict:
     """What the choice model has learned, in words, and how sure it is; and what the picks look like."""
     if posterior is None or posterior.picks == 0:
         return {"summary": "nothing learned yet: select the candidates you like, then refine", "picks": 0}

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, controls, guard, images, inputs, outputs, page, pipeline, pretrain, render, schema, tiling
-from .config import ProposalSettings, TrainSettings
+from .config import MAX_WORKING_SIDE, MIN_WORKING_SIDE, ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
 from .guard import STYLISED, Guard, distance_to
@@ -138,6 +138,7 @@ class Session:
                 shutil.rmtree(replaced, ignore_errors=True)
             return cls.open(root, device)
         settings = (settings or TrainSettings()).validate()
+        proposals = (proposals or ProposalSettings()).validate()
         if root.exists() and not root.is_dir():
             raise BadInput(f"{root}: is a file, not a session folder")
         if Store(root).exists() and not force:
@@ -161,7 +162,7 @@ class Session:
                 "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "seed": seed, "device": runtime.name, "bf16": runtime.bf16, "styles": _inputs(style_paths),
                 "contents": _inputs(content_paths), "settings": settings.to_dict(),
-                "proposal_settings": asdict(proposals or ProposalSettings()), "z_names": controls.look_names(n_styles),
+                "proposal_settings": asdict(proposals), "z_names": controls.look_names(n_styles),
             })
             new.write_tensors("style_grams.safetensors", style_grams)
             inputs.keep(new, content_images, style_images, preview)
@@ -448,7 +449,7 @@ class Session:
         rounds = self.state["rounds"]
         entry = rounds[-1 if round_index is None else round_index - 1] if rounds else {}
         side = entry.get("working_side", self.proposal_settings.working_side)
-        if not isinstance(side, int) or not 32 <= side <= 2048:
+        if not isinstance(side, int) or not MIN_WORKING_SIDE <= side <= MAX_WORKING_SIDE:
             raise SessionError(f"{self.store.path('state.json')}: damaged (round {entry.get('index')}'s working side)")
         return side
 
