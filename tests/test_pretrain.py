@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from styleprefs import controls, pretrain
-from styleprefs.config import TrainSettings
+from styleprefs.config import ConfigError, TrainSettings
 from styleprefs.device import resolve
 from styleprefs.networks import Generator
 from tests.conftest import ROOT, make_photo
@@ -53,6 +53,30 @@ def test_pretraining_resumes_and_never_sees_held_out_files(shipped_tiny):
     state = pretrain.pretrain(root / "data", root / "run", minutes=5, settings=TINY, runtime=resolve("cpu"),
                               max_steps=8, log=lambda *_: None)
     assert int(load_file(state)["step"]) == 8  # continued from step 6, not from zero
+
+
+def test_pretraining_continues_from_an_exported_file_on_the_same_paintings_only(shipped_tiny, tmp_path):
+    root, path = shipped_tiny
+    shipped = load_file(path)
+    # Seeded from the export: its weights and embeddings exactly, its step count carried on.
+    state = pretrain.pretrain(root / "data", tmp_path / "more", minutes=5, settings=TINY, runtime=resolve("cpu"),
+                              max_steps=6, log=lambda *_: None, start_from=path)
+    seeded = load_file(state)
+    assert int(seeded["step"]) == 6
+    assert torch.equal(seeded["g.embedding.weight"], shipped["embeddings"])
+    assert all(torch.equal(seeded[f"g.g.{k[2:]}"], v) for k, v in shipped.items() if k.startswith("g."))
+    state = pretrain.pretrain(root / "data", tmp_path / "more", minutes=5, settings=TINY, runtime=resolve("cpu"),
+                              max_steps=7, log=lambda *_: None, start_from=path)
+    trained = load_file(state)
+    assert int(trained["step"]) == 7 and not torch.equal(trained["g.embedding.weight"], shipped["embeddings"])
+    # A file pretrained on other paintings cannot be continued on these: one clear error, nothing written.
+    (root / "other" / "style").mkdir(parents=True)
+    (root / "other" / "content").symlink_to(root / "data" / "content")
+    make_photo(root / "other" / "style" / "another.png", seed=40, size=(64, 48))
+    with pytest.raises(ConfigError, match="cannot continue pretraining from it"):
+        pretrain.pretrain(root / "other", tmp_path / "other", minutes=5, settings=TINY, runtime=resolve("cpu"),
+                          max_steps=7, log=lambda *_: None, start_from=path)
+    assert not (tmp_path / "other").exists()
 
 
 def test_a_new_session_starts_from_its_nearest_pretraining_painting(shipped_tiny):

@@ -127,10 +127,29 @@ def pretraining_data(data: Path) -> tuple[list[Path], list[Path]]:
     return paintings, photos
 
 
+def seed_from(model: MultiStyle, path: Path, names: list[str]) -> int:
+    """Start ``model`` from a file :func:`export` wrote (the shipped one, say) pretrained on the same paintings in
+    the same order; returns the steps that file had. Its optimiser state and discriminator are not in it, so
+    those start afresh."""
+    try:
+        shipped = load_file(path)
+        meta = json.loads(bytes(shipped.pop("meta").tolist()).decode())
+        weights = {k[2:]: v for k, v in shipped.items() if k.startswith("g.")}
+        if meta["paintings"] != names:
+            raise ValueError(f"pretrained on {meta['paintings']}, not on {names}")
+        model.g.load_state_dict(weights)
+        model.embedding.weight.data.copy_(shipped["embeddings"])
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ConfigError(f"{path}: cannot continue pretraining from it ({exc})") from None
+    return int(meta["steps"])
+
+
 def pretrain(data: Path, out: Path, minutes: float, settings: TrainSettings, runtime: Runtime, seed: int = 0,
-             max_steps: int | None = None, log=print) -> Path:
+             max_steps: int | None = None, log=print, start_from: Path | None = None) -> Path:
     """Train (or continue training) the multi-painting generator for ``minutes`` more (or until ``max_steps`` in
-    all), saving a resumable state to ``out`` at least every minute; returns the state's path."""
+    all), saving a resumable state to ``out`` at least every minute; returns the state's path. A new run
+    (no state in ``out`` yet) starts from ``start_from``, a file :func:`export` wrote, when it is given: its step
+    count carries on from that file's."""
     paintings, photos = pretraining_data(data)
     if not paintings or not photos:
         raise SystemExit(f"no paintings or photos to pretrain on in {data}")
@@ -141,16 +160,19 @@ def pretrain(data: Path, out: Path, minutes: float, settings: TrainSettings, run
     torch.manual_seed(seed)
     model = MultiStyle(Generator(controls.z_dim(1), settings.generator_width, settings.generator_blocks),
                        len(paintings))
-    trainer = Trainer(runtime.module(model), runtime.module(Discriminator()), net, settings, runtime, 1, settings.lr)
-    rng = torch.Generator().manual_seed(seed)
+    names = [p.stem for p in paintings]
     state_path, step = out / STATE, 0
+    if start_from is not None and not state_path.exists():
+        step = seed_from(model, start_from, names)
+        log(f"starting from {start_from} at step {step}")
+    trainer = Trainer(runtime.module(model), runtime.module(Discriminator()), net, settings, runtime, 1, settings.lr)
+    rng = torch.Generator().manual_seed(seed + step)
     if state_path.exists():
         saved = load_file(state_path)
         trainer.load_state_tensors(saved)
         rng.set_state(saved["rng"])
         step = int(saved["step"])
         log(f"resuming at step {step}")
-    names = [p.stem for p in paintings]
 
     def sample_z(batch: int, g: torch.Generator) -> torch.Tensor:
         return torch.cat([torch.randn(batch, 3, generator=g),
@@ -235,13 +257,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the resumable training state")
     parser.add_argument("--minutes", type=float, default=30.0, help="train this many more minutes")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--from", dest="start_from", type=Path, metavar="FILE",
+                        help="start a new run from this exported file (the shipped one: 'shipped') instead of random weights")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--export", action="store_true", help=f"write the package's {SHIPPED} from the state")
     args = parser.parse_args(argv)
     if args.export:
         digest = export(args.out / STATE, shipped_path(), args.data)
         print(f"wrote {shipped_path()} (sha256 {digest})")
         return 0
-    pretrain(args.data, args.out, args.minutes, TrainSettings(), resolve(args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start_from = shipped_path() if args.start_from == Path("shipped") else args.start_from
+    pretrain(args.data, args.out, args.minutes, TrainSettings(), resolve(args.device), start_from=start_from)
     return 0
 
 
