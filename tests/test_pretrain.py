@@ -122,6 +122,26 @@ def test_held_out_files_are_the_quality_benchmarks():
     assert not {p.stem for p in photos} & {p.stem for p in evaluation}
 
 
+def test_several_data_folders_are_one_name_sorted_set_with_every_licence_listed(tmp_path):
+    shared, extra = tmp_path / "shared", tmp_path / "extra"
+    make_photo(shared / "style" / "painting.png", seed=1)
+    make_photo(shared / "style" / f"{pretrain.HELD_OUT_PAINTINGS[0]}.png", seed=2)
+    for name, folder in (("b_photo", shared), ("d_photo", shared), ("a_photo", extra), ("c_photo", extra)):
+        make_photo(folder / "content" / f"{name}.png", seed=len(name))
+    make_photo(extra / "content" / f"{pretrain.HELD_OUT_PHOTOS[0]}.png", seed=3)
+    (shared / "SOURCES.md").write_text("| `style/painting.png` | a painting | pkg-a | /p | 64x48 | CC0-1.0 |\n"
+                                       "| `content/b_photo.png` | a photo | pkg-a | /b | 64x48 | CC-BY-4.0 |\n")
+    (extra / "SOURCES.md").write_text("| `content/a_photo.png` | a photo | pkg-b | /a | 64x48 | Public domain | x |\n")
+    paintings, photos = pretrain.pretraining_data([shared, extra])
+    assert [p.stem for p in paintings] == ["painting"]  # held-out ones left out of every folder
+    assert [p.stem for p in photos] == ["a_photo", "b_photo", "c_photo", "d_photo"]
+    listed = pretrain.data_list([shared, extra], {"steps": 5, "paintings": ["painting"],
+                                                  "photos": [p.stem for p in photos]})
+    assert "| photo | `content/a_photo.png` | a photo | pkg-b | /a | Public domain |" in listed
+    assert "| painting | `style/painting.png` | a painting | pkg-a | /p | CC0-1.0 |" in listed
+    assert "`c_photo` | ? | ? | ? | not listed in SOURCES.md |" in listed  # a gap is shown, not hidden
+
+
 def test_the_shipped_file_is_the_pinned_one():
     path = pretrain.shipped_path()
     if pretrain.SHIPPED_SHA256 is None:

@@ -119,12 +119,18 @@ def fold_code_shift(generator: Generator, shift: torch.Tensor) -> None:
             linear.bias += linear.weight @ shift.to(linear.weight)
 
 
-def pretraining_data(data: Path) -> tuple[list[Path], list[Path]]:
-    """The paintings and photos of ``data`` (style/ and content/) that pretraining may see."""
-    paintings = [p for p in images.find_images([data / "style"]) if p.stem not in HELD_OUT_PAINTINGS]
-    photos = [p for p in images.find_images([data / "content"])
-              if p.stem not in HELD_OUT_PHOTOS + SKIPPED_PHOTOS]
-    return paintings, photos
+def folders(data: Path | list[Path]) -> list[Path]:
+    return [data] if isinstance(data, Path) else list(data)
+
+
+def pretraining_data(data: Path | list[Path]) -> tuple[list[Path], list[Path]]:
+    """The paintings and photos that pretraining may see in the data folders (each with style/, content/ or
+    both), sorted by file name across the folders, so one folder or several give the same order."""
+    def found(kind: str, left_out: tuple[str, ...]) -> list[Path]:
+        subfolders = [folder / kind for folder in folders(data) if (folder / kind).is_dir()]
+        return sorted((p for p in images.find_images(subfolders) if p.stem not in left_out),
+                      key=lambda p: p.name) if subfolders else []
+    return found("style", HELD_OUT_PAINTINGS), found("content", HELD_OUT_PHOTOS + SKIPPED_PHOTOS)
 
 
 def seed_from(model: MultiStyle, path: Path, names: list[str]) -> int:
@@ -144,7 +150,7 @@ def seed_from(model: MultiStyle, path: Path, names: list[str]) -> int:
     return int(meta["steps"])
 
 
-def pretrain(data: Path, out: Path, minutes: float, settings: TrainSettings, runtime: Runtime, seed: int = 0,
+def pretrain(data: Path | list[Path], out: Path, minutes: float, settings: TrainSettings, runtime: Runtime, seed: int = 0,
              max_steps: int | None = None, log=print, start_from: Path | None = None) -> Path:
     """Train (or continue training) the multi-painting generator for ``minutes`` more (or until ``max_steps`` in
     all), saving a resumable state to ``out`` at least every minute; returns the state's path. A new run
@@ -152,7 +158,7 @@ def pretrain(data: Path, out: Path, minutes: float, settings: TrainSettings, run
     count carries on from that file's."""
     paintings, photos = pretraining_data(data)
     if not paintings or not photos:
-        raise SystemExit(f"no paintings or photos to pretrain on in {data}")
+        raise SystemExit(f"no paintings or photos to pretrain on in {', '.join(map(str, folders(data)))}")
     net = loss_network(runtime, settings.style_layers)
     styles = [images.load_image(p, max_side=settings.style_size) for p in paintings]
     contents = [images.load_image(p, max_side=4 * settings.size) for p in photos]
@@ -212,17 +218,19 @@ def pretrain(data: Path, out: Path, minutes: float, settings: TrainSettings, run
     return state_path
 
 
-def data_list(data: Path, meta: dict) -> str:
+def data_list(data: Path | list[Path], meta: dict) -> str:
     """The pretraining data as a Markdown table: each file with its package, path there and licence, taken from
-    the data folder's SOURCES.md (whose rows start `` | `style/NAME.ext` | subject | package | path | size | licence``)."""
+    the data folders' SOURCES.md (whose rows start `` | `style/NAME.ext` | subject | package | path | size | licence``)."""
     rows = {}
-    sources = data / "SOURCES.md"
-    for line in sources.read_text(encoding="utf-8").splitlines() if sources.is_file() else []:
+    sources = [line for folder in folders(data) if (folder / "SOURCES.md").is_file()
+               for line in (folder / "SOURCES.md").read_text(encoding="utf-8").splitlines()]
+    for line in sources:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 6 and cells[0].startswith("`") and "/" in cells[0]:
             rows[Path(cells[0].strip("`")).stem] = cells
+    where = " and ".join(f"`{folder.name}`" for folder in folders(data))
     lines = [f"# What the shipped generator was pretrained on ({meta['steps']} steps)", "",
-             "Everything below comes from `../shared/data` (its SOURCES.md has the full provenance). The quality",
+             f"Everything below comes from {where} (the SOURCES.md there has the full provenance). The quality",
              "benchmark's paintings and evaluation photos are held out: "
              + ", ".join(HELD_OUT_PAINTINGS + HELD_OUT_PHOTOS) + ".", "",
              "| kind | file | subject | package | path in the package | licence |", "|---|---|---|---|---|---|"]
@@ -233,7 +241,7 @@ def data_list(data: Path, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export(state_path: Path, target: Path, data: Path | None = None) -> str:
+def export(state_path: Path, target: Path, data: Path | list[Path] | None = None) -> str:
     """Write the shipped file (G's weights, the paintings' embeddings and descriptors, what made it) from a
     pretraining state, and beside it the data list with licences when ``data`` is given; returns its SHA-256."""
     state = load_file(state_path)
@@ -253,13 +261,15 @@ def export(state_path: Path, target: Path, data: Path | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="folder with style/ and content/")
+    parser.add_argument("--data", type=Path, action="append", required=True,
+                        help="folder with style/, content/ or both, and a SOURCES.md; repeat it for several")
     parser.add_argument("--out", type=Path, required=True, help="folder for the resumable training state")
     parser.add_argument("--minutes", type=float, default=30.0, help="train this many more minutes")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--from", dest="start_from", type=Path, metavar="FILE",
                         help="start a new run from this exported file (the shipped one: 'shipped') instead of random weights")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--max-steps", type=int, help="stop at this step count in all (the file's own included)")
     parser.add_argument("--export", action="store_true", help=f"write the package's {SHIPPED} from the state")
     args = parser.parse_args(argv)
     if args.export:
@@ -269,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     start_from = shipped_path() if args.start_from == Path("shipped") else args.start_from
-    pretrain(args.data, args.out, args.minutes, TrainSettings(), resolve(args.device), start_from=start_from)
+    pretrain(args.data, args.out, args.minutes, TrainSettings(), resolve(args.device), max_steps=args.max_steps,
+             start_from=start_from)
     return 0
 
 
