@@ -9,10 +9,16 @@ A new session starts from the embedding of the pretraining painting whose style 
 folded into the norms' biases, which is exact: W(c + e) + b = Wc + (We + b). ``init`` then fine-tunes
 every weight on the session's own paintings and photos.
 
-Reproduce the shipped file (resumable: rerun the same command after an interruption)::
+Reproduce the shipped file (resumable: rerun the same command after an interruption; the earlier 2540-step
+file is in git at e7b9b3f, and thread counts change the last digits, so it is reproduced up to rounding)::
 
-    python -m styleprefs.pretrain --data ../shared/data --out .bench/pretrain --minutes 40
-    python -m styleprefs.pretrain --data ../shared/data --out .bench/pretrain --export
+    git show e7b9b3f:src/styleprefs/data/pretrained_generator.safetensors > .bench/start-2540.safetensors
+    python benchmarks/pretraining_photos.py --out .bench/gcompris
+    python -m styleprefs.pretrain --data ../shared/data --out .bench/pretrain --from .bench/start-2540.safetensors \
+        --max-steps 3020 --minutes 999
+    python -m styleprefs.pretrain --data ../shared/data --data .bench/gcompris --out .bench/pretrain \
+        --max-steps 4780 --minutes 999
+    python -m styleprefs.pretrain --data ../shared/data --data .bench/gcompris --out .bench/pretrain --export
 
 The quality benchmark's paintings and evaluation photos are held out (``HELD_OUT_*``; a test pins them
 to ``benchmarks/quality.py``), so its figures measure paintings and photos pretraining never saw.
@@ -48,7 +54,7 @@ HELD_OUT_PHOTOS = ("gc_monument_greatWallofChina", "gc_monument_neuschwansteinCa
 # Not colour photos: a greyscale one, and an RGBA cut-out on a flat background.
 SKIPPED_PHOTOS = ("skimage_camera_gray", "opencv_dog_rgba")
 SHIPPED = "pretrained_generator.safetensors"  # in the package's data folder
-SHIPPED_SHA256 = "163c4a5c02e1d7a41de582dd6c77f178efd0b304be5f1f5df8201f2a8b40eab0"  # tests/test_pretrain.py checks it
+SHIPPED_SHA256 = "beaa15f47db6794ec1fb16cea76a90e0dfe488b4d42bc385d7935afe976e03ec"  # tests/test_pretrain.py checks it
 STATE = "pretrain.safetensors"  # the resumable training state in --out
 EXPORT_SECONDS = 60.0  # how often the resumable state is saved
 CHUNK = 20  # steps between looks at the clock
