@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import os
 import re
 import struct
 import subprocess
@@ -45,6 +44,8 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from PIL import Image, ImageStat
+
+from styleprefs.images import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE, VERSION, RELEASE = "gcompris-qt-data", "3.1-2", "bookworm"
@@ -322,9 +323,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     """Write atomically unless the file already holds exactly ``data``; True when written."""
     if path.is_file() and path.read_bytes() == data:
         return False
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return True
 
 

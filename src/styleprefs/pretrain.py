@@ -81,6 +81,14 @@ def descriptor(grams: dict[str, torch.Tensor]) -> torch.Tensor:
                       for g in grams.values()], -1)
 
 
+def read_export(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+    """A file :func:`export` wrote: G's weights, its other tensors (``embeddings``, ``descriptors``) and what made
+    it. Raises what safetensors, the file system or the JSON decoder raise on a file that is not one."""
+    tensors = load_file(path)
+    meta = json.loads(bytes(tensors.pop("meta").tolist()).decode())
+    return {k[2:]: v for k, v in tensors.items() if k.startswith("g.")}, tensors, meta
+
+
 def shipped_path() -> Path:
     return Path(str(resources.files("styleprefs") / "data" / SHIPPED))
 
@@ -94,11 +102,9 @@ def load_start(generator: Generator, style_grams: dict[str, torch.Tensor], start
     if not path.is_file():
         return None
     try:
-        shipped = load_file(path)
-        meta = json.loads(bytes(shipped.pop("meta").tolist()).decode())
+        weights, shipped, meta = read_export(path)
     except (SafetensorError, OSError, ValueError, KeyError) as exc:  # JSONDecodeError and UnicodeError are ValueErrors
         raise ConfigError(f"{path}: not a pretrained generator's file ({exc})") from None
-    weights = {k[2:]: v for k, v in shipped.items() if k.startswith("g.")}
     own = generator.state_dict()
     if not set(meta["style_layers"]) <= set(style_grams) or set(weights) != set(own) or any(
             weights[k].shape != own[k].shape for k in own if k != "mapping.0.weight"):
@@ -144,9 +150,7 @@ def seed_from(model: MultiStyle, path: Path, names: list[str]) -> int:
     the same order; returns the steps that file had. Its optimiser state and discriminator are not in it, so
     those start afresh."""
     try:
-        shipped = load_file(path)
-        meta = json.loads(bytes(shipped.pop("meta").tolist()).decode())
-        weights = {k[2:]: v for k, v in shipped.items() if k.startswith("g.")}
+        weights, shipped, meta = read_export(path)
         if meta["paintings"] != names:
             raise ValueError(f"pretrained on {meta['paintings']}, not on {names}")
         model.g.load_state_dict(weights)
@@ -234,7 +238,7 @@ def data_list(data: Path | list[Path], meta: dict) -> str:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 6 and cells[0].startswith("`") and "/" in cells[0]:
             rows[Path(cells[0].strip("`")).stem] = cells
-    where = " and ".join(f"`{folder.name}`" for folder in folders(data))
+    where = " and ".join(f"`{folder}`" for folder in folders(data))
     lines = [f"# What the shipped generator was pretrained on ({meta['steps']} steps)", "",
              f"Everything below comes from {where} (the SOURCES.md there has the full provenance). The quality",
              "benchmark's paintings and evaluation photos are held out: "
