@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from styleprefs import images
+from styleprefs import controls, images
 from styleprefs.cli import app
 from styleprefs.config import STYLE_LAYERS
 from styleprefs.config import TrainSettings
@@ -101,6 +101,17 @@ def test_first_round_spans_the_prior():
     assert torch.cdist(z, z).add(torch.eye(16) * 99).min() > 0.2
 
 
+def test_round_one_is_never_weaker_than_the_default_look_and_spreads_the_exact_dials_wider():
+    design = sobol_normal(16, 6, seed=1)  # a two-painting look: stroke, strength, colour, blend1, blend2, scale
+    looks = controls.first_round(design, with_scale=True)
+    assert (looks[:, 1] >= 0).all() and torch.equal(looks[:, 1], design[:, 1].abs())  # the bold half only
+    for dim in (0, 2, 5):  # stroke, colour, stroke scale: wider than the prior, in proportion
+        torch.testing.assert_close(looks[:, dim], controls.FIRST_ROUND_SPREAD * design[:, dim])
+    assert torch.equal(looks[:, 3:5], design[:, 3:5])  # the blend of the paintings as drawn
+    assert torch.equal(controls.first_round(design[:, :5], with_scale=False)[:, 3:5], design[:, 3:5])  # no scale dial
+    assert torch.equal(design, sobol_normal(16, 6, seed=1))  # the design itself is not changed
+
+
 def test_later_rounds_exploit_and_explore_without_near_duplicates():
     p = fit(simulated_rounds(4, seed=2), DIM)
     z = p.propose(16, seed=5)
@@ -191,6 +202,8 @@ def test_refine_stores_the_posterior_and_round_2_is_drawn_from_it(session):
     # Exactly the model of round 1's picks, chosen and unchosen.
     first = session.rounds()[0]
     assert torch.allclose(posterior.mean, fit([Choice(first.z, [1, 4])], session.look_dim).mean)
+    # Round 1 was the first-round design: no candidate weaker than the default look.
+    assert torch.equal(first.z, controls.first_round(sobol_normal(6, session.look_dim, seed=3 * 1000 + 1), True))
     # apply's look is one the user picked: of round 1's picks (2 and 5), the one the choice model rates higher ...
     picks = first.z[[1, 4]]
     assert torch.equal(session.preferred_z(), picks[int(posterior.utility(picks).argmax())])

@@ -51,6 +51,24 @@ def stroke_scale(value: float) -> float:
     return float(2.0 ** (1.2 * torch.tanh(torch.tensor(0.6 * float(value)))))
 
 
+FIRST_ROUND_SPREAD = 1.5  # round 1's stroke, colour and stroke-scale dials, in the prior's standard deviations
+
+
+def first_round(looks: torch.Tensor, with_scale: bool) -> torch.Tensor:
+    """Round 1's looks from an N(0, I) design (B, look_dim): pictures worth hanging that differ. Strength is folded
+    onto the bold half, so no candidate is weaker than the default look (on the example session the subtle half were
+    tinted photos on the sheet: 0.65–0.71 of the photo's style distance to the painting, against 0.47–0.60); the
+    stroke and colour dials and the stroke scale (the last coordinate when ``with_scale``) spread 1.5× wider, which
+    gives back the variety the weak half had (`benchmarks/loop.py`, README). Blend coordinates stay as drawn."""
+    looks = looks.clone()
+    strength, spread = NAMED_DIMS.index("strength"), [NAMED_DIMS.index("stroke"), NAMED_DIMS.index("colour")]
+    looks[:, strength] = looks[:, strength].abs()
+    looks[:, spread] *= FIRST_ROUND_SPREAD
+    if with_scale:
+        looks[:, -1] *= FIRST_ROUND_SPREAD
+    return looks
+
+
 @dataclass
 class LossWeights:
     """Per-sample loss weights derived from z; every field has batch size B first."""

@@ -30,13 +30,14 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, controls, guard, images, inputs, outputs, page, pipeline, pretrain, render, schema, tiling
+from . import (__version__, controls, guard, images, inputs, outputs, page, pipeline, pretrain, refining, render, schema,
+               tiling)
 from .config import MAX_WORKING_SIDE, MIN_WORKING_SIDE, ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
 from .guard import STYLISED, Guard, distance_to
 from .networks import Discriminator, Generator
-from .preference import NEAR_SPREAD, Choice, Posterior, contrast_looks, describe_taste, fit, looks, recency_weights
+from .preference import Choice, Posterior, contrast_looks, describe_taste, fit, looks
 from .store import SCHEMA_VERSION, NoSession, SessionError, Store, create, remove_abandoned, restore, sha256
 from .training import (CropSampler, Progress, StopSignals, Trainer, WeightsFn, blended_targets, content_sampler,
                        gram_stats, loss_network)
@@ -518,11 +519,14 @@ class Session:
 
     def _draw(self, n: int, index: int, photo: torch.Tensor, size: int,
               working: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Round ``index``'s ``n`` looks (seeded by its number) and their pictures, each a stylisation (``guard``).
+        """Round ``index``'s ``n`` looks (seeded by its number; before any pick, ``controls.first_round``'s design) and
+        their pictures, each a stylisation (``guard``).
         After picks, candidate 1 is the choice model's own best look (``Posterior.best_z``, moved toward the centre as
         :meth:`preferred_z` moves a look), offered for the user to pick or pass over."""
         posterior = self.preference()
         proposed = posterior.propose(n, seed=self.config["seed"] * 1000 + index)
+        if posterior.picks == 0:
+            proposed = controls.first_round(proposed, with_scale=self.look_dim > self.z_dim)
         judge = self._guard(images.shrink(photo, size))
         shown = [judge.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
                                 or_nearest=i == 0 and posterior.picks > 0)
@@ -609,38 +613,14 @@ class Session:
         trainer = Trainer(generator, rt.module(discriminator), net, s, rt, self.n_styles, s.refine_lr)
         contents, styles = self._decode_inputs()
         chosen_images = [images.load_image(r.candidates[i - 1]) for r in selected for i in r.selection]
-        base_targets = blended_targets(style_grams, self.n_styles)
-        dim = best_z.numel()
-        half = s.batch // 2
-
-        def sample_z(batch: int, g: torch.Generator) -> torch.Tensor:
-            # Half the batch near the preferred z (personal target), half from the prior so the
-            # rest of the z space is not forgotten.
-            near = best_z + NEAR_SPREAD * torch.randn(batch - half, dim, generator=g)
-            return torch.cat([near, torch.randn(half, dim, generator=g)])
-
-        def targets(z: torch.Tensor) -> dict[str, torch.Tensor]:
-            base = base_targets(z)
-            return {name: torch.cat([personal[name].to(z.device).expand(z.shape[0] - half, -1, -1),
-                                     base[name][z.shape[0] - half:]]) for name in base}
-
-        def loss_weights(z: torch.Tensor) -> controls.LossWeights:
-            # The near half matches the personal target without the pull to the photo's colours: the target already
-            # carries the palette the user picked, and a strong chroma loss would only fight it. Its stroke dial (the
-            # layer weights) stays: uniform layer weights cost the "fine strokes" user 3 σ in the benchmark. So does
-            # its strength: from the pretrained start a low-strength z* looks much like the photo, and full style
-            # weight pulled a "subtle" user's look back toward the painting (P77 against P100 with z*'s own).
-            # The prior half keeps what z means.
-            weights = controls.loss_weights(z, len(s.style_layers), self.n_styles, s.colour_centre)
-            weights.colour[: z.shape[0] - half] = 0.0
-            return weights
-
+        plan = refining.BatchPlan(best_z, personal, blended_targets(style_grams, self.n_styles), half=s.batch // 2,
+                                  n_layers=len(s.style_layers), n_styles=self.n_styles, colour_centre=s.colour_centre)
         rng = torch.Generator().manual_seed(self.config["seed"] + 7919 * (len(self.state["refines"]) + 1))
         self.state = {**self.state, "training": {"phase": "refine", "steps": steps}}
         self.store.write_json("state.json", self.state)
         seconds = self._train(trainer, "refine", steps, content_sampler(contents, s, self.working_side()),
-                              CropSampler(styles + chosen_images, s.size), sample_z, targets, rng, on_progress,
-                              loss_weights)
+                              CropSampler(styles + chosen_images, s.size), plan.sample_z, plan.targets, rng,
+                              on_progress, plan.loss_weights)
         # The fine-tuning is kept only while the look it serves is still a stylisation, and only if what apply then
         # gives is nearer the personal target than what it gave before. Tastes that want what the painting lacks (warm
         # against a blue painting, "subtle") drove the generator toward the edge of the stylisations; the guard then
@@ -699,13 +679,9 @@ class Session:
         return {"undone": last["checkpoint"], "checkpoint": before["checkpoint"], "rounds": len(before["rounds"])}
 
     def personal_target(self, selected: list[Round], z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per layer: the Grams of the current look at the preferred ``z`` (rendered on the latest picked round's
-        preview), moved by γ (``preference_step``) along the direction the user has been choosing,
-
-            P_l = G_l(current look at z*) + γ·Σ_r ρ_r·(mean_chosen(r) G_l − mean_passed-over(r) G_l),
-
-        ρ_r the recency weights. Aiming at the mean of the chosen images instead pulled the generator back
-        from the preferred z toward the average pick and cost taste (benchmarks/preference.py, README)."""
+        """What refine trains the looks near ``z`` toward (``refining.personal_target``): the Grams of the current look
+        at the preferred ``z``, rendered on the latest picked round's preview as its sheet would show it, moved along
+        the direction the user has been choosing, round by round."""
         net = self._loss_network()
         latest = self.state["rounds"][selected[-1].index - 1]
         preview = self._preview_of(latest)
@@ -714,21 +690,9 @@ class Session:
             look = gram_stats(net, self._on_sheet(latest, preview, [z]), self.runtime, self.settings.style_layers)
         else:  # the preview photo has gone: the latest picks stand in for the current look
             look = chosen[-1]
-        delta = {name: torch.zeros_like(look[name][0]) for name in self.settings.style_layers}
-        for weight, r, grams in zip(recency_weights(len(selected)), selected, chosen, strict=True):
-            passed = self._passed_grams(r)
-            if passed is not None:
-                for name in self.settings.style_layers:
-                    delta[name] += weight * (grams[name].mean(0) - passed[name][0])
-        step, reach = self.settings.preference_step, self.settings.preference_reach
-        target = {}
-        for name in self.settings.style_layers:
-            base, move = look[name].mean(0), step * delta[name]
-            # A trust region: one refine moves each layer's Gram by at most ``reach`` of its norm. Unbounded, a taste
-            # that always wants "more" (warmer, …) compounded over rounds into a wash that had lost the photo.
-            scale = min(1.0, reach * float(base.norm()) / max(float(move.norm()), 1e-12))
-            target[name] = base + scale * move
-        return target
+        return refining.personal_target(look, chosen, [self._passed_grams(r) for r in selected],
+                                        self.settings.style_layers, self.settings.preference_step,
+                                        self.settings.preference_reach)
 
     def _in_round(self, index: int, name: str) -> str:
         """The store name of a file about round ``index``'s current picks: in their own folder (older sessions kept
