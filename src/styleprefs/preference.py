@@ -13,7 +13,8 @@ MAP found by Newton's method (the log-likelihood is concave in w), with the inve
 covariance.
 
 Proposals: round 1, with nothing learned, is a scrambled Sobol design through the normal inverse
-CDF, so N candidates span the prior evenly. Later rounds use Thompson sampling (as in preferential
+CDF, so N candidates span the prior evenly (``controls.first_round`` then folds its strength onto the bold half and
+spreads the exact dials wider). Later rounds use Thompson sampling (as in preferential
 Bayesian optimisation): candidate 1 is the posterior mean's best z, and each further candidate is
 the best z of a quasi-random pool under its own draw of w, skipping any z within ``MIN_DISTANCE`` of
 one already in the round, so a round never shows near-duplicates.
@@ -172,7 +173,7 @@ class Posterior:
 
 
 def describe(z: torch.Tensor, style_names: list[str]) -> list[str]:
-    """The preferred z in words, against round 1's centre (z = 0), on the dials whose meaning holds in the
+    """The preferred z in words, against the default look (z = 0, the prior's centre), on the dials whose meaning holds in the
     pictures: strength ("bolder") and palette. How fine the strokes look is measured on the pictures
     themselves (``looks``), since the stroke dial's effect on visible detail varies from painting to painting."""
     words = {1: ("more subtle", "bolder"), 2: ("more of the painting's palette", "more of the photo's own colours")}
@@ -240,8 +241,8 @@ def describe_taste(posterior: Posterior | None, z: torch.Tensor | None, styles: 
         words.append(f"{'larger' if stroke_scale > 1 else 'smaller'} strokes for the image's size "
                      f"(×{stroke_scale:.2f})")
     sure = posterior.confidence(z, torch.zeros_like(z))
-    summary = ("; ".join(f"{w} than round 1" if i == 0 else w for i, w in enumerate(words))
-               if words else "close to the centre of round 1")
+    summary = ("; ".join(f"{w} than the default look" if i == 0 else w for i, w in enumerate(words))
+               if words else "close to the default look")
     seen = describe_looks(round_looks)
     if seen:
         listed = seen[0] if len(seen) == 1 else f"{', '.join(seen[:-1])} and {seen[-1]}"
