@@ -46,11 +46,14 @@ def grams_of(net: VGG19Features, paths: list[Path], max_side: int) -> list[dict[
         return [{k: gram(v) for k, v in net(images.load_image(p, max_side=max_side)[None]).items()} for p in paths]
 
 
+def style_distance_to(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> float:
+    """Style distance from one image's Grams to another's (``y``'s norm as the scale), mean over the metric's layers."""
+    return float(torch.stack([((x[k] - y[k]).norm() / y[k].norm()) for k in METRIC_STYLE_LAYERS]).mean())
+
+
 def pairwise_style_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     """Symmetrised style distance between two images' Grams."""
-    def one_way(x, y):
-        return float(torch.stack([((x[k] - y[k]).norm() / y[k].norm()) for k in METRIC_STYLE_LAYERS]).mean())
-    return (one_way(a, b) + one_way(b, a)) / 2
+    return (style_distance_to(a, b) + style_distance_to(b, a)) / 2
 
 
 def main() -> int:
@@ -85,16 +88,14 @@ def main() -> int:
     for name, r in (("round1", first), ("round2", second)):
         g = grams_of(net, [Path(c) for c in r["candidates"]], size)
         pairs = [pairwise_style_distance(a, b) for a, b in itertools.combinations(g, 2)]
-        to_painting = [float(torch.stack([(x[k] - painting[k]).norm() / painting[k].norm()
-                                          for k in METRIC_STYLE_LAYERS]).mean()) for x in g]
+        to_painting = [style_distance_to(x, painting) for x in g]
         rounds[name] = {"pairwise_mean": sum(pairs) / len(pairs), "pairwise_max": max(pairs),
                         "to_painting_median": sorted(to_painting)[len(to_painting) // 2],
                         "to_painting_max": max(to_painting)}
     preview = Path(json.loads((session / "config.json").read_text())["contents"][0]["path"])
     photo = grams_of(net, [preview], 256)[0]
     reference = {"two_paintings": pairwise_style_distance(painting, other),
-                 "photo_to_painting": float(torch.stack([(photo[k] - painting[k]).norm() / painting[k].norm()
-                                                         for k in METRIC_STYLE_LAYERS]).mean())}
+                 "photo_to_painting": style_distance_to(photo, painting)}
 
     console = Console()
     t = Table(title="styleprefs loop, CLI end to end (wall seconds, each command a fresh process)")

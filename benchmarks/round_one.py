@@ -38,7 +38,7 @@ from styleprefs.session import Session, _sheet_photo
 from styleprefs.vgg import VGG19Features
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loop import EXAMPLES, ROOT, grams_of, pairwise_style_distance  # noqa: E402
+from loop import EXAMPLES, ROOT, grams_of, pairwise_style_distance, style_distance_to  # noqa: E402
 
 DESIGNS = ["prior", "prior,bar=0.68", "prior,bar=0.62", "fold", "shift", "fold,scale=1.4", "fold,scale=1.8",
            "fold,stroke=1.4", "fold,colour=1.4", "fold,stroke=1.4,colour=1.4,scale=1.6", "shipped"]
@@ -93,10 +93,7 @@ def main() -> int:
     net = VGG19Features(METRIC_STYLE_LAYERS)
     painting, other = grams_of(net, [args.style, args.other_style], TrainSettings().style_size)
 
-    def to_painting(g: dict[str, torch.Tensor]) -> float:
-        return float(torch.stack([(g[k] - painting[k]).norm() / painting[k].norm() for k in METRIC_STYLE_LAYERS]).mean())
-
-    photo_distance = to_painting(grams_of(net, [preview], 256)[0])
+    photo_distance = style_distance_to(grams_of(net, [preview], 256)[0], painting)
     two_paintings = pairwise_style_distance(painting, other)
     rows = []
     for spec in args.designs:
@@ -116,7 +113,7 @@ def main() -> int:
                                                title=f"round 1, design {spec}"), folder / "sheet.png")
         grams = grams_of(net, files, 256)
         pairs = [pairwise_style_distance(a, b) for a, b in itertools.combinations(grams, 2)]
-        ratios = [to_painting(g) / photo_distance for g in grams]
+        ratios = [style_distance_to(g, painting) / photo_distance for g in grams]
         rows.append({"design": spec, "bar": bar, "span": sum(pairs) / len(pairs),
                      "span_over_two_paintings": sum(pairs) / len(pairs) / two_paintings,
                      "to_painting_ratio_max": max(ratios), "to_painting_ratio_median": sorted(ratios)[len(ratios) // 2],

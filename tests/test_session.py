@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from styleprefs import images
 from styleprefs.config import LEGACY_STYLE_LAYERS, STYLE_LAYERS, ConfigError, ProposalSettings, TrainSettings
 from styleprefs.errors import BadInput
-from styleprefs.session import Session
+from styleprefs.session import MAX_APPLY_SIDE, Session
 from styleprefs.store import SessionError
 from tests.conftest import from_before_the_manifest, make_photo
 
@@ -187,7 +187,7 @@ def test_a_working_side_chosen_at_init_is_kept_and_used_by_every_command(made, t
     r = s.propose(n=2, size=48)
     assert s.working_side(r.index) == 96
     out = s.apply([photo], tmp_path / "out", pick="1:1")
-    decoded = images.load_image_with_alpha(photo, max_side=8192, as_bytes=True)[0]  # as apply decodes it
+    decoded = images.load_image_with_alpha(photo, max_side=MAX_APPLY_SIDE, as_bytes=True)[0]  # as apply decodes it
     expected = s.stylise_batch(decoded[None], r.z[0], side=96, as_bytes=True)[0]
     assert torch.equal(images.load_image_with_alpha(out.outputs[0], as_bytes=True)[0], expected)
     elsewhere = s.stylise_batch(decoded[None], r.z[0], side=320, as_bytes=True)[0]

@@ -173,8 +173,8 @@ class Posterior:
 
 
 def describe(z: torch.Tensor, style_names: list[str]) -> list[str]:
-    """The preferred z in words, against the default look (z = 0, the prior's centre), on the dials whose meaning holds in the
-    pictures: strength ("bolder") and palette. How fine the strokes look is measured on the pictures
+    """The preferred z in words, against the default look (z = 0, the prior's centre), on the dials whose meaning
+    holds in the pictures: strength ("bolder") and palette. How fine the strokes look is measured on the pictures
     themselves (``looks``), since the stroke dial's effect on visible detail varies from painting to painting."""
     words = {1: ("more subtle", "bolder"), 2: ("more of the painting's palette", "more of the photo's own colours")}
     phrases = [words[i][int(z[i] > 0)] for i in words if abs(float(z[i])) >= NOTABLE]

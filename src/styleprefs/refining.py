@@ -27,12 +27,10 @@ def personal_target(look: Grams, chosen: Sequence[Grams], passed: Sequence[Grams
 
     ρ_r the recency weights over the rounds (oldest first). ``look`` and each round's ``chosen`` are layer →
     (N, C, C); ``passed`` is layer → (1, C, C), or None for a round whose every candidate was chosen (it adds no
-    direction). Each layer moves by at most ``reach`` of its Gram's norm: a trust region, since unbounded, a taste
+    direction; rounds of both must pair up). Each layer moves by at most ``reach`` of its Gram's norm: a trust region, since unbounded, a taste
     that always wants "more" (warmer, …) compounded over rounds into a wash that had lost the photo. Aiming at the
     mean of the chosen images instead pulled the generator back from the preferred z toward the average pick and
     cost taste (benchmarks/preference.py, README)."""
-    if len(chosen) != len(passed):
-        raise ValueError(f"{len(chosen)} rounds of chosen Grams against {len(passed)} of passed-over ones")
     delta = {name: torch.zeros_like(look[name][0]) for name in layers}
     for weight, grams, others in zip(recency_weights(len(chosen)), chosen, passed, strict=True):
         if others is not None:
