@@ -79,6 +79,44 @@ def test_pretraining_continues_from_an_exported_file_on_the_same_paintings_only(
     assert not (tmp_path / "other").exists()
 
 
+def test_a_state_is_resumed_only_on_its_own_paintings_and_exported_anywhere(shipped_tiny, tmp_path, capsys):
+    root, _ = shipped_tiny
+    run = tmp_path / "run"
+    pretrain.pretrain(root / "data", run, minutes=5, settings=TINY, runtime=resolve("cpu"), max_steps=2,
+                      log=lambda *_: None)
+    before = (run / pretrain.STATE).read_bytes()
+    # One painting more in the data: row k of the embedding table would be another painting's code. Refused, with
+    # the name of what changed, and the state left as it was.
+    (tmp_path / "more" / "style").mkdir(parents=True)
+    for k in range(3):
+        (tmp_path / "more" / "style" / f"painting{k}.png").symlink_to(root / "data" / "style" / f"painting{k}.png")
+    make_photo(tmp_path / "more" / "style" / "painting00.png", seed=41, size=(64, 48))
+    (tmp_path / "more" / "content").symlink_to(root / "data" / "content")
+    with pytest.raises(ConfigError, match="cannot resume pretraining from it.*new here: painting00"):
+        pretrain.pretrain(tmp_path / "more", run, minutes=5, settings=TINY, runtime=resolve("cpu"), max_steps=4,
+                          log=lambda *_: None)
+    # Other style layers: the Gram targets would be another loss's.
+    with pytest.raises(ConfigError, match="style layers"):
+        pretrain.pretrain(root / "data", run, minutes=5, settings=TrainSettings(**{**TINY.to_dict(),
+                          "style_layers": TINY.style_layers[:2]}), runtime=resolve("cpu"), max_steps=4,
+                          log=lambda *_: None)
+    # A damaged state: one line, exit status 2, through the command line.
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / pretrain.STATE).write_bytes(before[:100])
+    assert pretrain.main(["--data", str(root / "data"), "--out", str(tmp_path / "bad"), "--max-steps", "4"]) == 2
+    assert "cannot resume pretraining from it" in capsys.readouterr().err
+    assert (run / pretrain.STATE).read_bytes() == before
+    # --export-to writes a start outside the package (the shipped file untouched), with its data list beside it.
+    shipped = pretrain.shipped_path().read_bytes()
+    target = tmp_path / "starts" / "start.safetensors"
+    assert pretrain.main(["--data", str(root / "data"), "--out", str(run), "--export-to", str(target)]) == 0
+    assert json.loads(bytes(load_file(target)["meta"].tolist()).decode())["steps"] == 2
+    assert (target.parent / "PRETRAINING.md").is_file() and pretrain.shipped_path().read_bytes() == shipped
+    assert pretrain.main(["--data", str(root / "data"), "--out", str(tmp_path / "none"), "--export-to",
+                          str(target)]) == 2
+    assert "no pretraining state" in capsys.readouterr().err
+
+
 def test_a_new_session_starts_from_its_nearest_pretraining_painting(shipped_tiny):
     root, path = shipped_tiny
     shipped = load_file(path)

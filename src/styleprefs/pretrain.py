@@ -160,6 +160,27 @@ def seed_from(model: MultiStyle, path: Path, names: list[str]) -> int:
     return int(meta["steps"])
 
 
+def read_state(path: Path, names: list[str], style_layers: list[str]) -> dict[str, torch.Tensor]:
+    """The resumable state in ``path``, checked against the run that would continue it: the same paintings in the same
+    order (row k of the embedding table is painting k's code) and the same style layers. Photos may differ: a state
+    can go on with more of them."""
+    try:
+        saved = load_file(path)
+        meta = json.loads(bytes(saved["meta"].tolist()).decode())
+        if meta["paintings"] != names:
+            missing, extra = sorted(set(meta["paintings"]) - set(names)), sorted(set(names) - set(meta["paintings"]))
+            raise ValueError("it was pretrained on other paintings than these data folders hold"
+                             + (f" (missing here: {', '.join(missing)})" if missing else "")
+                             + (f" (new here: {', '.join(extra)})" if extra else "")
+                             + ("" if missing or extra else " (the same ones in another order)"))
+        if meta["style_layers"] != style_layers:
+            raise ValueError(f"it was pretrained on style layers {meta['style_layers']}, not {style_layers}")
+        int(saved["step"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ConfigError(f"{path}: cannot resume pretraining from it: {exc}") from None
+    return saved
+
+
 def pretrain(data: Path | list[Path], out: Path, minutes: float, settings: TrainSettings, runtime: Runtime, seed: int = 0,
              max_steps: int | None = None, log=print, start_from: Path | None = None) -> Path:
     """Train (or continue training) the multi-painting generator for ``minutes`` more (or until ``max_steps`` in
@@ -184,7 +205,7 @@ def pretrain(data: Path | list[Path], out: Path, minutes: float, settings: Train
     trainer = Trainer(runtime.module(model), runtime.module(Discriminator()), net, settings, runtime, 1, settings.lr)
     rng = torch.Generator().manual_seed(seed + step)
     if state_path.exists():
-        saved = load_file(state_path)
+        saved = read_state(state_path, names, list(settings.style_layers))
         trainer.load_state_tensors(saved)
         rng.set_state(saved["rng"])
         step = int(saved["step"])
@@ -281,16 +302,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--max-steps", type=int, help="stop at this step count in all (the file's own included)")
     parser.add_argument("--export", action="store_true", help=f"write the package's {SHIPPED} from the state")
+    parser.add_argument("--export-to", type=Path, metavar="FILE",
+                        help="write an exported file from the state here instead (for --set start=FILE), "
+                             "with its PRETRAINING.md beside it")
     args = parser.parse_args(argv)
-    if args.export:
-        digest = export(args.out / STATE, shipped_path(), args.data)
-        print(f"wrote {shipped_path()} (sha256 {digest})")
-        return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    start_from = shipped_path() if args.start_from == Path("shipped") else args.start_from
-    pretrain(args.data, args.out, args.minutes, TrainSettings(), resolve(args.device), max_steps=args.max_steps,
-             start_from=start_from)
+    try:
+        if args.export or args.export_to:
+            target = args.export_to or shipped_path()
+            if not (args.out / STATE).is_file():
+                raise ConfigError(f"{args.out / STATE}: no pretraining state to export")
+            digest = export(args.out / STATE, target, args.data)
+            print(f"wrote {target} (sha256 {digest})")
+            return 0
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        start_from = shipped_path() if args.start_from == Path("shipped") else args.start_from
+        pretrain(args.data, args.out, args.minutes, TrainSettings(), resolve(args.device), max_steps=args.max_steps,
+                 start_from=start_from)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
