@@ -81,11 +81,16 @@ def descriptor(grams: dict[str, torch.Tensor]) -> torch.Tensor:
                       for g in grams.values()], -1)
 
 
+def decode_meta(tensor: torch.Tensor) -> dict:
+    """The JSON a pretraining file keeps as a uint8 tensor named ``meta``."""
+    return json.loads(bytes(tensor.tolist()).decode())
+
+
 def read_export(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
     """A file :func:`export` wrote: G's weights, its other tensors (``embeddings``, ``descriptors``) and what made
     it. Raises what safetensors, the file system or the JSON decoder raise on a file that is not one."""
     tensors = load_file(path)
-    meta = json.loads(bytes(tensors.pop("meta").tolist()).decode())
+    meta = decode_meta(tensors.pop("meta"))
     return {k[2:]: v for k, v in tensors.items() if k.startswith("g.")}, tensors, meta
 
 
@@ -166,7 +171,7 @@ def read_state(path: Path, names: list[str], style_layers: list[str]) -> dict[st
     can go on with more of them."""
     try:
         saved = load_file(path)
-        meta = json.loads(bytes(saved["meta"].tolist()).decode())
+        meta = decode_meta(saved["meta"])
         if meta["paintings"] != names:
             missing, extra = sorted(set(meta["paintings"]) - set(names)), sorted(set(names) - set(meta["paintings"]))
             raise ValueError("it was pretrained on other paintings than these data folders hold"
@@ -276,7 +281,7 @@ def export(state_path: Path, target: Path, data: Path | list[Path] | None = None
     """Write the shipped file (G's weights, the paintings' embeddings and descriptors, what made it) from a
     pretraining state, and beside it the data list with licences when ``data`` is given; returns its SHA-256."""
     state = load_file(state_path)
-    meta = json.loads(bytes(state["meta"].tolist()).decode())
+    meta = decode_meta(state["meta"])
     meta["steps"] = int(state["step"])
     shipped = {k[2:]: v for k, v in state.items() if k.startswith("g.g.")}
     shipped["embeddings"] = state["g.embedding.weight"]
