@@ -103,7 +103,7 @@ INIT_REPORTING_STEPS = """
 import sys
 from pathlib import Path
 from styleprefs.config import TrainSettings
-from styleprefs.session import Interrupted
+from styleprefs.checkpoints import Interrupted
 from styleprefs.session import Session
 folder, painting, photo = map(Path, sys.argv[1:])
 try:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from styleprefs.config import TrainSettings
-from styleprefs.session import TRAINING, Interrupted, Session
+from styleprefs.checkpoints import TRAINING, Interrupted
+from styleprefs.session import Session
 from tests.conftest import make_photo
 
 SMALL = TrainSettings(steps=3, refine_steps=6, size=48, batch=2, checkpoint_seconds=0.0)

@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from styleprefs import images
+from styleprefs.applying import MAX_APPLY_SIDE
 from styleprefs.config import LEGACY_STYLE_LAYERS, STYLE_LAYERS, ConfigError, ProposalSettings, TrainSettings
 from styleprefs.errors import BadInput
-from styleprefs.session import MAX_APPLY_SIDE, Session
+from styleprefs.session import Session
 from styleprefs.store import SessionError
 from tests.conftest import from_before_the_manifest, make_photo
 

@@ -35,9 +35,10 @@ import torch
 from torch import nn
 
 from . import images, render
+from .applying import check_stroke_scale
 from .errors import BadInput
 from .networks import Generator, z_seed
-from .session import MAX_STROKE_SCALE, MIN_STROKE_SCALE, Session
+from .session import Session
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 17
@@ -188,8 +189,7 @@ def export(session: Session, fmt: str, out: Path, pick: str | None = None, strok
         raise BadInput(f"--format must be onnx or torchscript, got {fmt!r}")
     if out.is_dir():
         raise BadInput(f"--out {out}: is a folder; name the file to write")
-    if not MIN_STROKE_SCALE <= stroke_scale <= MAX_STROKE_SCALE:
-        raise BadInput(f"--stroke-scale must be between {MIN_STROKE_SCALE} and {MAX_STROKE_SCALE}, got {stroke_scale}")
+    check_stroke_scale(stroke_scale)
     if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
         raise BadInput('--format onnx needs the onnx package: pip install "styleprefs[export]"')
     look, side = session.look_to_apply(pick)

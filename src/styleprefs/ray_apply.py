@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from . import outputs
-from .session import ApplyResult, Session
+from .applying import ApplyResult, partition
+from .session import Session
 
 PAIRS_PER_BATCH = 8  # pairs handed to an actor at a time: a forward's worth of same-size photos
 
@@ -58,8 +59,8 @@ def apply_on_ray(session: Path | str, inputs: list[Path | str], out: Path | str,
     opened = Session.open(Path(session), "cpu")
     opened.look_to_apply(pick)  # a bad pick or a damaged session is refused here, not on every actor
     jobs = outputs.plan([Path(p) for p in inputs], Path(out), fmt, shard)
-    result = ApplyResult(existing=[t for _, t in jobs if skip_existing and t.exists()])
-    todo = [(s, t) for s, t in jobs if not (skip_existing and t.exists())]
+    existing, todo = partition(jobs, skip_existing)
+    result = ApplyResult(existing=existing)
     if not todo:
         return result
     if not ray.is_initialized():

@@ -25,34 +25,25 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
-from . import (__version__, controls, guard, images, inputs, outputs, page, pipeline, pretrain, refining, render, schema,
-               tiling)
+from . import (__version__, applying, checkpoints, controls, guard, images, inputs, outputs, page, pipeline, pretrain,
+               refining, render, reporting, schema, tiling)
+from .applying import MAX_APPLY_SIDE, ApplyResult
+from .checkpoints import Interrupted, ProgressFn
 from .config import MAX_WORKING_SIDE, MIN_WORKING_SIDE, ProposalSettings, TrainSettings
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
 from .guard import STYLISED, Guard, distance_to
 from .networks import Discriminator, Generator
-from .preference import Choice, Posterior, contrast_looks, describe_taste, fit, looks
+from .preference import Choice, Posterior, contrast_looks, fit, looks
 from .store import SCHEMA_VERSION, NoSession, SessionError, Store, create, remove_abandoned, restore, sha256
-from .training import (CropSampler, Progress, StopSignals, Trainer, WeightsFn, blended_targets, content_sampler,
-                       gram_stats, loss_network)
+from .training import CropSampler, Trainer, WeightsFn, blended_targets, content_sampler, gram_stats, loss_network
 
-ProgressFn = Callable[[Progress], None]
 PASSED_GRAMS = "passed_grams.safetensors"  # in a round's folder: the mean Gram of the candidates passed over
-MAX_APPLY_SIDE = 8192  # apply keeps a photo's own size up to this long side
-MIN_STROKE_SCALE, MAX_STROKE_SCALE = 0.015, 8.0  # down to a 256-px preview's strokes on a 16000-px photo's own pixels
-TRAINING = "training.safetensors"  # the resumable mid-training state of an unfinished init or refine
-
-
-class Interrupted(StyleprefsError):
-    """Training was asked to stop (Ctrl-C, SIGTERM) and saved a checkpoint to resume from."""
-
-    exit_code = 130
 
 
 def _inputs(paths: list[Path]) -> list[dict]:
@@ -69,15 +60,6 @@ class Round:
     candidates: list[Path]
     sheet: Path
     selection: list[int] | None = None
-
-
-@dataclass
-class ApplyResult:
-    outputs: list[Path] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input, why)
-    existing: list[Path] = field(default_factory=list)  # left alone by skip_existing
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 class Session:
@@ -206,12 +188,12 @@ class Session:
         seconds = self._train(trainer, "init", s.steps, photos, CropSampler(styles, s.size),
                               lambda b, g: torch.randn(b, dim, generator=g), blended_targets(style_grams, self.n_styles),
                               rng, on_progress, norms_only_steps=s.norm_only_steps if started_from else 0)
-        _write_checkpoint(self.store, "checkpoints/000", generator, discriminator, Posterior.prior(self.look_dim))
+        checkpoints.write(self.store, "checkpoints/000", generator, discriminator, Posterior.prior(self.look_dim))
         state = {**self.state, "checkpoint": "checkpoints/000", "training": None,
                  "steps": {**self.state["steps"], "init": s.steps}}
         self._commit(state, {"command": "init", "steps": s.steps, "seconds": round(seconds, 1),
                              "started_from": f"pretrained ({started_from})" if started_from else "scratch"})
-        self.store.path(TRAINING).unlink(missing_ok=True)
+        checkpoints.finished(self.store)
 
     def _decode_inputs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return inputs.load(self.store, self.config, self.settings)
@@ -227,39 +209,12 @@ class Session:
     def _train(self, trainer: Trainer, phase: str, steps: int, content: CropSampler, real: CropSampler,
                sample_z, targets, rng: torch.Generator, on_progress: ProgressFn | None,
                weights: WeightsFn | None = None, norms_only_steps: int = 0) -> float:
-        """Run a training phase with resumable checkpoints: every ``checkpoint_seconds``, and at a
-        step boundary when SIGINT/SIGTERM asks to stop. Continues from ``training.safetensors`` if present."""
-        first = 0
-        if self.store.path(TRAINING).exists():
-            saved = self.store.read_tensors(TRAINING, required=("rng", "step"))
-            try:
-                trainer.load_state_tensors(saved)
-            except (RuntimeError, KeyError, ValueError) as exc:
-                raise SessionError(f"{self.store.path(TRAINING)}: does not match the networks "
-                                   f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-            rng.set_state(saved["rng"])
-            first = int(saved["step"])
-
-        def save(step: int) -> None:
-            self.store.write_tensors(TRAINING, {**trainer.state_tensors(), "rng": rng.get_state(),
-                                                "step": torch.tensor(step)})
-
-        started = last_save = time.perf_counter()
-        step = first
-        with StopSignals() as stop:
-            for progress in trainer.run(phase, steps, content, real, sample_z, targets, rng, first_step=first,
-                                        weights=weights, norms_only_steps=norms_only_steps):
-                step = progress.step
-                if on_progress:
-                    on_progress(progress)
-                if stop.requested:
-                    save(step)
-                    raise Interrupted(f"{phase} stopped at step {step} of {steps}; the session is intact. "
-                                      f"Continue with `styleprefs {phase} --resume`")
-                if time.perf_counter() - last_save > self.settings.checkpoint_seconds and step < steps:
-                    save(step)
-                    last_save = time.perf_counter()
-        return time.perf_counter() - started
+        """Run a training phase, resumable (``checkpoints.run_phase``); its seconds."""
+        return checkpoints.run_phase(
+            self.store, phase, steps,
+            lambda first: trainer.run(phase, steps, content, real, sample_z, targets, rng, first_step=first,
+                                      weights=weights, norms_only_steps=norms_only_steps),
+            trainer, rng, on_progress, self.settings.checkpoint_seconds)
 
     # ----------------------------------------------------------------- networks and state
     @property
@@ -287,7 +242,7 @@ class Session:
             with torch.inference_mode(False):
                 g = Generator(self.z_dim, self.settings.generator_width,
                               self.settings.generator_blocks)
-                _load(g, self.store, f"{self.checkpoint}/generator.safetensors")
+                checkpoints.load(g, self.store, f"{self.checkpoint}/generator.safetensors")
                 self._generator = self.runtime.module(g).eval()
         return self._generator
 
@@ -306,12 +261,12 @@ class Session:
                     raise SessionError(f"{self.store.path(name)}: damaged (a choice model of the wrong shape)")
                 self._posterior = Posterior.from_tensors(tensors)
             else:
-                learned = self._learned_rounds()
+                learned = self.learned_rounds()
                 self._posterior = fit(_choices([r for r in self.rounds() if r.index in learned]),
                                       self.look_dim)
         return self._posterior
 
-    def _learned_rounds(self) -> set[int]:
+    def learned_rounds(self) -> set[int]:
         """The indices of the rounds a refine has learned from."""
         return {i for refine in self.state["refines"] for i in refine["rounds"]}
 
@@ -320,7 +275,7 @@ class Session:
         one it rates highest (0 before any pick; :meth:`_best_look`), moved toward the centre where its picture would
         not be a stylisation (``guard``)."""
         if self._preferred is None:
-            learned = self._learned_rounds()
+            learned = self.learned_rounds()
             self._preferred = self._remembered_stylised(self._best_look(
                 self.preference(), [r for r in self.rounds() if r.index in learned]))
         return self._preferred
@@ -581,12 +536,12 @@ class Session:
                 raise BadInput("nothing to resume: no refine was interrupted")
             steps = training["steps"]
         else:
-            self.store.path(TRAINING).unlink(missing_ok=True)
+            checkpoints.finished(self.store)
         steps = self.settings.refine_steps if steps is None else steps
         if steps < 0:
             raise BadInput(f"--steps must be at least 0, got {steps}")
         selected = [r for r in self.rounds() if r.selection]
-        consumed = self._learned_rounds()
+        consumed = self.learned_rounds()
         if not selected or all(r.index in consumed for r in selected):
             raise BadInput("no new selection to learn from: run `styleprefs propose`, then `styleprefs select N ...`")
         before = {**self.state, "training": None}
@@ -594,10 +549,10 @@ class Session:
         best, unrefined, _ = self._judged(self._best_look(posterior, selected))  # what apply gives without it
         style_grams = self.store.read_tensors("style_grams.safetensors")
         for r in selected:  # computed once per round, at its first refine
-            if not self.store.path(self._in_round(r.index, PASSED_GRAMS)).exists():
+            if not self.store.path(self.in_round(r.index, PASSED_GRAMS)).exists():
                 passed = self._passed_grams(r)
                 if passed is not None:
-                    self.store.write_tensors(self._in_round(r.index, PASSED_GRAMS), passed)
+                    self.store.write_tensors(self.in_round(r.index, PASSED_GRAMS), passed)
         # The stroke scale is exact at render time, so training learns z's part of the taste: the current look is
         # rendered at scale 1 (at its own scale, the strokes would be enlarged twice: once by G, once by the render).
         best_z, _ = self.split(best)
@@ -608,7 +563,7 @@ class Session:
         rt, s = self.runtime, replace(self.settings, batch=max(2, self.settings.batch))
         generator = self.generator()
         discriminator = Discriminator()
-        _load(discriminator, self.store, f"{self.checkpoint}/discriminator.safetensors")
+        checkpoints.load(discriminator, self.store, f"{self.checkpoint}/discriminator.safetensors")
         net = self._loss_network()
         trainer = Trainer(generator, rt.module(discriminator), net, s, rt, self.n_styles, s.refine_lr)
         contents, styles = self._decode_inputs()
@@ -635,11 +590,11 @@ class Session:
                       "after": round(distance_to(net, self.runtime, refined, personal), 4)}
             kept = ratio <= STYLISED and nearer["after"] < nearer["before"]
         if not kept:
-            _load(generator, self.store, f"{self.checkpoint}/generator.safetensors")
-            _load(discriminator, self.store, f"{self.checkpoint}/discriminator.safetensors")
+            checkpoints.load(generator, self.store, f"{self.checkpoint}/generator.safetensors")
+            checkpoints.load(discriminator, self.store, f"{self.checkpoint}/discriminator.safetensors")
 
         name = f"checkpoints/{len(self.state['refines']) + 1:03d}"
-        _write_checkpoint(self.store, name, generator, discriminator, posterior)
+        checkpoints.write(self.store, name, generator, discriminator, posterior)
         self.store.write_tensors(f"{name}/personal_grams.safetensors", personal)
         self.store.write_json(f"{name}/state_before.json", before)
         refine = {"checkpoint": name, "rounds": [r.index for r in selected], "steps": steps,
@@ -648,7 +603,7 @@ class Session:
         state = {**self.state, "checkpoint": name, "refines": [*self.state["refines"], refine], "training": None,
                  "steps": {**self.state["steps"], "refine": self.state["steps"]["refine"] + steps}}
         self._commit(state, {"command": "refine", **refine})
-        self.store.path(TRAINING).unlink(missing_ok=True)
+        checkpoints.finished(self.store)
         self._generator, self._posterior, self._preferred = None, None, None
         return refine
 
@@ -660,7 +615,7 @@ class Session:
         be changed again with ``select``."""
         self._require_init()
         if (self.state.get("training") or {}).get("phase") == "refine":
-            self.store.path(TRAINING).unlink(missing_ok=True)
+            checkpoints.finished(self.store)
             self._commit({**self.state, "training": None}, {"command": "undo", "undone": "interrupted refine"})
             return {"undone": "interrupted refine", "checkpoint": self.checkpoint, "rounds": len(self.state["rounds"])}
         if not self.state["refines"]:
@@ -685,7 +640,7 @@ class Session:
         net = self._loss_network()
         latest = self.state["rounds"][selected[-1].index - 1]
         preview = self._preview_of(latest)
-        chosen = [self.store.read_tensors(self._in_round(r.index, "chosen_grams.safetensors")) for r in selected]
+        chosen = [self.store.read_tensors(self.in_round(r.index, "chosen_grams.safetensors")) for r in selected]
         if preview.is_file():  # as the sheet would show it, like the picks' Grams (``_learning_images``)
             look = gram_stats(net, self._on_sheet(latest, preview, [z]), self.runtime, self.settings.style_layers)
         else:  # the preview photo has gone: the latest picks stand in for the current look
@@ -694,7 +649,7 @@ class Session:
                                         self.settings.style_layers, self.settings.preference_step,
                                         self.settings.preference_reach)
 
-    def _in_round(self, index: int, name: str) -> str:
+    def in_round(self, index: int, name: str) -> str:
         """The store name of a file about round ``index``'s current picks: in their own folder (older sessions kept
         them in the round's folder)."""
         entry = self.state["rounds"][index - 1]
@@ -703,12 +658,12 @@ class Session:
 
     def selection_file(self, r: Round) -> Path:
         """Where round ``r``'s picks and how they differ from the rest are written down (``selection.json``)."""
-        return self.store.path(self._in_round(r.index, "selection.json"))
+        return self.store.path(self.in_round(r.index, "selection.json"))
 
     def _passed_grams(self, r: Round) -> dict[str, torch.Tensor] | None:
         """The mean Grams of a round's passed-over candidates, layer → (1, C, C): as saved by its first refine, else
         computed from the candidate images; None when every candidate was chosen."""
-        saved = self._in_round(r.index, PASSED_GRAMS)
+        saved = self.in_round(r.index, PASSED_GRAMS)
         if self.store.path(saved).exists():
             return self.store.read_tensors(saved)
         passed = [i for i in range(1, len(r.candidates) + 1) if i not in r.selection]
@@ -776,37 +731,11 @@ class Session:
 
         Every photo becomes the picked candidate (or the learned look) at its own size: the generator works at the
         preview's scale relative to the image, and ``stroke_scale`` makes the strokes that many times larger."""
-        if fmt not in ("png", "jpg"):
-            raise BadInput(f"--format must be png or jpg, got {fmt!r}")
-        if size is not None and not images.MIN_SIDE <= size <= 8192:
-            raise BadInput(f"--size must be between {images.MIN_SIDE} and 8192 px, got {size}")
-        if not 1 <= max_batch <= 256:
-            raise BadInput(f"--batch must be between 1 and 256, got {max_batch}")
-        if not MIN_STROKE_SCALE <= stroke_scale <= MAX_STROKE_SCALE:
-            raise BadInput(f"--stroke-scale must be between {MIN_STROKE_SCALE} and {MAX_STROKE_SCALE}, got {stroke_scale}")
-        z, side = self.look_to_apply(pick)
-        jobs = outputs.plan(inputs, out, fmt, shard)
-        result = ApplyResult()
-        started = time.perf_counter()
-        todo = []
-        for source, target in jobs:
-            if skip_existing and target.exists():
-                result.existing.append(target)
-                if on_progress:
-                    on_progress(len(result.existing), len(jobs), source)
-            else:
-                todo.append((source, target))
-        items = self.stylise_files(todo, z, side, stroke_scale, size, max_pixels, max_batch)
-        for k, item in enumerate(items, start=len(result.existing) + 1):
-            result.warnings += item.warnings
-            if item.error is None:
-                result.outputs.append(item.target)
-            else:
-                result.skipped.append((item.source, item.error))
-            if on_progress:
-                on_progress(k, len(jobs), item.source)
-        result.seconds = time.perf_counter() - started
-        return result
+        applying.check_options(fmt, size, max_batch, stroke_scale)
+        look, side = self.look_to_apply(pick)
+        return applying.run(outputs.plan(inputs, out, fmt, shard), skip_existing,
+                            lambda todo: self.stylise_files(todo, look, side, stroke_scale, size, max_pixels, max_batch),
+                            on_progress)
 
     def stylise_files(self, pairs: list[tuple[Path, Path]], look: torch.Tensor, side: int, stroke_scale: float = 1.0,
                       size: int | None = None, max_pixels: int = images.DEFAULT_MAX_PIXELS,
@@ -827,80 +756,15 @@ class Session:
         training = self.state.get("training")
         if not training:
             return None
-        done = 0
-        if self.store.path(TRAINING).exists():
-            done = int(self.store.read_tensors(TRAINING, required=("step",))["step"])
-        return {**training, "completed": done, "resume": f"styleprefs {training['phase']} --resume"}
-
-    def _learned_looks(self, learned: set[int] | None = None) -> list[dict[str, float]]:
-        """For each round a refine has learned from (or each of ``learned``), how its picks differ from the passed-over
-        candidates (saved by ``select``; absent in sessions from before it was)."""
-        if learned is None:
-            learned = self._learned_rounds()
-        out = []
-        for r in self.rounds():
-            saved = self._in_round(r.index, "selection.json")
-            if r.index in learned and self.store.path(saved).exists():
-                out.append(self.store.read_json(saved).get("looks") or {})
-        return out
+        return {**training, "completed": checkpoints.saved_steps(self.store), "resume": f"styleprefs {training['phase']} --resume"}
 
     def status(self) -> dict:
-        rounds = self.state["rounds"]
-        unfinished = self.training_progress()
-        damaged = self.store.damage(self.state.get("files") or {})  # listed, as `git fsck` does; the look needs none
-        usable = self.state["checkpoint"] and not damaged
-        z = self.preferred_z() if usable else None
-        scale = None if z is None else self.split(z)[1]
-        posterior = self.preference() if usable else None
-        styles = [Path(s["path"]).stem for s in self.config["styles"]]
-        return {
-            "session": str(self.store.root.resolve()),
-            "round": len(rounds),
-            "proposals": sum(r["n"] for r in rounds),
-            "selections": {r["index"]: r["selection"] for r in rounds if r.get("selection")},
-            "refines": len(self.state["refines"]),
-            "steps": self.state["steps"],
-            "device": self.runtime.name,
-            "bf16": self.runtime.bf16,
-            "styles": [s["path"] for s in self.config["styles"]],
-            "contents": len(self.config["contents"]),
-            "checkpoint": self.state["checkpoint"],
-            "preferred_z": None if z is None else dict(zip(self.config["z_names"], [round(v, 3) for v in z.tolist()])),
-            "stroke_scale": None if scale is None else round(scale, 2),
-            "taste": describe_taste(posterior, z, styles, self._learned_looks() if usable else [], scale),
-            "unfinished": unfinished,
-            "latest_sheet": str(self.store.path(rounds[-1]["folder"]) / "sheet.png") if rounds else None,
-            "damaged": damaged,
-        }
+        """The session as ``status`` shows it (``reporting.status``)."""
+        return reporting.status(self)
 
     def history(self) -> list[dict]:
-        """Every round: its sheet and page, its picks, and the refine that learned from it (its steps, and the taste
-        it had learned in words: the current refine's as ``status`` words it, earlier ones' from their choice model's
-        best look, before the guard)."""
-        styles = [Path(s["path"]).stem for s in self.config["styles"]]
-        after = {max(refine["rounds"]): refine for refine in self.state["refines"]}  # a refine follows its last round
-        rows = []
-        for entry in self.state["rounds"]:
-            folder = self.store.path(entry["folder"])
-            refine = after.get(entry["index"])
-            rows.append({"round": entry["index"], "candidates": entry["n"], "sheet": str(folder / "sheet.png"),
-                         "page": str(folder / page.PAGE) if (folder / page.PAGE).is_file() else None,
-                         "picks": entry.get("selection"), "refine": refine and {
-                             "checkpoint": refine["checkpoint"], "steps": refine["steps"],
-                             "fine_tuning_kept": refine.get("fine_tuning_kept", True),
-                             "taste": self._taste_after(refine, styles)["summary"]}})
-        return rows
-
-    def _taste_after(self, refine: dict, styles: list[str]) -> dict:
-        if refine["checkpoint"] == self.checkpoint:
-            z = self.preferred_z()
-            return describe_taste(self.preference(), z, styles, self._learned_looks(), self.split(z)[1])
-        name = f"{refine['checkpoint']}/preference.safetensors"
-        if not self.store.path(name).exists():  # a refine from before the choice model was stored
-            return {"summary": "not recorded"}
-        posterior = Posterior.from_tensors(self.store.read_tensors(name, required=("mean", "cov", "picks")))
-        z = posterior.best_z()
-        return describe_taste(posterior, z, styles, self._learned_looks(set(refine["rounds"])), self.split(z)[1])
+        """Every round, its picks and the refine that learned from it (``reporting.history``)."""
+        return reporting.history(self)
 
 
 def _choices(rounds: list[Round]) -> list[Choice]:
@@ -925,21 +789,6 @@ def _sheet_photo(path: Path, size: int, working: int) -> torch.Tensor:
 def _picks_folder(indices: list[int]) -> str:
     """The folder, inside a round's, of the files about one set of picks."""
     return "picks-" + "-".join(map(str, indices))
-
-
-def _write_checkpoint(store: Store, name: str, generator: Generator, discriminator: Discriminator,
-                      posterior: Posterior) -> None:
-    store.write_tensors(f"{name}/generator.safetensors", generator.state_dict())
-    store.write_tensors(f"{name}/discriminator.safetensors", discriminator.state_dict())
-    store.write_tensors(f"{name}/preference.safetensors", posterior.to_tensors())
-
-
-def _load(module: torch.nn.Module, store: Store, name: str) -> None:
-    tensors = store.read_tensors(name)
-    try:
-        module.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise SessionError(f"{store.path(name)}: does not match the network ({str(exc).splitlines()[0]})") from None
 
 
 __all__ = ["ApplyResult", "NoSession", "Round", "Session", "SessionError", "StyleprefsError"]
