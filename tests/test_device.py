@@ -42,6 +42,29 @@ def test_an_avx512bw_cpu_without_bf16_runs_in_fp32(monkeypatch):
     assert device.resolve("cpu", "fp32").bf16 is False and device.resolve("cpu", "bf16").bf16 is True
 
 
+@pytest.mark.parametrize("environ,allowed", [
+    ({}, True),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, False),            # a Sapphire Rapids held to an AVX2 machine's kernels
+    ({"ONEDNN_MAX_CPU_ISA": "avx512_core"}, False),     # oneDNN reads the value in any case
+    ({"DNNL_MAX_CPU_ISA": "AVX512_CORE_VNNI"}, False),  # the name before oneDNN 2
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, True),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, True),
+    ({"ONEDNN_MAX_CPU_ISA": "ALL"}, True),
+])
+def test_a_onednn_held_below_its_bf16_instructions_runs_in_fp32(environ, allowed, monkeypatch):
+    assert device.onednn_allows_bf16(environ) is allowed
+    monkeypatch.setattr(device, "_cpuinfo", lambda: SKYLAKE_X.replace("avx512vl", "avx512vl amx_bf16"))
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    device.cpu_has_fast_bf16.cache_clear()
+    try:
+        assert device.resolve("cpu").bf16 is allowed  # precision auto
+    finally:
+        device.cpu_has_fast_bf16.cache_clear()
+
+
 
 @pytest.mark.skipif(not device.keep_freed_memory(), reason="the C library is not glibc")
 def test_a_large_image_freed_is_reused_without_touching_the_system_again():

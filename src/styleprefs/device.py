@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,6 +24,9 @@ class DeviceError(BadInput):
 
 
 BF16_FLAGS = {"amx_bf16", "avx512_bf16"}  # /proc/cpuinfo's names for AMX and AVX512-BF16
+# oneDNN's ISA ceilings (ONEDNN_MAX_CPU_ISA) under which it has no bf16 dot products: held there, it emulates bf16 at
+# about 1/12 of fp32's rate on a Sapphire Rapids (10.5 s a training step against 0.85 s, benchmarks/step_time.py).
+SLOW_BF16_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
 def cpu_flags(cpuinfo: str) -> set[str]:
@@ -48,10 +52,17 @@ def _cpuinfo() -> str:
         return ""  # not Linux: no flags, so fp32, the safe side
 
 
+def onednn_allows_bf16(environ: dict[str, str] = os.environ) -> bool:
+    """False when ONEDNN_MAX_CPU_ISA (DNNL_MAX_CPU_ISA before oneDNN 2) holds oneDNN below its bf16 instructions, as
+    a user may to match an older machine; the CPU's own flags then do not say what oneDNN will run."""
+    ceiling = environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or ""
+    return ceiling.strip().upper() not in SLOW_BF16_ISAS
+
+
 @lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
-    """True when this CPU has AMX or AVX512-BF16."""
-    return fast_bf16(cpu_flags(_cpuinfo()))
+    """True when this CPU has AMX or AVX512-BF16 and oneDNN is allowed to use them."""
+    return fast_bf16(cpu_flags(_cpuinfo())) and onednn_allows_bf16()
 
 
 # glibc's mallopt parameters: memory handed back is kept by the process for its next allocation.
