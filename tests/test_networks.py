@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from styleprefs import controls
-from styleprefs.networks import ConvNormReLU, Discriminator, Generator, ToRGB
+from styleprefs.networks import ConvNormReLU, Discriminator, Generator, ResidualBlock, ToRGB
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +96,32 @@ def test_the_inference_routes_are_the_plain_layers(channels_last, h, w):
         torch.testing.assert_close(up(x, code), fast_up, atol=1e-5, rtol=1e-5)
 
 
-def test_a_generator_forward_without_gradients_is_the_one_training_runs(generator):
-    x, z = torch.rand(2, 3, 50, 37), torch.randn(2, 3)
+def test_a_residual_block_in_place_without_gradients_is_the_trained_block_and_leaves_its_input():
+    torch.manual_seed(3)
+    block = ResidualBlock(6, code_dim=4)
+    for p in (block.noise_scale, block.norm1.to_scale_shift.weight, block.norm2.to_scale_shift.weight):
+        torch.nn.init.normal_(p, std=0.5)
+    x = torch.rand(2, 6, 9, 11).contiguous(memory_format=torch.channels_last)
+    code, noise = torch.randn(2, 4), torch.randn(2, 1, 9, 11)
+    before = x.clone()
+    with torch.no_grad():
+        fast = block(x, code, noise)
+    assert torch.equal(x, before)  # the residual sum is written into the block's own tensor, not into x
+    torch.testing.assert_close(fast, block(x, code, noise).detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_generator_forward_without_gradients_is_the_one_training_runs(generator, channels_last):
+    """Every inference route at once (the residual blocks' in-place one too, with noise and FiLM weights as trained),
+    in both layouts apply uses; and the input is left as it was."""
+    x, z = torch.rand(2, 3, 52, 37), torch.randn(2, 3)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    before = x.clone()
     with torch.inference_mode():
         fast = generator(x, z)
     torch.testing.assert_close(fast, generator(x, z).detach(), atol=1e-5, rtol=1e-5)
+    assert torch.equal(x, before)
 
 
 def test_discriminator_gives_a_grid_of_patch_logits():
