@@ -35,6 +35,7 @@ from rich.table import Table
 from loop import cli, grams_of, pairwise_style_distance
 from styleprefs import images, render
 from styleprefs.config import METRIC_STYLE_LAYERS
+from styleprefs.device import cpu_report
 from styleprefs.session import Session
 from styleprefs.vgg import VGG19Features
 
@@ -192,6 +193,7 @@ def main() -> int:
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps({"photo": str(args.photo.name), "preview_side": side, "round": round_index,
                                          "half_spread": half_spread, "torch_threads": torch.get_num_threads(),
+                                         "cpu": cpu_report(),
                                          "rows": rows}, indent=2) + "\n")
     console.print(f"panel: {args.panel}; results: {args.json_out}")
     return 0

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from styleprefs import images
 from styleprefs.config import METRIC_STYLE_LAYERS, TrainSettings
+from styleprefs.device import cpu_report
 from styleprefs.losses import gram
 from styleprefs.vgg import VGG19Features
 
@@ -117,8 +118,9 @@ def main() -> int:
     console.print(f"reference: two different paintings {reference['two_paintings']:.3f}; "
                   f"the preview photo to the painting {reference['photo_to_painting']:.3f}")
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps({"figures": figures, "rounds": rounds, "reference": reference,
-                                         "sheets": [first["sheet"], second["sheet"]]}, indent=2) + "\n")
+    args.json_out.write_text(json.dumps({"cpu": cpu_report(), "figures": figures, "rounds": rounds,
+                                         "reference": reference, "sheets": [first["sheet"], second["sheet"]]},
+                                        indent=2) + "\n")
     return 0
 
 

@@ -560,6 +560,8 @@ def report(args, console, rows: list[dict], targets: list[tuple[str, bool, str]]
     import torch
     from rich.table import Table
 
+    from styleprefs.device import cpu_report
+
     from styleprefs.config import TrainSettings
     load_end = os.getloadavg()
     seconds = time.perf_counter() - started
@@ -579,7 +581,7 @@ def report(args, console, rows: list[dict], targets: list[tuple[str, bool, str]]
 
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps({
-        "device": args.device, "device_name": device_name, "torch": torch.__version__,
+        "device": args.device, "device_name": device_name, "cpu": cpu_report(), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "fast_bf16": fast_bf16, "quick": args.quick, "full": args.full,
         "load_average_start": load_start, "load_average_end": load_end, "seconds": seconds,
         "generator_flops_per_pixel": per_pixel, "matmul_flops_per_s": rates, "rows": rows,

@@ -86,3 +86,12 @@ def test_every_runtime_keeps_freed_memory():
     device.keep_freed_memory.cache_clear()
     device.resolve("cpu", "fp32")
     assert device.keep_freed_memory.cache_info().currsize == 1
+
+
+def test_a_cpu_report_names_the_limits_a_run_was_held_to(monkeypatch):
+    monkeypatch.setattr(device, "_cpuinfo", lambda: SKYLAKE_X.replace("avx512vl", "avx512vl amx_bf16"))
+    held = device.cpu_report({"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "PATH": "/bin"})
+    assert held == {"cpu": "Intel(R) Xeon(R) Gold 6148", "cores": held["cores"], "bf16_units": True,
+                    "onednn_allows_bf16": False,
+                    "isa_limits": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+    assert device.cpu_report({})["isa_limits"] == {} and device.cpu_report({})["onednn_allows_bf16"] is True

@@ -65,6 +65,19 @@ def cpu_has_fast_bf16() -> bool:
     return fast_bf16(cpu_flags(_cpuinfo())) and onednn_allows_bf16()
 
 
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")  # how a run may hold oneDNN and ATen below the CPU's own
+
+
+def cpu_report(environ: dict[str, str] = os.environ) -> dict:
+    """What a benchmark's figures were measured on: the CPU's model, whether it has bf16 units, whether oneDNN may use
+    them, and the instruction-set limits set in the environment (a figure from a Xeon held to AVX2 is not a Xeon's)."""
+    model = next((line.partition(":")[2].strip() for line in _cpuinfo().splitlines()
+                  if line.partition(":")[0].strip() == "model name"), platform.processor() or platform.machine())
+    return {"cpu": model, "cores": os.cpu_count(), "bf16_units": fast_bf16(cpu_flags(_cpuinfo())),
+            "onednn_allows_bf16": onednn_allows_bf16(environ),
+            "isa_limits": {name: environ[name] for name in ISA_LIMITS if environ.get(name)}}
+
+
 # glibc's mallopt parameters: memory handed back is kept by the process for its next allocation.
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 KEEP_FREED = 1 << 30  # bytes free at the top of the heap before glibc hands them back to the system
