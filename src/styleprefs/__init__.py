@@ -1,3 +1,21 @@
-"""styleprefs: learn a person's own version of an artistic style from the pictures they pick."""
+"""styleprefs: learn a person's own version of an artistic style from the pictures they pick.
+
+The modules, top to bottom (each imports only from its own line or those below it):
+
+- the front doors: ``cli`` (Typer commands), ``server`` (``styleprefs pick``'s loopback page), ``ray_apply`` and
+  ``export`` (apply on a Ray cluster; one look as an ONNX or TorchScript file);
+- ``session``: the ``Session`` and its commands, init / propose / select / refine / apply, each a short story of
+  calls into the rooms below; ``reporting`` words it for ``status`` and ``history``;
+- what the commands do: ``training`` (the init and refine loops) and ``checkpoints`` (their files, resumable),
+  ``pretrain`` (the shipped starting point), ``preference`` (the choice model and the proposals drawn from it),
+  ``refining`` (the personal style target), ``guard`` (every look a stylisation), ``render`` (any photo size as the
+  picked candidate), ``tiling`` (large grids in bounded memory), ``applying``, ``pipeline`` and ``outputs`` (apply's
+  options, its threaded decode → stylise → write, its output names), ``page`` (the picking page);
+- the session on disk: ``store`` (atomic writes, the lock), ``schema`` (its JSON checked when read), ``inputs`` (the
+  photos and paintings kept inside it);
+- the models: ``networks`` (G and D), ``controls`` (what z means), ``losses``, ``vgg`` (the loss network);
+- ``images`` (decoding, resizing, saving, the contact sheet), ``config`` (every setting), ``device`` (where and in
+  which precision), ``errors``.
+"""
 
 __version__ = "0.1.0"
