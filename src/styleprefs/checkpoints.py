@@ -17,7 +17,7 @@ from .errors import StyleprefsError
 from .networks import Discriminator, Generator
 from .preference import Posterior
 from .store import SessionError, Store
-from .training import Progress, StopSignals
+from .training import Progress, StopSignals, Trainer
 
 TRAINING = "training.safetensors"  # the resumable mid-training state of an unfinished init or refine
 
@@ -30,7 +30,7 @@ class Interrupted(StyleprefsError):
     exit_code = 130
 
 
-def run_phase(store: Store, phase: str, steps: int, run: Callable[[int], Iterator[Progress]], trainer,
+def run_phase(store: Store, phase: str, steps: int, run: Callable[[int], Iterator[Progress]], trainer: Trainer,
               rng: torch.Generator, on_progress: ProgressFn | None, checkpoint_seconds: float) -> float:
     """Run a training phase (``run(first_step)`` yields its steps' progress) with resumable checkpoints: every
     ``checkpoint_seconds``, and at a step boundary when SIGINT/SIGTERM asks to stop. Continues from the saved state of
