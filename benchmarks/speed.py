@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -275,14 +274,6 @@ def make_photos(folder: Path, n: int, width: int, height: int, sources: list[Pat
     return folder
 
 
-def cpu_name() -> str:
-    try:
-        model = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-        return f"{model.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def stats(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
 
@@ -374,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from rich.console import Console
 
-    from styleprefs.device import cpu_has_fast_bf16
+    from styleprefs.device import cpu_has_fast_bf16, cpu_report
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     load_start = os.getloadavg()
@@ -394,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     folder_side = 1024 if cuda else 512
     steps = 3 if args.quick else 8
     started = time.perf_counter()
-    device_name = torch.cuda.get_device_name() if cuda else cpu_name()
+    device_name = torch.cuda.get_device_name() if cuda else "{cpu}, {cores} cores".format(**cpu_report())
     rows: list[dict] = []
 
     def row(what: str, precision: str, values: list[float] | None, unit: str, rss: float | None, note: str = "",

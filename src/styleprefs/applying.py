@@ -55,14 +55,12 @@ def check_options(fmt: str, size: int | None, max_batch: int, stroke_scale: floa
     check_stroke_scale(stroke_scale)
 
 
-def partition(jobs: Pairs, skip_existing: bool) -> tuple[list[Path], Pairs]:
-    """The outputs left alone (already there, with ``skip_existing``) and the pairs still to stylise."""
+def partition(jobs: Pairs, skip_existing: bool) -> tuple[Pairs, Pairs]:
+    """The pairs whose outputs are left alone (already there, with ``skip_existing``) and the pairs still to
+    stylise."""
     existing, todo = [], []
     for source, target in jobs:
-        if skip_existing and target.exists():
-            existing.append(target)
-        else:
-            todo.append((source, target))
+        (existing if skip_existing and target.exists() else todo).append((source, target))
     return existing, todo
 
 
@@ -72,11 +70,10 @@ def run(jobs: Pairs, skip_existing: bool, stylise: Callable[[Pairs], Iterable[It
     ``on_progress(done, total, input)`` as it comes (the outputs left alone first)."""
     started = time.perf_counter()
     existing, todo = partition(jobs, skip_existing)
-    result = ApplyResult(existing=existing)
+    result = ApplyResult(existing=[target for _, target in existing])
     if on_progress:
-        sources = {target: source for source, target in jobs}
-        for k, target in enumerate(existing, start=1):
-            on_progress(k, len(jobs), sources[target])
+        for k, (source, _) in enumerate(existing, start=1):
+            on_progress(k, len(jobs), source)
     for k, item in enumerate(stylise(todo), start=len(existing) + 1):
         result.add(item)
         if on_progress:

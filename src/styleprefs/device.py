@@ -71,9 +71,10 @@ ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")  # how a run may hold
 def cpu_report(environ: dict[str, str] = os.environ) -> dict:
     """What a benchmark's figures were measured on: the CPU's model, whether it has bf16 units, whether oneDNN may use
     them, and the instruction-set limits set in the environment (a figure from a Xeon held to AVX2 is not a Xeon's)."""
-    model = next((line.partition(":")[2].strip() for line in _cpuinfo().splitlines()
+    cpuinfo = _cpuinfo()
+    model = next((line.partition(":")[2].strip() for line in cpuinfo.splitlines()
                   if line.partition(":")[0].strip() == "model name"), platform.processor() or platform.machine())
-    return {"cpu": model, "cores": os.cpu_count(), "bf16_units": fast_bf16(cpu_flags(_cpuinfo())),
+    return {"cpu": model, "cores": os.cpu_count(), "bf16_units": fast_bf16(cpu_flags(cpuinfo)),
             "onednn_allows_bf16": onednn_allows_bf16(environ),
             "isa_limits": {name: environ[name] for name in ISA_LIMITS if environ.get(name)}}
 

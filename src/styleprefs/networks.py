@@ -96,6 +96,12 @@ def _cpu_inference(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.jit.is_tracing()
 
 
+def _may_overwrite(x: torch.Tensor) -> bool:
+    """Whether a layer may overwrite its fresh fp32 intermediate images: a CPU inference forward (bf16 autocast keeps
+    the plain layers, whose promotions to fp32 it relies on)."""
+    return _cpu_inference(x) and x.dtype == torch.float32
+
+
 class ToRGB(Conv):
     """The last, wide-kernel convolution to 3 channels. oneDNN computes a k×k convolution with 3 outputs at under
     half its usual rate, so on a CPU it runs another way, with the same weights and, up to rounding, the same result:
@@ -153,7 +159,7 @@ class ConvNormReLU(nn.Module):
         else:  # upsample-then-conv avoids the checkerboard of transposed convolutions
             x = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
         # Without gradients the convolution's fresh output is normalised where it lies.
-        return F.relu(self.norm(x, code, in_place=_cpu_inference(x) and x.dtype == torch.float32), inplace=True)
+        return F.relu(self.norm(x, code, in_place=_may_overwrite(x)), inplace=True)
 
 
 def _upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -191,7 +197,7 @@ class ResidualBlock(nn.Module):
         self.norm2 = FiLMNorm(channels, code_dim)
 
     def forward(self, x: torch.Tensor, code: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        if _cpu_inference(x) and x.dtype == torch.float32:
+        if _may_overwrite(x):
             return self._in_place(x, code, noise)
         h = self.conv1(x) + self.noise_scale * noise
         h = F.relu(self.norm1(h, code))

@@ -39,9 +39,9 @@ class Stylist:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         pairs = [(Path(s), Path(t)) for s, t in zip(batch["source"], batch["target"], strict=True)]
-        existing = {t for _, t in pairs if self.skip_existing and t.exists()}
-        done = {item.target: item for item in self.session.stylise_files(
-            [p for p in pairs if p[1] not in existing], self.look, self.side, **self.options)}
+        left, todo = partition(pairs, self.skip_existing)
+        existing = {t for _, t in left}
+        done = {item.target: item for item in self.session.stylise_files(todo, self.look, self.side, **self.options)}
         return {"source": np.array([str(s) for s, _ in pairs]), "target": np.array([str(t) for _, t in pairs]),
                 "status": np.array(["existing" if t in existing else "written" if done[t].error is None else "failed"
                                     for _, t in pairs]),
@@ -60,7 +60,7 @@ def apply_on_ray(session: Path | str, inputs: list[Path | str], out: Path | str,
     opened.look_to_apply(pick)  # a bad pick or a damaged session is refused here, not on every actor
     jobs = outputs.plan([Path(p) for p in inputs], Path(out), fmt, shard)
     existing, todo = partition(jobs, skip_existing)
-    result = ApplyResult(existing=existing)
+    result = ApplyResult(existing=[t for _, t in existing])
     if not todo:
         return result
     if not ray.is_initialized():
