@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from styleprefs.device import keep_freed_memory
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", type=Path, default=ROOT / ".bench" / "speed")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as apply does (device.configure): fresh images come from memory already touched
     with tempfile.TemporaryDirectory(prefix="versus-") as folder:
         folder = Path(folder)
         try:

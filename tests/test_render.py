@@ -170,3 +170,27 @@ def test_bytes_are_enlarged_to_exactly_what_their_floats_are():
     plain = F.interpolate(floats.contiguous(memory_format=torch.channels_last), size=(45, 61), mode="bicubic",
                           align_corners=False).clamp(0, 1)
     assert torch.equal(render.resample(floats, (45, 61)), plain)
+
+
+def test_the_picture_hardly_depends_on_the_number_of_threads(proposed_session, cat):
+    """Ray's actors stylise on one thread each and ``apply`` on all the cores, and ``ray_apply`` promises apply's
+    pictures. oneDNN's and MKL's sums split by thread, so the bytes are not always identical, but no layer may make
+    the split matter more than rounding does: session 20's norm statistics summed in chunks (a 2 % faster forward,
+    not kept) moved 6.6 % of this session's pixels by a level. The look's own strokes and the smallest (a grid larger than the photo)."""
+    from styleprefs.controls import SMALLEST_STROKES
+    from styleprefs.session import Session
+    session = Session.open(proposed_session, "cpu")
+    look = session.preferred_z()
+    photo = render.to_bytes(images.shrink(cat, 320)[None])
+    try:
+        outputs = {}
+        for threads, scale in itertools.product((1, 2), (1.0, SMALLEST_STROKES / session.split(look)[1])):
+            torch.set_num_threads(threads)
+            outputs[threads, scale] = session.stylise_batch(photo, look, stroke_scale=scale, as_bytes=True).int()
+    finally:
+        torch.set_num_threads(2)
+    for (threads, scale), output in outputs.items():
+        if threads == 1:
+            difference = (output - outputs[2, scale]).abs()
+            assert difference.max() <= 1 and (difference > 0).float().mean() < 1e-3, \
+                (scale, difference.max(), (difference > 0).float().mean())

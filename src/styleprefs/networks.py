@@ -106,18 +106,21 @@ class ToRGB(Conv):
     """The last, wide-kernel convolution to 3 channels. oneDNN computes a k×k convolution with 3 outputs at under
     half its usual rate, so on a CPU it runs another way, with the same weights and, up to rounding, the same result:
 
-    - in inference on an image of even sides, as one stride-2 convolution to the 4×3 values of each 2×2 block of
-      output pixels, put in place by a pixel shuffle: 1.2× the arithmetic, 0.6–0.8× the plain layer's time at
-      736×552 on one or two threads;
-    - otherwise (training, odd sides) as k one-row convolutions to 3·k channels plus a shifted sum over the rows,
+    - in inference on an image whose sides are multiples of PHASES, as one strided convolution to the 3 values of
+      each of a PHASES block's output pixels (24 channels, which AVX2 computes at its full rate), put in place by
+      one reshape: 1.5× the arithmetic, 0.55× the plain layer's time at 736×736 on two threads;
+    - otherwise (training, other sides) as k one-row convolutions to 3·k channels plus a shifted sum over the rows,
       ~40% less time than the plain convolution.
 
     ``benchmarks/speed.py`` measures the forward."""
 
+    PHASES = (4, 2)  # rows × columns of output pixels per block: 0.90× the time of 2 × 2 blocks at 736×736
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             return super().forward(x)
-        if _cpu_inference(x) and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0:
+        rows, cols = self.PHASES
+        if _cpu_inference(x) and x.shape[-2] % rows == 0 and x.shape[-1] % cols == 0:
             return self._phases(x)
         weight, bias = self.conv.weight, self.conv.bias
         c_out, c_in, k, _ = weight.shape
@@ -130,18 +133,21 @@ class ToRGB(Conv):
         return out
 
     def _phases(self, x: torch.Tensor) -> torch.Tensor:
-        """Output pixel (2i + p, 2j + q) = Σ w[dy, dx]·x_padded[2i + p + dy, 2j + q + dx]: for each phase (p, q), a
-        stride-2 convolution with the kernel shifted by (p, q) inside a (k + 1)² window. The four phases are the 4×3
-        output channels of one such convolution (in pixel shuffle's order), which is 1.3× faster on a CPU than the
-        same convolution on the image's space-to-depth, with no rearranged copy of the input."""
+        """Output pixel (r·i + p, c·j + q) = Σ w[dy, dx]·x_padded[r·i + p + dy, c·j + q + dx] for blocks of r × c
+        pixels: for each phase (p, q), a convolution of stride (r, c) with the kernel shifted by (p, q) inside a
+        (k + r − 1) × (k + c − 1) window. All phases are the output channels of one such convolution, which is faster
+        on a CPU than the same convolution on the image's space-to-depth, with no rearranged copy of the input."""
         weight, bias = self.conv.weight, self.conv.bias
         c_out, c_in, k, _ = weight.shape
-        shifted = weight.new_zeros(c_out, 2, 2, c_in, k + 1, k + 1)
-        for p in (0, 1):
-            for q in (0, 1):
+        r, c = self.PHASES
+        shifted = weight.new_zeros(c_out, r, c, c_in, k + r - 1, k + c - 1)
+        for p in range(r):
+            for q in range(c):
                 shifted[:, p, q, :, p:p + k, q:q + k] = weight
-        out = F.conv2d(self.pad(x), shifted.reshape(4 * c_out, c_in, k + 1, k + 1), bias.repeat_interleave(4), stride=2)
-        return F.pixel_shuffle(out, 2)
+        out = F.conv2d(self.pad(x), shifted.reshape(r * c * c_out, c_in, k + r - 1, k + c - 1),
+                       bias.repeat_interleave(r * c), stride=(r, c))
+        b, _, h, w = out.shape
+        return out.view(b, c_out, r, c, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c_out, r * h, c * w)
 
 
 class ConvNormReLU(nn.Module):
