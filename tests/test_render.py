@@ -176,7 +176,8 @@ def test_the_picture_hardly_depends_on_the_number_of_threads(proposed_session, c
     """Ray's actors stylise on one thread each and ``apply`` on all the cores, and ``ray_apply`` promises apply's
     pictures. oneDNN's and MKL's sums split by thread, so the bytes are not always identical, but no layer may make
     the split matter more than rounding does: session 20's norm statistics summed in chunks (a 2 % faster forward,
-    not kept) moved 6.6 % of this session's pixels by a level. The look's own strokes and the smallest (a grid larger than the photo)."""
+    not kept) moved 6.6 % of this session's pixels by a level. The look's own strokes and the smallest (a grid
+    larger than the photo)."""
     from styleprefs.controls import SMALLEST_STROKES
     from styleprefs.session import Session
     session = Session.open(proposed_session, "cpu")

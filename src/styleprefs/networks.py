@@ -135,8 +135,9 @@ class ToRGB(Conv):
     def _phases(self, x: torch.Tensor) -> torch.Tensor:
         """Output pixel (r·i + p, c·j + q) = Σ w[dy, dx]·x_padded[r·i + p + dy, c·j + q + dx] for blocks of r × c
         pixels: for each phase (p, q), a convolution of stride (r, c) with the kernel shifted by (p, q) inside a
-        (k + r − 1) × (k + c − 1) window. All phases are the output channels of one such convolution, which is faster
-        on a CPU than the same convolution on the image's space-to-depth, with no rearranged copy of the input."""
+        (k + r − 1) × (k + c − 1) window. All phases are the output channels of one such convolution, which is
+        faster on a CPU than the same convolution on the image's space-to-depth, with no rearranged copy of the
+        input."""
         weight, bias = self.conv.weight, self.conv.bias
         c_out, c_in, k, _ = weight.shape
         r, c = self.PHASES
