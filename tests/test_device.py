@@ -95,3 +95,16 @@ def test_a_cpu_report_names_the_limits_a_run_was_held_to(monkeypatch):
                     "onednn_allows_bf16": False,
                     "isa_limits": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
     assert device.cpu_report({})["isa_limits"] == {} and device.cpu_report({})["onednn_allows_bf16"] is True
+
+
+@pytest.mark.parametrize("flags,environ,floats", [
+    ({"avx2", "fma"}, {}, 8),
+    ({"avx2", "avx512f", "avx512bw"}, {}, 16),
+    ({"avx2", "avx512f"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, 8),  # a Xeon held to what the EPYC has
+    ({"avx2", "avx512f"}, {"DNNL_MAX_CPU_ISA": "avx2_vnni"}, 8),
+    ({"avx2", "avx512f"}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, 16),
+    (set(), {}, 8),  # no /proc/cpuinfo
+])
+def test_the_vector_width_follows_avx512_and_onednns_ceiling(flags, environ, floats):
+    """ToRGB's blocks are chosen by it (networks.RGB_BLOCKS): the wrong one costs 10–16 % of that layer."""
+    assert device.vector_floats(flags, environ) == floats

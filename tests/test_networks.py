@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from styleprefs import controls
-from styleprefs.networks import ConvNormReLU, Discriminator, Generator, ResidualBlock, ToRGB
+from styleprefs.networks import RGB_BLOCKS, ConvNormReLU, Discriminator, Generator, ResidualBlock, ToRGB
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +73,11 @@ def test_row_split_output_conv_equals_the_plain_convolution(channels_last):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("h,w", [(22, 30), (23, 31)])
+@pytest.mark.parametrize("h,w", [(24, 32), (22, 30), (23, 31)])
 def test_the_inference_routes_are_the_plain_layers(channels_last, h, w):
-    """Without gradients a CPU forward takes other routes (ToRGB as one stride-2 convolution to its four output phases,
-    the decoder's upsampling folded into a 2×2 convolution of the small image): each must be the layer as trained, to
-    rounding."""
+    """Without gradients a CPU forward takes other routes (ToRGB as one strided convolution to the output phases of
+    its blocks of pixels, where the sides allow; the decoder's upsampling folded into a 2×2 convolution of the small
+    image): each must be the layer as trained, to rounding."""
     torch.manual_seed(2)
     rgb = ToRGB(8, 3, 9)
     up = ConvNormReLU(8, 6, 3, code_dim=4, upsample=True)
@@ -91,6 +91,10 @@ def test_the_inference_routes_are_the_plain_layers(channels_last, h, w):
         plain_rgb = rgb.conv(rgb.pad(x))
     assert fast_rgb.shape == (2, 3, h, w) and fast_up.shape == (2, 6, 2 * h, 2 * w)
     torch.testing.assert_close(fast_rgb, plain_rgb, atol=1e-5, rtol=1e-5)
+    for block in RGB_BLOCKS.values():  # whichever this CPU's vectors choose
+        if h % block[0] == 0 and w % block[1] == 0:
+            with torch.no_grad():
+                torch.testing.assert_close(rgb._phases(x, block), plain_rgb, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast_up, plain_up, atol=1e-5, rtol=1e-5)
     with torch.enable_grad():  # training's route, the same layer
         torch.testing.assert_close(up(x, code), fast_up, atol=1e-5, rtol=1e-5)

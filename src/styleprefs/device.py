@@ -52,11 +52,30 @@ def _cpuinfo() -> str:
         return ""  # not Linux: no flags, so fp32, the safe side
 
 
+def _onednn_ceiling(environ: dict[str, str]) -> str:
+    """ONEDNN_MAX_CPU_ISA (DNNL_MAX_CPU_ISA before oneDNN 2), upper case; "" when unset."""
+    return (environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+
+
 def onednn_allows_bf16(environ: dict[str, str] = os.environ) -> bool:
-    """False when ONEDNN_MAX_CPU_ISA (DNNL_MAX_CPU_ISA before oneDNN 2) holds oneDNN below its bf16 instructions, as
-    a user may to match an older machine; the CPU's own flags then do not say what oneDNN will run."""
-    ceiling = environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or ""
-    return ceiling.strip().upper() not in SLOW_BF16_ISAS
+    """False when ONEDNN_MAX_CPU_ISA holds oneDNN below its bf16 instructions, as a user may to match an older machine;
+    the CPU's own flags then do not say what oneDNN will run."""
+    return _onednn_ceiling(environ) not in SLOW_BF16_ISAS
+
+
+NARROW_VECTOR_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"}  # oneDNN's ceilings below AVX-512
+
+
+def vector_floats(flags: set[str], environ: dict[str, str] = os.environ) -> int:
+    """How many fp32 values oneDNN's vector registers hold on a CPU with these flags: 16 with AVX-512, unless
+    ONEDNN_MAX_CPU_ISA holds oneDNN below it; otherwise 8 (AVX2)."""
+    return 16 if "avx512f" in flags and _onednn_ceiling(environ) not in NARROW_VECTOR_ISAS else 8
+
+
+@lru_cache(maxsize=1)
+def cpu_vector_floats() -> int:
+    """:func:`vector_floats` of this CPU."""
+    return vector_floats(cpu_flags(_cpuinfo()))
 
 
 @lru_cache(maxsize=1)

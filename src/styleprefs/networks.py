@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from .device import cpu_vector_floats
+
 
 class FiLMNorm(nn.Module):
     """Instance norm whose per-channel scale and shift are a linear function of the style code.
@@ -102,26 +104,31 @@ def _may_overwrite(x: torch.Tensor) -> bool:
     return _cpu_inference(x) and x.dtype == torch.float32
 
 
+# ToRGB's inference route computes blocks of r × c output pixels as 3·r·c channels of one convolution; the block is
+# chosen so that they fill whole vectors of the CPU's (cpu_vector_floats) with the least arithmetic: 24 channels,
+# three vectors of AVX2's 8 floats (4×2 blocks: 0.90× the time of 2×2 at 736×736, held to AVX2), or 12 in one of
+# AVX-512's 16 (2×2 blocks: 0.86× the time of 4×2 there).
+RGB_BLOCKS = {8: (4, 2), 16: (2, 2)}
+
+
 class ToRGB(Conv):
     """The last, wide-kernel convolution to 3 channels. oneDNN computes a k×k convolution with 3 outputs at under
     half its usual rate, so on a CPU it runs another way, with the same weights and, up to rounding, the same result:
 
-    - in inference on an image whose sides are multiples of PHASES, as one strided convolution to the 3 values of
-      each of a PHASES block's output pixels (24 channels, which AVX2 computes at its full rate), put in place by
-      one reshape: 1.5× the arithmetic, 0.55× the plain layer's time at 736×736 on two threads;
+    - in inference on an image whose sides are multiples of its block (RGB_BLOCKS), as one strided convolution to
+      the 3 values of each of a block's output pixels, put in place by one reshape: 0.55× the plain layer's time at
+      736×736 on two threads held to AVX2 (4×2 blocks: 1.5× the arithmetic, at the full rate);
     - otherwise (training, other sides) as k one-row convolutions to 3·k channels plus a shifted sum over the rows,
       ~40% less time than the plain convolution.
 
     ``benchmarks/speed.py`` measures the forward."""
 
-    PHASES = (4, 2)  # rows × columns of output pixels per block: 0.90× the time of 2 × 2 blocks at 736×736
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             return super().forward(x)
-        rows, cols = self.PHASES
-        if _cpu_inference(x) and x.shape[-2] % rows == 0 and x.shape[-1] % cols == 0:
-            return self._phases(x)
+        block = RGB_BLOCKS[cpu_vector_floats()]
+        if _cpu_inference(x) and x.shape[-2] % block[0] == 0 and x.shape[-1] % block[1] == 0:
+            return self._phases(x, block)
         weight, bias = self.conv.weight, self.conv.bias
         c_out, c_in, k, _ = weight.shape
         rows = F.conv2d(self.pad(x), weight.transpose(1, 2).reshape(c_out * k, c_in, 1, k))
@@ -132,15 +139,15 @@ class ToRGB(Conv):
             out.add_(rows[:, :, dy, dy : dy + height])
         return out
 
-    def _phases(self, x: torch.Tensor) -> torch.Tensor:
+    def _phases(self, x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
         """Output pixel (r·i + p, c·j + q) = Σ w[dy, dx]·x_padded[r·i + p + dy, c·j + q + dx] for blocks of r × c
-        pixels: for each phase (p, q), a convolution of stride (r, c) with the kernel shifted by (p, q) inside a
-        (k + r − 1) × (k + c − 1) window. All phases are the output channels of one such convolution, which is
-        faster on a CPU than the same convolution on the image's space-to-depth, with no rearranged copy of the
+        pixels (``block``): for each phase (p, q), a convolution of stride (r, c) with the kernel shifted by (p, q)
+        inside a (k + r − 1) × (k + c − 1) window. All phases are the output channels of one such convolution, which
+        is faster on a CPU than the same convolution on the image's space-to-depth, with no rearranged copy of the
         input."""
         weight, bias = self.conv.weight, self.conv.bias
         c_out, c_in, k, _ = weight.shape
-        r, c = self.PHASES
+        r, c = block
         shifted = weight.new_zeros(c_out, r, c, c_in, k + r - 1, k + c - 1)
         for p in range(r):
             for q in range(c):
