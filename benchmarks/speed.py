@@ -88,12 +88,15 @@ def worker_apply(spec: dict) -> dict:
         batch_pixels = pipeline.BATCH_PIXELS[session.runtime.device.type]
         batch = max(1, min(n, pipeline.MAX_BATCH, batch_pixels // (side * side)))
         x = torch.rand(batch, 3, *grid)
-        for _ in range(spec["repeats"] + 1):  # the first is a warm-up
-            _sync(spec["device"])
-            started = time.perf_counter()
-            session._generate(x, z)
-            _sync(spec["device"])
-            forward.append((time.perf_counter() - started) / batch)
+        # Without gradients, as apply runs it (until session 20 this ran with autograd on, so through the training
+        # routes, and was slower than apply itself with the smallest strokes).
+        with torch.inference_mode():
+            for _ in range(spec["repeats"] + 1):  # the first is a warm-up
+                _sync(spec["device"])
+                started = time.perf_counter()
+                session._generate(x, z)
+                _sync(spec["device"])
+                forward.append((time.perf_counter() - started) / batch)
         forward = forward[1:]
     extra = {}
     if spec["device"].startswith("cuda"):

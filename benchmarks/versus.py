@@ -8,6 +8,10 @@ of the pairs' ratios (this / earlier), with their range.
     python benchmarks/versus.py --base 3f4ea2e --only forward      # the bare forward alone (no session needed)
     python benchmarks/versus.py --base 3f4ea2e --only init --pairs 2   # init's training, 30 steps a turn
 
+The process keeps freed memory (``device.keep_freed_memory``), as ``apply`` has since session 18: against a base
+older than that (10dc63b), what keeping it saves is not measured here; ``calibrate.py`` times each code in its own
+processes.
+
 ``apply`` cases use ``--session`` (a trained session; default the loop benchmark's) on photos that ``speed.py``
 makes (``.bench/speed/photos-512`` and ``photos-2048``; run ``speed.py`` once first).
 """
