@@ -4,7 +4,9 @@ here with both codes, each in fresh processes, in turns; the ratio (this / earli
 For a machine that cannot be had (the project's AVX2 EPYC, measured in sessions 7–13), its last figure for a case
 and the commit it was measured on give the estimate, provided that what the code changed since costs alike on both.
 Each code makes its own small session (5 init steps on the bundled examples, one round): `apply`'s time does not
-depend on how far the generator was trained, and the smallest strokes a look has fix the working grid.
+depend on how far the generator was trained, and the smallest strokes a look has fix the working grid. The base's
+tree and session are kept under ``--out``, named by its commit, for the next run; "this" session is made once too
+(delete it after a change to the session format).
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/calibrate.py --base 8db1ff7 --figure 0.748
 """
@@ -36,14 +38,18 @@ def run(root: Path, *args: str) -> str:
 
 
 def make_session(root: Path, session: Path) -> None:
-    """5 init steps on the bundled examples and a round of 4, by the code at ``root``."""
-    if (session / "state.json").exists():
+    """5 init steps on the bundled examples and a round of 4, by the code at ``root``; made beside ``session`` and moved
+    there when complete, so a run stopped half-way is made again, not reused."""
+    if session.exists():
         return
+    building = session.with_name(session.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
     cli = ["-m", "styleprefs"]
     run(root, *cli, "init", "--style", str(PAINTING), "--content", str(ROOT / "examples" / "photos"), "--steps", "5",
-        "--session", str(session), "--device", "cpu", "--json")
-    run(root, *cli, "propose", "--n", "4", "--session", str(session), "--device", "cpu", "--json")
-    run(root, *cli, "select", "1", "2", "--session", str(session), "--json")
+        "--session", str(building), "--device", "cpu", "--json")
+    run(root, *cli, "propose", "--n", "4", "--session", str(building), "--device", "cpu", "--json")
+    run(root, *cli, "select", "1", "2", "--session", str(building), "--json")
+    building.rename(session)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,27 +61,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", type=Path, default=ROOT / ".bench" / "calibrate")
     args = p.parse_args(argv)
-    base_root = args.out / "base"
+    out = args.out.resolve()  # the workers run in the two trees' own folders
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", f"{args.base}^{{commit}}"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    base_root = out / f"base-{commit[:12]}"
     if not base_root.exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(base_root), args.base],
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(base_root), commit],
                        check=True, capture_output=True)
-    photos = make_photos(args.out / f"photos-{args.size}", 4, args.size, args.size)
+    photos = make_photos(out / f"photos-{args.size}", 4, args.size, args.size)
     roots = {"earlier": base_root, "this": ROOT}
+    sessions = {"earlier": out / f"session-{commit[:12]}", "this": out / "session-this"}
     for name, root in roots.items():
-        make_session(root, args.out / f"session-{name}")
+        make_session(root, sessions[name])
     medians: dict[str, list[float]] = {name: [] for name in roots}
-    for _ in range(args.rounds):
-        for name, root in roots.items():
-            spec = {"session": str(args.out / f"session-{name}"), "device": "cpu", "precision": "fp32",
-                    "folder": str(photos), "out": str(args.out / f"applied-{name}"), "images": 4, "size": args.size,
+    for round_ in range(args.rounds):
+        order = list(roots) if round_ % 2 == 0 else list(roots)[::-1]  # so that drift within a round falls on both
+        for name in order:
+            root = roots[name]
+            spec = {"session": str(sessions[name]), "device": "cpu", "precision": "fp32",
+                    "folder": str(photos), "out": str(out / f"applied-{name}"), "images": 4, "size": args.size,
                     "repeats": 3, "strokes": args.strokes}
             result = json.loads(run(root, "benchmarks/speed.py", "--worker", "apply", "--spec",
                                     json.dumps(spec)).strip().splitlines()[-1])
             medians[name].append(statistics.median(result["apply"]))
             print(f"{name:8s} apply {args.size} px, {args.strokes} strokes (grid {result['grid'][1]}×{result['grid'][0]}):"
                   f" {statistics.median(result['apply']):.3f} s a photo", flush=True)
-        shutil.rmtree(args.out / "applied-earlier", ignore_errors=True)
-        shutil.rmtree(args.out / "applied-this", ignore_errors=True)
+        for name in roots:
+            shutil.rmtree(out / f"applied-{name}", ignore_errors=True)
     ratios = [t / e for e, t in zip(medians["earlier"], medians["this"], strict=True)]
     print(f"this / earlier: {statistics.median(ratios):.2f} (rounds {min(ratios):.2f}–{max(ratios):.2f})")
     if args.figure:

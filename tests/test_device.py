@@ -100,9 +100,10 @@ def test_a_cpu_report_names_the_limits_a_run_was_held_to(monkeypatch):
 @pytest.mark.parametrize("flags,environ,floats", [
     ({"avx2", "fma"}, {}, 8),
     ({"avx2", "avx512f", "avx512bw"}, {}, 16),
-    ({"avx2", "avx512f"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, 8),  # a Xeon held to what the EPYC has
-    ({"avx2", "avx512f"}, {"DNNL_MAX_CPU_ISA": "avx2_vnni"}, 8),
-    ({"avx2", "avx512f"}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, 16),
+    ({"avx2", "avx512f"}, {}, 8),  # AVX-512 without BW (Knights Landing): not oneDNN's AVX-512 level
+    ({"avx2", "avx512f", "avx512bw"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, 8),  # a Xeon held to what the EPYC has
+    ({"avx2", "avx512f", "avx512bw"}, {"DNNL_MAX_CPU_ISA": "avx2_vnni"}, 8),
+    ({"avx2", "avx512f", "avx512bw"}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, 16),
     (set(), {}, 8),  # no /proc/cpuinfo
 ])
 def test_the_vector_width_follows_avx512_and_onednns_ceiling(flags, environ, floats):

@@ -91,7 +91,7 @@ def test_the_inference_routes_are_the_plain_layers(channels_last, h, w):
         plain_rgb = rgb.conv(rgb.pad(x))
     assert fast_rgb.shape == (2, 3, h, w) and fast_up.shape == (2, 6, 2 * h, 2 * w)
     torch.testing.assert_close(fast_rgb, plain_rgb, atol=1e-5, rtol=1e-5)
-    for block in RGB_BLOCKS.values():  # whichever this CPU's vectors choose
+    for block in RGB_BLOCKS.values():  # every block shape, not only the one this CPU's vectors choose
         if h % block[0] == 0 and w % block[1] == 0:
             with torch.no_grad():
                 torch.testing.assert_close(rgb._phases(x, block), plain_rgb, atol=1e-5, rtol=1e-5)

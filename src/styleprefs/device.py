@@ -67,9 +67,10 @@ NARROW_VECTOR_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"}  # one
 
 
 def vector_floats(flags: set[str], environ: dict[str, str] = os.environ) -> int:
-    """How many fp32 values oneDNN's vector registers hold on a CPU with these flags: 16 with AVX-512, unless
-    ONEDNN_MAX_CPU_ISA holds oneDNN below it; otherwise 8 (AVX2)."""
-    return 16 if "avx512f" in flags and _onednn_ceiling(environ) not in NARROW_VECTOR_ISAS else 8
+    """How many fp32 values oneDNN's vector registers hold on a CPU with these flags: 16 with AVX-512 (its core set,
+    which oneDNN needs: F and BW), unless ONEDNN_MAX_CPU_ISA holds oneDNN below it; otherwise 8 (AVX2)."""
+    wide = {"avx512f", "avx512bw"} <= flags
+    return 16 if wide and _onednn_ceiling(environ) not in NARROW_VECTOR_ISAS else 8
 
 
 @lru_cache(maxsize=1)

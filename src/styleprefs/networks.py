@@ -105,9 +105,9 @@ def _may_overwrite(x: torch.Tensor) -> bool:
 
 
 # ToRGB's inference route computes blocks of r × c output pixels as 3·r·c channels of one convolution; the block is
-# chosen so that they fill whole vectors of the CPU's (cpu_vector_floats) with the least arithmetic: 24 channels,
-# three vectors of AVX2's 8 floats (4×2 blocks: 0.90× the time of 2×2 at 736×736, held to AVX2), or 12 in one of
-# AVX-512's 16 (2×2 blocks: 0.86× the time of 4×2 there).
+# chosen by how many floats the CPU's vectors hold (cpu_vector_floats), as measured at 736×736: with AVX2's 8, 4×2
+# blocks (24 channels, three full vectors; 0.90× the time of 2×2 held to AVX2); with AVX-512's 16, 2×2 blocks (12
+# channels in one vector, the least arithmetic; 0.86× the time of 4×2).
 RGB_BLOCKS = {8: (4, 2), 16: (2, 2)}
 
 
@@ -155,7 +155,7 @@ class ToRGB(Conv):
         out = F.conv2d(self.pad(x), shifted.reshape(r * c * c_out, c_in, k + r - 1, k + c - 1),
                        bias.repeat_interleave(r * c), stride=(r, c))
         b, _, h, w = out.shape
-        return out.view(b, c_out, r, c, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c_out, r * h, c * w)
+        return out.reshape(b, c_out, r, c, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c_out, r * h, c * w)
 
 
 class ConvNormReLU(nn.Module):
