@@ -554,9 +554,8 @@ def report(args, console, rows: list[dict], targets: list[tuple[str, bool, str]]
     import torch
     from rich.table import Table
 
-    from styleprefs.device import cpu_report
-
     from styleprefs.config import TrainSettings
+    from styleprefs.device import cpu_report
     load_end = os.getloadavg()
     seconds = time.perf_counter() - started
     table = Table(title=f"styleprefs speed on {device_name} ({args.device}; torch {torch.__version__}, "

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", type=Path, default=ROOT / ".bench" / "speed")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    keep_freed_memory()  # as apply does (device.configure): fresh images come from memory already touched
+    keep_freed_memory()  # as device.resolve does for apply: fresh images come from memory already touched
     with tempfile.TemporaryDirectory(prefix="versus-") as folder:
         folder = Path(folder)
         try:
