@@ -176,29 +176,24 @@ class ConvNormReLU(nn.Module):
         return F.relu(self.norm(x, code, in_place=_may_overwrite(x)), inplace=True)
 
 
+# Nearest 2× upsampling then a 3-tap filter, as one 4-tap filter of stride 2 on the small signal: y[2i] = w0·x[i − 1]
+# + (w1 + w2)·x[i] and y[2i + 1] = (w0 + w1)·x[i] + w2·x[i + 1], so x[j] reaches y[2j − 1 … 2j + 2] through
+# (w2, w1 + w2, w0 + w1, w0). Row k of this matrix is that kernel's tap k over (w0, w1, w2).
+_UPSAMPLING_TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+
 def _upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """conv(reflection_pad(nearest_2×(x))) for a 3×3 ``conv``, computed on x itself (same result up to rounding).
 
-    The upsampled image repeats each pixel twice, so output row 2i sees x's rows i − 1, i, i (taps w0; w1 + w2) and
-    row 2i + 1 rows i, i, i + 1 (w0 + w1; w2), and alike for columns; its one-pixel reflection border is x's pixel
-    repeated. So one 2×2 convolution of x with its edge repeated, to the four phases' outputs, gives the result at
-    4/9 of the arithmetic and without the 4× upsampled copy and its padding: a CPU forward ~15% faster at 735×551."""
-    weight, bias = conv.weight, conv.bias
-    c_out = weight.shape[0]
-    height, width = x.shape[-2:]
-
-    def two_taps(w: torch.Tensor, dim: int, phase: int) -> torch.Tensor:
-        first, middle, last = w.unbind(dim)
-        return torch.stack((first, middle + last) if phase == 0 else (first + middle, last), dim)
-
-    phases = [two_taps(two_taps(weight, 2, p), 3, q) for p in (0, 1) for q in (0, 1)]
-    out = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), torch.cat(phases), bias.repeat(4))
-    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    result = torch.empty(x.shape[0], c_out, 2 * height, 2 * width, dtype=out.dtype, device=x.device,
-                         memory_format=layout)
-    for k, (p, q) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
-        result[:, :, p::2, q::2] = out[:, k * c_out:(k + 1) * c_out, p:p + height, q:q + width]
-    return result
+    The upsampled image repeats each pixel twice, so each of x's pixels reaches a 4×4 patch of the output through
+    4×4 taps summed from the 3×3 weights (``_UPSAMPLING_TAPS``), and the upsampled image's one-pixel reflection border
+    is x's edge repeated. So one transposed convolution of stride 2 on x with its edge repeated writes the output in
+    place, at 4/9 of the arithmetic and without the 4× upsampled copy and its padding: 0.80× the time at 368×368 to
+    736×736 (16 channels) of the four-phase 2×2 convolution it replaces, which then interleaved its phases by copying."""
+    taps = _UPSAMPLING_TAPS.to(conv.weight)
+    weight = torch.einsum("ak,oikl,bl->ioab", taps, conv.weight, taps)  # (C_in, C_out, 4, 4), as the transpose takes
+    # Padding 3 trims the output to the image: 1 for the kernel's reach back (y[2j − 1]), 2 for the repeated edge.
+    return F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, conv.bias, stride=2, padding=3)
 
 
 class ResidualBlock(nn.Module):
