@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from styleprefs import controls
-from styleprefs.networks import RGB_BLOCKS, ConvNormReLU, Discriminator, Generator, ResidualBlock, ToRGB
+from styleprefs.networks import (GRAM_STATS_CHANNELS, RGB_BLOCKS, ConvNormReLU, Discriminator, FiLMNorm, Generator,
+                                 ResidualBlock, ToRGB)
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +77,8 @@ def test_row_split_output_conv_equals_the_plain_convolution(channels_last):
 @pytest.mark.parametrize("h,w", [(24, 32), (22, 30), (23, 31)])
 def test_the_inference_routes_are_the_plain_layers(channels_last, h, w):
     """Without gradients a CPU forward takes other routes (ToRGB as one strided convolution to the output phases of
-    its blocks of pixels, where the sides allow; the decoder's upsampling folded into a 2×2 convolution of the small
-    image): each must be the layer as trained, to rounding."""
+    its blocks of pixels, where the sides allow; the decoder's upsampling folded into a transposed convolution of the
+    small image): each must be the layer as trained, to rounding."""
     torch.manual_seed(2)
     rgb = ToRGB(8, 3, 9)
     up = ConvNormReLU(8, 6, 3, code_dim=4, upsample=True)
@@ -98,6 +99,23 @@ def test_the_inference_routes_are_the_plain_layers(channels_last, h, w):
     torch.testing.assert_close(fast_up, plain_up, atol=1e-5, rtol=1e-5)
     with torch.enable_grad():  # training's route, the same layer
         torch.testing.assert_close(up(x, code), fast_up, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("channels", [3, GRAM_STATS_CHANNELS, GRAM_STATS_CHANNELS + 1, 64])
+def test_the_norm_without_film_is_instance_norm(channels_last, channels):
+    """The norm's statistics take two routes by channel count (E[x²] from the Gram matrix or from x²); both must be
+    instance norm's, on images whose channels have means up to twice their spread, as a convolution's outputs do
+    (E[x²] − E[x]² in fp32 loses digits to channels whose mean is hundreds of times their spread)."""
+    torch.manual_seed(4)
+    norm = FiLMNorm(channels, code_dim=4)  # FiLM starts at zero: scale 1, shift 0
+    spread = 0.5 + 1.5 * torch.rand(2, channels, 1, 1)
+    x = torch.randn(2, channels, 37, 29) * spread + (4 * torch.rand(2, channels, 1, 1) - 2) * spread
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = norm(x, torch.randn(2, 4))
+    torch.testing.assert_close(got, torch.nn.functional.instance_norm(x, eps=norm.eps), atol=1e-5, rtol=1e-5)
 
 
 def test_a_residual_block_in_place_without_gradients_is_the_trained_block_and_leaves_its_input():

@@ -53,6 +53,12 @@ class FiLMNorm(nn.Module):
         return torch.addcmul(shift - mean * a, x, a).to(x.dtype)
 
 
+# Up to this many channels E[x²] comes from the Gram matrix (2·C multiply-adds a value, but one pass over the image)
+# rather than squaring into a new image (two more passes): 0.27× the time for 16 channels at 736×736 (the image out of
+# cache), 1.6× for 32 at 368×368 and 2× for 64 at 184×184, held to AVX2.
+GRAM_STATS_CHANNELS = 16
+
+
 def _mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and variance over the image, (B, C, 1, 1) each, in fp32: E[x] and E[x²] as
     matrix-vector products, about 3× faster on a CPU than ``torch.var_mean``'s reduction over H and W."""
@@ -63,7 +69,11 @@ def _mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat = x.reshape(b, c, h * w).transpose(1, 2)
     else:  # channels_last: (B, H·W, C) is a view
         flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
-    mean, mean_sq = torch.bmm(average, flat), torch.bmm(average, flat * flat)
+    mean = torch.bmm(average, flat)
+    if c <= GRAM_STATS_CHANNELS:  # E[x²] as the diagonal of the channels' Gram matrix: x read once, no x² written
+        mean_sq = torch.bmm(flat.transpose(1, 2), flat).diagonal(dim1=1, dim2=2).unsqueeze(1) / (h * w)
+    else:
+        mean_sq = torch.bmm(average, flat * flat)
     return mean.reshape(b, c, 1, 1), (mean_sq - mean * mean).clamp_min(0).reshape(b, c, 1, 1)
 
 
