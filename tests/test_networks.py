@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from styleprefs import controls
+from styleprefs import controls, networks
 from styleprefs.networks import (GRAM_STATS_CHANNELS, RGB_BLOCKS, ConvNormReLU, Discriminator, FiLMNorm, Generator,
-                                 ResidualBlock, ToRGB)
+                                 ResidualBlock, ToRGB, _reflection_padded_conv)
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +133,37 @@ def test_a_residual_block_in_place_without_gradients_is_the_trained_block_and_le
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_a_generator_forward_without_gradients_is_the_one_training_runs(generator, channels_last):
+@pytest.mark.parametrize("kernel,stride,pad,h,w", [
+    ((3, 3), (1, 1), 1, 20, 23),     # the residual blocks'
+    ((3, 3), (2, 2), 1, 40, 41),     # the encoder's downsampling, even and odd sides
+    ((9, 9), (1, 1), 4, 45, 50),     # the first layer's
+    ((12, 10), (4, 2), 4, 64, 58),   # ToRGB's 4×2 blocks
+    ((10, 10), (2, 2), 4, 60, 62),   # ToRGB's 2×2 blocks
+])
+def test_a_convolution_padded_with_zeros_then_mended_at_the_borders_is_the_reflection_padded_one(
+        channels_last, kernel, stride, pad, h, w, monkeypatch):
+    """Inference's convolutions of large images pad with zeros and recompute the outputs the padding reaches from
+    reflection-padded strips: every output, at every edge and corner, must be the reflection-padded convolution's."""
+    monkeypatch.setattr(networks, "MEND_VALUES", 0)  # these small images too
+    torch.manual_seed(5)
+    x, weight, bias = torch.randn(2, 5, h, w), torch.randn(7, 5, *kernel), torch.randn(7)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (pad,) * 4, mode="reflect"), weight, bias, stride)
+        got = _reflection_padded_conv(x, weight, bias, stride, pad)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("h,w", [(52, 37), (64, 72)])
+def test_a_generator_forward_without_gradients_is_the_one_training_runs(generator, channels_last, h, w, monkeypatch):
     """Every inference route at once (the residual blocks' in-place one too, with noise and FiLM weights as trained),
-    in both layouts apply uses; and the input is left as it was."""
-    x, z = torch.rand(2, 3, 52, 37), torch.randn(2, 3)
+    in both layouts apply uses, on sides too small for the convolutions' border strips and large enough for them
+    and ToRGB's blocks; and the input is left as it was."""
+    monkeypatch.setattr(networks, "MEND_VALUES", 0)  # the border strips at these sizes too
+    x, z = torch.rand(2, 3, h, w), torch.randn(2, 3)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     before = x.clone()
