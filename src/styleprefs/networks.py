@@ -215,7 +215,9 @@ class ConvNormReLU(nn.Module):
             x = self.conv(x)
         elif _cpu_inference(x) and self.conv.conv.kernel_size == (3, 3):
             x = _upsampled_conv(x, self.conv.conv)
-        else:  # upsample-then-conv avoids the checkerboard of transposed convolutions
+        else:
+            # Upsample-then-conv avoids a learned transposed convolution's checkerboard; the route above is a
+            # transposed convolution whose taps are tied to the 3×3 weights: the same layer.
             x = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
         # Without gradients the convolution's fresh output is normalised where it lies.
         return F.relu(self.norm(x, code, in_place=_may_overwrite(x)), inplace=True)
