@@ -103,19 +103,21 @@ def test_the_inference_routes_are_the_plain_layers(channels_last, h, w):
         torch.testing.assert_close(up(x, code), fast_up, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("channels", [3, GRAM_STATS_CHANNELS, GRAM_STATS_CHANNELS + 1, 64])
-def test_the_norm_without_film_is_instance_norm(channels_last, channels):
+def test_the_norm_without_film_is_instance_norm(channels_last, channels, autocast):
     """The norm's statistics take two routes by channel count (E[x²] from the Gram matrix or from x²); both must be
     instance norm's, on images whose channels have means up to twice their spread, as a convolution's outputs do
-    (E[x²] − E[x]² in fp32 loses digits to channels whose mean is hundreds of times their spread)."""
+    (E[x²] − E[x]² in fp32 loses digits to channels whose mean is hundreds of times their spread; in bf16, as
+    autocast made the products, 2.4 % of the variance)."""
     torch.manual_seed(4)
     norm = FiLMNorm(channels, code_dim=4)  # FiLM starts at zero: scale 1, shift 0
     spread = 0.5 + 1.5 * torch.rand(2, channels, 1, 1)
     x = torch.randn(2, channels, 37, 29) * spread + (4 * torch.rand(2, channels, 1, 1) - 2) * spread
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
         got = norm(x, torch.randn(2, 4))
     torch.testing.assert_close(got, torch.nn.functional.instance_norm(x, eps=norm.eps), atol=1e-5, rtol=1e-5)
 
@@ -151,7 +153,8 @@ def test_a_convolution_padded_with_zeros_then_mended_at_the_borders_is_the_refle
     # Weights of a trained layer's scale (outputs about ±1), so that fp32 rounding stays far below the tolerance
     # whatever kernels this CPU runs (2e-5 apart at 9×9 with unit weights on the AVX2 EPYC), and a wrong border
     # (off by about the outputs' own size) far above it.
-    x, weight, bias = torch.randn(2, 5, h, w), torch.randn(7, 5, *kernel) / math.sqrt(5 * math.prod(kernel)), torch.randn(7)
+    x, bias = torch.randn(2, 5, h, w), torch.randn(7)
+    weight = torch.randn(7, 5, *kernel) / math.sqrt(5 * math.prod(kernel))
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
@@ -159,6 +162,19 @@ def test_a_convolution_padded_with_zeros_then_mended_at_the_borders_is_the_refle
         got = _reflection_padded_conv(x, weight, bias, stride, pad)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
+def test_the_mended_convolution_leaves_bf16_and_empty_batches_to_the_plain_route(monkeypatch):
+    """Under bf16 autocast the plain route's very result (oneDNN's AMX bf16 convolution of a narrow strip gave NaNs),
+    and an empty batch as the plain route shapes it."""
+    monkeypatch.setattr(networks, "MEND_VALUES", 0)
+    torch.manual_seed(6)
+    x, weight, bias = torch.randn(1, 4, 40, 44), torch.randn(6, 4, 3, 3) / 6, torch.randn(6)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        plain = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1,) * 4, mode="reflect"), weight, bias)
+        assert torch.equal(_reflection_padded_conv(x, weight, bias, (1, 1), 1), plain)
+    with torch.inference_mode():
+        assert _reflection_padded_conv(x[:0], weight, bias, (2, 2), 1).shape == (0, 6, 20, 22)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -53,27 +53,31 @@ class FiLMNorm(nn.Module):
         return torch.addcmul(shift - mean * a, x, a).to(x.dtype)
 
 
-# Up to this many channels E[x²] comes from the Gram matrix (2·C multiply-adds a value, but one pass over the image)
+# Up to this many channels E[x²] comes from the Gram matrix (C multiply-adds a value, but one pass over the image)
 # rather than squaring into a new image (two more passes): 0.27× the time for 16 channels at 736×736 (the image out of
 # cache), 1.6× for 32 at 368×368 and 2× for 64 at 184×184, held to AVX2.
 GRAM_STATS_CHANNELS = 16
 
 
 def _mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample, per-channel mean and variance over the image, (B, C, 1, 1) each, in fp32: E[x] and E[x²] as
-    matrix-vector products, about 3× faster on a CPU than ``torch.var_mean``'s reduction over H and W."""
+    """Per-sample, per-channel mean and variance over the image, (B, C, 1, 1) each, in fp32: E[x] as a
+    matrix-vector product, E[x²] as another or, up to GRAM_STATS_CHANNELS channels, as the diagonal of the channels'
+    Gram matrix; about 3× faster on a CPU than ``torch.var_mean``'s reduction over H and W. In fp32 under bf16
+    autocast too: E[x²] − E[x]² from bf16 products lost 2.4 % of the variance where a channel's mean was twice its
+    spread."""
     x = x.float()
     b, c, h, w = x.shape
-    average = x.new_full((b, 1, h * w), 1 / (h * w))
-    if x.is_contiguous():
-        flat = x.reshape(b, c, h * w).transpose(1, 2)
-    else:  # channels_last: (B, H·W, C) is a view
-        flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
-    mean = torch.bmm(average, flat)
-    if c <= GRAM_STATS_CHANNELS:  # E[x²] as the diagonal of the channels' Gram matrix: x read once, no x² written
-        mean_sq = torch.bmm(flat.transpose(1, 2), flat).diagonal(dim1=1, dim2=2).unsqueeze(1) / (h * w)
-    else:
-        mean_sq = torch.bmm(average, flat * flat)
+    with torch.autocast(x.device.type, enabled=False):
+        average = x.new_full((b, 1, h * w), 1 / (h * w))
+        if x.is_contiguous():
+            flat = x.reshape(b, c, h * w).transpose(1, 2)
+        else:  # channels_last: (B, H·W, C) is a view
+            flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        mean = torch.bmm(average, flat)
+        if c <= GRAM_STATS_CHANNELS:  # x read once, no x² written
+            mean_sq = torch.bmm(flat.transpose(1, 2), flat).diagonal(dim1=1, dim2=2).unsqueeze(1) / (h * w)
+        else:
+            mean_sq = torch.bmm(average, flat * flat)
     return mean.reshape(b, c, 1, 1), (mean_sq - mean * mean).clamp_min(0).reshape(b, c, 1, 1)
 
 
@@ -91,7 +95,8 @@ def shared_norm_stats(generator: nn.Module) -> Iterator[None]:
 
 
 class Conv(nn.Module):
-    """Reflection-padded convolution (padding by reflection reduces edge artefacts)."""
+    """Reflection-padded convolution (padding by reflection reduces edge artefacts). A CPU forward without gradients
+    takes :func:`_reflection_padded_conv`, the same result without the padded copy for large images."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1):
         super().__init__()
@@ -111,14 +116,17 @@ def _reflection_padded_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
                             pad: int) -> torch.Tensor:
     """conv2d(reflection_pad(x, pad), weight, bias, stride) without the padded copy: a convolution padded with zeros
     (which oneDNN pads as it goes), then the outputs the padding reaches, a few rows and columns at each edge,
-    recomputed from reflection-padded strips of x. At 736×736, 16 channels, a CPU pads by reflection at a third of its
-    memory rate, channels last: 10.8 ms to pad for a 7.5 ms stride-2 convolution, held to AVX2. The four strips'
-    convolutions cost about 0.8 ms whatever the image, more than padding one of under MEND_VALUES values (64 channels
-    at 184×184: 0.4 ms), which takes the plain route, as do images under four kernels a side and bf16: with AMX,
-    oneDNN's bf16 convolution of a strip a few pixels wide gave NaNs (PyTorch 2.14, a Xeon with AMX; fp32, and bf16
-    held to AVX2, were exact)."""
+    recomputed from reflection-padded strips of x.
+
+    The plain route (pad a copy, then convolve) is taken for images under MEND_VALUES values a sample or under four
+    kernels a side, kernels not wider than twice the padding (whose first strip could not be padded by reflection),
+    and anything but plain fp32. Why: at 736×736, 16 channels, channels last, a CPU pads by reflection at a third of
+    its memory rate (10.8 ms to pad for a 7.5 ms stride-2 convolution, held to AVX2), while the strips' convolutions
+    cost about 0.8 ms there, more than padding a small image (64 channels at 184×184: 0.4 ms); and with AMX, oneDNN's
+    bf16 convolution of a strip a few pixels wide gave NaNs (PyTorch 2.14)."""
     k_rows, k_cols = weight.shape[-2:]
-    if (pad == 0 or x[0].numel() < MEND_VALUES or min(x.shape[-2:]) < 4 * max(k_rows, k_cols) + 2 * max(stride)
+    if (pad == 0 or x.shape[1:].numel() < MEND_VALUES or min(k_rows, k_cols) <= 2 * pad
+            or min(x.shape[-2:]) < 4 * max(k_rows, k_cols) + 2 * max(stride)
             or x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type)):
         return F.conv2d(F.pad(x, (pad,) * 4, mode="reflect") if pad else x, weight, bias, stride)
     out = F.conv2d(x, weight, bias, stride, padding=pad)
