@@ -241,10 +241,11 @@ def _upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """conv(reflection_pad(nearest_2×(x))) for a 3×3 ``conv``, computed on x itself (same result up to rounding).
 
     The upsampled image repeats each pixel twice, so each of x's pixels reaches a 4×4 patch of the output through
-    4×4 taps summed from the 3×3 weights (``_UPSAMPLING_TAPS``), and the upsampled image's one-pixel reflection border
-    is x's edge repeated. So one transposed convolution of stride 2 on x with its edge repeated writes the output in
-    place, at 4/9 of the arithmetic and without the 4× upsampled copy and its padding: 0.80× the time at 368×368 to
-    736×736 (16 channels) of the four-phase 2×2 convolution it replaces, which then interleaved its phases by copying."""
+    4×4 taps summed from the 3×3 weights (``_UPSAMPLING_TAPS``), and the upsampled image's one-pixel reflection
+    border is x's edge repeated. So one transposed convolution of stride 2 on x with its edge repeated writes the
+    output in place, at 4/9 of the arithmetic and without the 4× upsampled copy and its padding: 0.80× the time at
+    368×368 to 736×736 (16 channels) of the four-phase 2×2 convolution it replaces, which then interleaved its
+    phases by copying."""
     taps = _UPSAMPLING_TAPS.to(conv.weight)
     weight = torch.einsum("ak,oikl,bl->ioab", taps, conv.weight, taps)  # (C_in, C_out, 4, 4), as the transpose takes
     # Padding 3 trims the output to the image: 1 for the kernel's reach back (y[2j − 1]), 2 for the repeated edge.
