@@ -195,9 +195,9 @@ class ToRGB(Conv):
     def _phases(self, x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
         """Output pixel (r·i + p, c·j + q) = Σ w[dy, dx]·x_padded[r·i + p + dy, c·j + q + dx] for blocks of r × c
         pixels (``block``): for each phase (p, q), a convolution of stride (r, c) with the kernel shifted by (p, q)
-        inside a (k + r − 1) × (k + c − 1) window. All phases are the output channels of one such convolution, which
-        is faster on a CPU than the same convolution on the image's space-to-depth, with no rearranged copy of the
-        input."""
+        inside a (k + r − 1) × (k + c − 1) window. All phases are the output channels of one such convolution,
+        which is faster on a CPU than the same convolution on the image's space-to-depth, with no rearranged copy of
+        the input."""
         weight, bias = self.conv.weight, self.conv.bias
         c_out, c_in, k, _ = weight.shape
         r, c = block
@@ -231,9 +231,10 @@ class ConvNormReLU(nn.Module):
         return F.relu(self.norm(x, code, in_place=_may_overwrite(x)), inplace=True)
 
 
-# Nearest 2× upsampling then a 3-tap filter, as one 4-tap filter of stride 2 on the small signal: y[2i] = w0·x[i − 1]
-# + (w1 + w2)·x[i] and y[2i + 1] = (w0 + w1)·x[i] + w2·x[i + 1], so x[j] reaches y[2j − 1 … 2j + 2] through
-# (w2, w1 + w2, w0 + w1, w0). Row k of this matrix is that kernel's tap k over (w0, w1, w2).
+# Nearest 2× upsampling then a 3-tap filter, as one 4-tap filter of stride 2 on the small signal:
+# y[2i] = w0·x[i − 1] + (w1 + w2)·x[i] and y[2i + 1] = (w0 + w1)·x[i] + w2·x[i + 1], so x[j] reaches
+# y[2j − 1 … 2j + 2] through (w2, w1 + w2, w0 + w1, w0). Row k of this matrix is that kernel's tap k over
+# (w0, w1, w2).
 _UPSAMPLING_TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 
 
