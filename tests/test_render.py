@@ -122,6 +122,21 @@ def test_bands_change_nothing(generator, cat, monkeypatch):
                           render.guided_upsample(as_bytes.float() / 255, small[0], stylise(small)[0]), atol=1e-6)
 
 
+@pytest.mark.parametrize("rows_at_once", [render.ROWS_AT_ONCE, 5])
+@pytest.mark.parametrize("source,length,start,end", [(9, 50, 0, 50), (9, 101, 13, 77), (24, 300, 250, 300),
+                                                     (240, 3000, 0, 256)])
+def test_a_bands_rows_are_bicubic_interpolation(source, length, start, end, rows_at_once, monkeypatch):
+    """The composition's rows come from matrix products of each few rows' weights with their source rows: they must
+    be PyTorch's bicubic enlargement (a = −0.75, edge rows repeated) of those rows, at the edges too."""
+    monkeypatch.setattr(render, "ROWS_AT_ONCE", rows_at_once)
+    torch.manual_seed(2)
+    coefficients = torch.randn(source, 3, 11)  # (h, planes, W), as guided_upsample stores them
+    want = F.interpolate(coefficients.permute(1, 0, 2)[None], size=(length, 11), mode="bicubic",
+                         align_corners=False)[0].permute(1, 0, 2)[start:end]
+    torch.testing.assert_close(render._interpolated_rows(coefficients, length, start, end), want,
+                               atol=1e-5, rtol=1e-5)
+
+
 def test_the_stroke_scale_sets_the_working_grid(generator, cat):
     seen = []
 
