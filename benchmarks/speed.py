@@ -513,7 +513,9 @@ def main(argv: list[str] | None = None) -> int:
                         "--device", args.device, "--json"])
         propose.append(time.perf_counter() - t0)
         rss_max = max(rss_max, rss)
-    row("propose --n 16", "auto", propose, "s", rss_max, "CLI, fresh process")
+    row("propose --n 16", "auto", propose, "s", rss_max, "CLI, fresh process" + (
+        "" if args.session else "; a one-step session: the guard redraws its candidates, which are not yet "
+                                "stylisations, so this is dearer than a trained session's round (--session)"))
 
     # Gatys: measured by quality.py (its time to reach apply's style distance), not again here.
     gatys_note = "run benchmarks/quality.py"
