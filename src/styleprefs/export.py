@@ -64,19 +64,9 @@ def working_size(height: torch.Tensor, width: torch.Tensor, side: int,
             torch.clamp(torch.round(width * scale), min=render.MIN_WORKING_SIDE).long())
 
 
-def bicubic_taps(source: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``F.interpolate(mode="bicubic", align_corners=False)`` from ``source`` to ``length`` samples: for each output
-    sample its four source samples (edge samples repeated), (n, 4), and their weights, (n, 4)."""
-    position = (torch.arange(length, dtype=torch.float64) + 0.5) * (source.double() / length.double()) - 0.5
-    first = position.floor()
-    offsets = torch.arange(-1, 3, dtype=torch.float64)
-    weights = render._cubic(position[:, None] - (first[:, None] + offsets)).float()
-    return torch.clamp(first[:, None].long() + offsets.long(), min=0, max=source - 1), weights
-
-
 def bicubic_matrix(source: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-    """The (length, source) matrix of :func:`bicubic_taps`."""
-    taps, weights = bicubic_taps(source, length)
+    """The (length, source) matrix of :func:`render.bicubic_taps`."""
+    taps, weights = render.bicubic_taps(source, length)
     hits = (taps[:, :, None] == torch.arange(source)[None, None, :]).float()
     return (hits * weights[:, :, None]).sum(1)
 
@@ -103,11 +93,12 @@ def resample(batch: torch.Tensor, height: torch.Tensor, width: torch.Tensor) -> 
 
 
 def _upsample(x: torch.Tensor, height: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
-    """Bicubic (B, C, h, w) → (B, C, height, width) by four taps along each axis, as ``guided_upsample`` does."""
+    """Bicubic (B, C, h, w) → (B, C, height, width) by four taps along each axis: ``guided_upsample``'s
+    interpolation (which takes the rows' taps in matrix products)."""
     source_h, source_w = _sizes(x)
-    taps, weights = bicubic_taps(source_w, width)
+    taps, weights = render.bicubic_taps(source_w, width)
     x = sum(x.index_select(3, taps[:, k]) * weights[:, k] for k in range(4))
-    taps, weights = bicubic_taps(source_h, height)
+    taps, weights = render.bicubic_taps(source_h, height)
     return sum(x.index_select(2, taps[:, k]) * weights[:, k, None] for k in range(4))
 
 

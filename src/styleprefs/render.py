@@ -129,31 +129,31 @@ def _cubic(t: torch.Tensor, a: float = -0.75) -> torch.Tensor:
     return torch.where(t <= 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
 
 
-def _source_rows(length: int, source: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For output rows ``start:end`` of ``length``, bicubic from ``source`` rows (align_corners=False, edge rows
-    repeated): the four source rows of each, (n, 4), and their weights, (n, 4)."""
-    position = (torch.arange(start, end, dtype=torch.float64) + 0.5) * (source / length) - 0.5
+def bicubic_taps(source: int | torch.Tensor, length: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``F.interpolate(mode="bicubic", align_corners=False)`` from ``source`` to ``length`` samples: for each output
+    sample its four source samples (edge samples repeated), (length, 4), and their weights, (length, 4). Sizes may be
+    a trace's tensors (:mod:`styleprefs.export`)."""
+    source, length = torch.as_tensor(source), torch.as_tensor(length)
+    position = (torch.arange(length, dtype=torch.float64) + 0.5) * (source.double() / length.double()) - 0.5
     first = position.floor()
     offsets = torch.arange(-1, 3, dtype=torch.float64)
     weights = _cubic(position[:, None] - (first[:, None] + offsets)).float()
-    return (first[:, None].long() + offsets.long()).clamp(0, source - 1), weights
+    return torch.clamp(first[:, None].long() + offsets.long(), min=0, max=source - 1), weights
 
 
-def _interpolated_rows(coefficients: torch.Tensor, length: int, start: int, end: int) -> torch.Tensor:
-    """Rows ``start:end`` of ``coefficients`` (h, …) brought bicubically to ``length`` rows (:func:`_source_rows`), as
-    (end − start, …): every ROWS_AT_ONCE of them one matrix product of their weights with the few source rows they
-    read. At 12 megapixels 0.55× the time of gathering the four taps' rows as shifted copies; rows at the edge, whose
-    taps repeat one source row, get the repeated weights' sum."""
-    source = coefficients.shape[0]
-    flat = coefficients.view(source, -1)
-    taps, weights = _source_rows(length, source, start, end)
-    rows = torch.empty(end - start, flat.shape[1])
-    for k in range(0, end - start, ROWS_AT_ONCE):
+def _interpolated_rows(coefficients: torch.Tensor, taps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The rows of ``coefficients`` (h, …) whose source rows and weights (n, 4) are ``taps`` and ``weights``
+    (:func:`bicubic_taps`), as (n, …): every ROWS_AT_ONCE of them one matrix product of their weights with the few
+    source rows they read. At 12 megapixels 0.55× the time of gathering the four taps' rows as shifted copies; rows at
+    the edge, whose taps repeat one source row, get the repeated weights' sum."""
+    flat = coefficients.view(coefficients.shape[0], -1)
+    rows = torch.empty(len(taps), flat.shape[1])
+    for k in range(0, len(taps), ROWS_AT_ONCE):
         near, share = taps[k:k + ROWS_AT_ONCE], weights[k:k + ROWS_AT_ONCE]
         first, last = int(near.min()), int(near.max()) + 1
         mix = torch.zeros(len(near), last - first).scatter_add_(1, near - first, share)
         torch.mm(mix, flat[first:last], out=rows[k:k + len(near)])
-    return rows.view(end - start, *coefficients.shape[1:])
+    return rows.view(len(taps), *coefficients.shape[1:])
 
 
 @torch.inference_mode()
@@ -175,9 +175,10 @@ def guided_upsample(photo: torch.Tensor, small: torch.Tensor, styled: torch.Tens
     luma = torch.tensor(LUMA)
     out = torch.empty(3, height, width) if out is None else out
     scale = 1 / 255 if photo.dtype == torch.uint8 else 1.0
+    taps, weights = bicubic_taps(a.shape[-2], height)
     for start in range(0, height, BAND):
         end = min(start + BAND, height)
-        rows = _interpolated_rows(coefficients, height, start, end).transpose(0, 1)  # (7, n, W), a view
+        rows = _interpolated_rows(coefficients, taps[start:end], weights[start:end]).transpose(0, 1)  # (7, n, W)
         guide = luminance(photo[:, start:end].float().mul_(scale))
         slope = rows[0:3]
         # The photo's luminance finer than the working grid, kept at least at its own contrast where the painting's
