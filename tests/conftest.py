@@ -90,3 +90,31 @@ def one_round(proposed_session, tmp_path) -> Path:
     import shutil
     shutil.copytree(proposed_session, tmp_path / "session")
     return tmp_path / "session"
+
+
+# Two computations of one picture that differ only in the order of their sums (another batch size, convolution kernel
+# or thread split) agree up to rounding, on every x86 CPU alike. The bounds come from the arithmetic, not from one
+# machine's run:
+# - fp32 rounds each sum to 2^-24 of its size, about 1e-6 of an output in [0, 1] after the generator's layers and
+#   norms (seen 1e-6 to 3e-6 at most, 1e-7 on average, on AVX2 and AVX-512). The bounds are a hundred times that and
+#   more, and still far below a level of 8 bits (1/255 = 3.9e-3), so a pixel moves by at most one level, and on
+#   average a fraction 255·E|Δ| of them do (a rounding boundary falls between the two values);
+# - bf16 keeps 8 bits of each activation (2^-9 relative rounding): some twenty independent roundings give about
+#   √20·2^-9 ≈ 1 % of a value, a level or so of the output on average, with tails a few times that.
+# A real fault (one photo's statistics leaking into another's, a band written twice) moves pixels by tens of levels.
+FP32_MAX, FP32_MEAN = 1.5e-3, 1e-4
+BF16_MAX, BF16_MEAN = 24 / 255, 4 / 255
+
+
+def assert_equal_up_to_rounding(a: torch.Tensor, b: torch.Tensor, bf16: bool) -> None:
+    """``a`` and ``b``, two renders of one picture in [0, 1] (floats) or 0…255 (bytes), differ by rounding alone."""
+    scale = 255.0 if a.dtype == torch.uint8 else 1.0
+    difference = (a.double() - b.double()).abs() / scale
+    largest, mean = float(difference.max()), float(difference.mean())
+    if bf16:
+        assert largest <= BF16_MAX and mean <= BF16_MEAN, (largest * 255, mean * 255)
+    elif a.dtype == torch.uint8:  # rounded to levels: at most one apart, on a fraction of at most 255·E|Δ|
+        moved = float((difference > 0).double().mean())
+        assert largest <= 1 / 255 + 1e-9 and moved <= 255 * FP32_MEAN, (largest * 255, moved)
+    else:
+        assert largest <= FP32_MAX and mean <= FP32_MEAN, (largest, mean)

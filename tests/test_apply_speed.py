@@ -9,7 +9,7 @@ from PIL import Image
 from styleprefs import images, pipeline
 from styleprefs.config import TrainSettings
 from styleprefs.session import Session
-from tests.conftest import make_photo
+from tests.conftest import assert_equal_up_to_rounding, make_photo
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +40,17 @@ def test_one_at_a_time_is_the_old_path_and_batches_differ_only_by_rounding(made,
         # what stylising the decoded photo on its own and saving it gives, as apply did before the pipeline
         images.save_image(session.stylise(images.load_image(photos / name)), tmp_path / "direct.png")
         assert np.array_equal(one, np.asarray(Image.open(tmp_path / "direct.png")))
-        # A batch runs other convolution kernels: the same up to rounding. In fp32 that is at most a rare 1/255; with
-        # bf16 autocast (CPUs with AVX512-BF16 or AMX) bf16's 8-bit mantissa shows: these 96-px photos are enlarged
-        # to the 256-px working resolution, where a batch of five differed from one at a time by up to 8/255 on a
-        # pixel and 0.9/255 on average (this 2-step generator's norms see little variance).
-        many = np.asarray(Image.open(tmp_path / "batched" / name)).astype(int)
-        if session.runtime.bf16:
-            assert np.abs(many - one).max() <= 12 and np.abs(many - one).mean() < 1.5
-        else:
-            assert np.abs(many - one).max() <= 1 and (many != one).mean() < 1e-3
+        # A batch runs other convolution kernels: the same up to rounding (conftest's bounds, from the arithmetic).
+        many = np.asarray(Image.open(tmp_path / "batched" / name))
+        assert_equal_up_to_rounding(torch.from_numpy(many), torch.from_numpy(one.astype(np.uint8)),
+                                    session.runtime.bf16)
+    # The floats themselves, before the rounding to levels, and a batch's photos kept apart.
+    batch = torch.stack([images.load_image(photos / f"a{i}.png") for i in range(5)])
+    together = session.stylise_batch(batch)
+    alone = torch.stack([session.stylise_batch(photo[None])[0] for photo in batch])
+    assert_equal_up_to_rounding(together, alone, session.runtime.bf16)
+    with pytest.raises(AssertionError):  # the bounds would see a mix-up of photos
+        assert_equal_up_to_rounding(together[:1], alone[1:2], session.runtime.bf16)
 
 
 def test_same_size_neighbours_share_a_forward_and_order_is_kept(made, tmp_path):

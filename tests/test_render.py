@@ -15,7 +15,7 @@ from styleprefs.networks import Generator
 from styleprefs.pretrain import load_start
 from styleprefs.training import gram_stats, loss_network
 from styleprefs.vgg import VGG19Features
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, assert_equal_up_to_rounding
 
 RT = resolve("cpu", "fp32")
 SIDE = 96  # the preview's long side in these tests (the product's is 256)
@@ -191,8 +191,8 @@ def test_bytes_are_enlarged_to_exactly_what_their_floats_are():
 def test_the_picture_hardly_depends_on_the_number_of_threads(proposed_session, cat):
     """Ray's actors stylise on one thread each and ``apply`` on all the cores, and ``ray_apply`` promises apply's
     pictures. oneDNN's and MKL's sums split by thread, so the bytes are not always identical, but no layer may make
-    the split matter more than rounding does: session 20's norm statistics summed in chunks (a 2 % faster forward,
-    not kept) moved 6.6 % of this session's pixels by a level. The look's own strokes and the smallest (a grid
+    the split matter more than rounding does (norm statistics summed in chunks, tried for a 2 % faster forward,
+    moved 6.6 % of this session's pixels by a level). The look's own strokes and the smallest (a grid
     larger than the photo)."""
     from styleprefs.controls import SMALLEST_STROKES
     from styleprefs.session import Session
@@ -209,6 +209,5 @@ def test_the_picture_hardly_depends_on_the_number_of_threads(proposed_session, c
     finally:
         torch.set_num_threads(threads_before)
     for scale in scales:
-        difference = (outputs[1, scale] - outputs[2, scale]).abs()
-        assert difference.max() <= 1 and (difference > 0).float().mean() < 1e-3, \
-            (scale, difference.max(), (difference > 0).float().mean())
+        assert_equal_up_to_rounding(outputs[1, scale].to(torch.uint8), outputs[2, scale].to(torch.uint8),
+                                    session.runtime.bf16)
