@@ -12,7 +12,7 @@ LAYERS = [
     {"cli", "server", "ray_apply", "export"},
     {"session", "reporting"},
     {"training", "checkpoints", "pretrain", "preference", "refining", "guard", "render", "tiling", "applying",
-     "pipeline", "outputs", "page"},
+     "pipeline", "outputs", "page", "polish"},
     {"store", "schema", "inputs"},
     {"networks", "controls", "losses", "vgg"},
     {"images", "config", "device", "errors"},

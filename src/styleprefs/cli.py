@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .config import DEFAULT_MAX_PIXELS, TrainSettings
+from .config import DEFAULT_MAX_PIXELS, MAX_POLISH_STEPS, POLISH_STEPS, TrainSettings
 from .errors import StyleprefsError
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu or cuda.")]
 MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse larger images, from their header, before decoding.")]
 DEFAULT_SESSION = Path("styleprefs-session")
+DEBUG_ENV = "STYLEPREFS_DEBUG"  # set (to anything) to see the traceback of an unexpected error
 
 
 
@@ -50,12 +51,26 @@ def _run(as_json: bool, debug: bool, work: Callable[[], dict], human: Callable[[
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]: the session is as it was before this command")
         raise typer.Exit(130) from None
+    except Exception as exc:  # a full disk, a GPU out of memory, a bug: one line, unless asked for the traceback
+        if debug or os.environ.get(DEBUG_ENV):
+            raise
+        err.print(f"[bold red]error:[/] {escape(_what_failed(exc))} ({type(exc).__name__}; --debug or {DEBUG_ENV}=1 "
+                  "shows where)", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     if as_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")
     else:
         human(result)
     if result.get("failed"):
         raise typer.Exit(1)
+
+
+def _what_failed(exc: Exception) -> str:
+    """One line on an unexpected error: the file and the system's words for an OSError (a full disk), else the
+    message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return " ".join(str(exc).split()) or "an unexpected error"
 
 
 @contextmanager
@@ -231,24 +246,37 @@ def apply(
     shard: Annotated[Optional[str], typer.Option(help="Process only shard K of N (K/N), for parallel jobs.")] = None,
     batch: Annotated[int, typer.Option(help="Most photos of one size per forward pass (1: one at a time, which "
                                             "gives the same bytes on every run whatever the folder holds).")] = 8,
+    polish: Annotated[bool, typer.Option("--polish", help=f"Finish every photo with {POLISH_STEPS} steps of "
+                                         "optimisation toward its look: painterly as a slow per-photo method, "
+                                         "seconds a photo on a CPU.")] = False,
+    polish_steps: Annotated[Optional[int], typer.Option(
+        "--polish-steps", help=f"Steps of --polish (implies it; 1 to {MAX_POLISH_STEPS}; more: nearer the painting, "
+                               "slower).", show_default=False)] = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     device: DeviceOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Stylise photos with the learned generator: decoding and writing on worker threads, same-size photos batched."""
+    """Stylise photos with the learned look: fast with the generator alone, painterly with --polish."""
     from .session import Session
+
+    steps = polish_steps if polish_steps is not None else (POLISH_STEPS if polish else None)
 
     def work() -> dict:
         s = Session.open(session, device)
         with _progress() as progress:
             task = progress.add_task("apply", total=None, info="")
+            polishing = None if steps is None else progress.add_task("polish", total=steps, info="")
 
             def report(k: int, total: int, path: Path) -> None:
                 progress.update(task, total=total, completed=k, info=path.name)
+
+            def step(k: int, total: int) -> None:
+                progress.update(polishing, total=total, completed=k)
             r = s.apply(inputs, out, size=size, pick=pick, stroke_scale=stroke_scale, fmt=fmt, skip_existing=skip_existing, shard=shard,
-                        max_pixels=max_pixels, max_batch=batch, on_progress=report)
+                        max_pixels=max_pixels, max_batch=batch, on_progress=report, polish_steps=steps,
+                        on_step=None if steps is None else step)
         return {"command": "apply", "outputs": [str(p) for p in r.outputs], "seconds": round(r.seconds, 2),
                 "existing": [str(p) for p in r.existing], "warnings": r.warnings,
                 "failed": [{"input": str(p), "error": e} for p, e in r.skipped]}

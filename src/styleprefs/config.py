@@ -20,6 +20,21 @@ VGG_RELUS = tuple(f"relu{block}_{conv}" for block, convs in enumerate((2, 2, 4, 
                   for conv in range(1, convs + 1))
 DEFAULT_MAX_PIXELS = 100_000_000  # images larger than this are refused before decoding (decompression bombs)
 MIN_WORKING_SIDE, MAX_WORKING_SIDE = 32, 2048  # the working sides a session may have, px
+# Polish's style layers: training's and relu5_1, where a painting's largest forms show. The generator trains without
+# it (its loss network stops at relu4_1, a third cheaper); finishing one picture can afford it, and without it a polished
+# picture kept the photo's large-scale statistics (0.75–0.85 of the photo's relu5_1 distance to the painting, Gatys 0.25).
+POLISH_STYLE_LAYERS = METRIC_STYLE_LAYERS
+# Outputs of up to this many times the working grid's pixels are polished at their own size, from the generator's
+# full-size picture; larger ones on the working grid, before the full-size composition. Resampling a finished picture
+# blurs the finest strokes it was finished with: even 320 → 341 px cost a fifth of the style it had gained.
+POLISH_OWN_GRID = 2.0
+# Polish weighs the look's style term this much more than training does: at the default look, 40 steps removed
+# 0.92–0.95 of Gatys's style distance at 1 and 0.95–0.98 at 1.25, at content distances 0.09–0.13 and 0.05–0.09 below
+# Gatys's (benchmarks/quality.py, Starry Night).
+POLISH_STYLE_GAIN = 1.25
+# Steps of polish (loss evaluations, each a forward and backward of the loss network on the working grid): by default,
+# and at most.
+POLISH_STEPS, MAX_POLISH_STEPS = 40, 1000
 
 
 class ConfigError(BadInput):

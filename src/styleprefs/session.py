@@ -30,11 +30,12 @@ from pathlib import Path
 
 import torch
 
-from . import (__version__, applying, checkpoints, controls, guard, images, inputs, outputs, page, pipeline, pretrain,
-               refining, render, reporting, schema, tiling)
+from . import (__version__, applying, checkpoints, controls, guard, images, inputs, outputs, page, pipeline, polish,
+               pretrain, refining, render, reporting, schema, tiling)
 from .applying import MAX_APPLY_SIDE, ApplyResult
 from .checkpoints import Interrupted, ProgressFn
-from .config import MAX_WORKING_SIDE, MIN_WORKING_SIDE, ProposalSettings, TrainSettings
+from .config import (MAX_WORKING_SIDE, MIN_WORKING_SIDE, POLISH_OWN_GRID, POLISH_STYLE_LAYERS, ProposalSettings,
+                     TrainSettings)
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
 from .guard import STYLISED, Guard, distance_to
@@ -80,6 +81,7 @@ class Session:
         self._generator: Generator | None = None
         self._posterior: Posterior | None = None
         self._preferred: torch.Tensor | None = None
+        self._polish_grams: dict[str, torch.Tensor] | None = None  # the paintings' Grams at polish's layers
 
     # ----------------------------------------------------------------- creation and loading
     @classmethod
@@ -378,15 +380,35 @@ class Session:
 
     @torch.inference_mode()
     def stylise_batch(self, batch: torch.Tensor, look: torch.Tensor | None = None, stroke_scale: float = 1.0,
-                      side: int | None = None, as_bytes: bool = False) -> torch.Tensor:
+                      side: int | None = None, as_bytes: bool = False,
+                      finish: tuple[polish.Objective, int, polish.StepFn | None] | None = None) -> torch.Tensor:
         """Stylise (B, 3, H, W) images of one size (in [0, 1], or uint8 as decoded) with one ``look`` (a z, or z and
         its stroke scale), as the contact sheet shows it whatever their size: the generator runs at the working
         resolution (long side ``side``, default :meth:`working_side`, ÷ the look's stroke scale × ``stroke_scale``)
         and the full-resolution photo guides the result back to (B, 3, H, W), fp32 on the CPU (uint8 with
-        ``as_bytes``)."""
+        ``as_bytes``).
+
+        ``finish`` = (objective, steps, on_step) polishes each picture from the generator's (:func:`polish.polish`): at
+        its own size up to ``POLISH_OWN_GRID`` times the working grid's pixels, else on the working grid before the
+        full-size composition."""
         z, scale = self.split(self.preferred_z() if look is None else look)
-        return render.render(lambda small: self._generate(small, z), batch, side or self.working_side(),
-                             scale * stroke_scale, as_bytes)
+        side, scale = side or self.working_side(), scale * stroke_scale
+        if finish is None:
+            return render.render(lambda small: self._generate(small, z), batch, side, scale, as_bytes)
+        height, width = batch.shape[-2:]
+        grid = render.working_size(height, width, side, scale)
+        if height * width > POLISH_OWN_GRID * grid[0] * grid[1]:  # finished on the working grid, then composed
+            return render.render(lambda small: self._polished(small, self._generate(small, z), *finish), batch, side,
+                                 scale, as_bytes)
+        started = render.render(lambda small: self._generate(small, z), batch, side, scale)
+        finished = self._polished(render.resample(batch, (height, width)), started, *finish)
+        return render.to_bytes(finished) if as_bytes else finished
+
+    def _polished(self, photos: torch.Tensor, started: torch.Tensor, goal: polish.Objective, steps: int,
+                  on_step: polish.StepFn | None) -> torch.Tensor:
+        """``started``, the generator's pictures of ``photos`` (B, 3, h, w), each finished by ``steps`` of polish."""
+        return torch.cat([polish.polish(self._polish_network(), self.runtime, photo[None], start[None], goal, steps,
+                                        on_step) for photo, start in zip(photos, started, strict=True)])
 
     def _generate(self, batch: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The generator on (B, 3, H, W) at its own grid; over ``tiling.TILE_ABOVE`` pixels in tiles, in bounded
@@ -721,7 +743,8 @@ class Session:
     def apply(self, inputs: list[Path], out: Path, size: int | None = None, pick: str | None = None,
               fmt: str = "png", skip_existing: bool = False, shard: str | None = None, stroke_scale: float = 1.0,
               max_pixels: int = images.DEFAULT_MAX_PIXELS, max_batch: int = pipeline.MAX_BATCH,
-              on_progress: Callable[[int, int, Path], None] | None = None) -> ApplyResult:
+              on_progress: Callable[[int, int, Path], None] | None = None, polish_steps: int | None = None,
+              on_step: polish.StepFn | None = None) -> ApplyResult:
         """Stylise files and folders into ``out``, mirroring their names; never writes over an input.
 
         ``shard="K/N"`` takes a deterministic 1/N of the inputs (for parallel jobs sharing a session);
@@ -730,22 +753,56 @@ class Session:
         one size go through it together, up to ``max_batch`` (1: one at a time; the outputs are the same).
 
         Every photo becomes the picked candidate (or the learned look) at its own size: the generator works at the
-        preview's scale relative to the image, and ``stroke_scale`` makes the strokes that many times larger."""
+        preview's scale relative to the image, and ``stroke_scale`` makes the strokes that many times larger.
+
+        ``polish_steps`` finishes each photo with that many steps of optimisation toward its look's loss
+        (:mod:`styleprefs.polish`; ``config.POLISH_STEPS`` is the default of ``--polish``), reported to ``on_step(step, steps)``;
+        photos are then taken one at a time."""
         applying.check_options(fmt, size, max_batch, stroke_scale)
+        if polish_steps is not None:
+            polish.check_steps(polish_steps)
+            max_batch = 1
         look, side = self.look_to_apply(pick)
+        finish = None if polish_steps is None else (self.goal(look, learned=pick is None), polish_steps, on_step)
         return applying.run(outputs.plan(inputs, out, fmt, shard), skip_existing,
-                            lambda todo: self.stylise_files(todo, look, side, stroke_scale, size, max_pixels, max_batch),
+                            lambda todo: self.stylise_files(todo, look, side, stroke_scale, size, max_pixels, max_batch,
+                                                            finish),
                             on_progress)
+
+    def goal(self, look: torch.Tensor, learned: bool = False) -> polish.Objective:
+        """The loss ``look`` stands for (:func:`polish.objective`), over ``POLISH_STYLE_LAYERS``: toward the paintings
+        blended as its z says, or for the learned look, once a refine has built one, toward the personal target of the
+        picks (at the layers it was built for; the paintings' at the others)."""
+        self.check_files(["style_grams.safetensors", self.checkpoint])
+        if self._polish_grams is None:
+            _, paintings = self._decode_inputs()
+            self._polish_grams = gram_stats(self._polish_network(), paintings, self.runtime, POLISH_STYLE_LAYERS)
+        grams = dict(self._polish_grams)
+        personal = f"{self.checkpoint}/personal_grams.safetensors"
+        if learned and self.store.path(personal).is_file():
+            target = self.store.read_tensors(personal)
+            for name in self.settings.style_layers:
+                if name in grams:
+                    if name not in target or target[name].shape != grams[name].shape[-2:]:
+                        raise SessionError(f"{self.store.path(personal)}: damaged (no {name} target of its shape)")
+                    grams[name] = target[name]
+        return polish.objective(self.split(look)[0], grams, self.settings, self.n_styles)
+
+    def _polish_network(self):
+        return loss_network(self.runtime, POLISH_STYLE_LAYERS)
 
     def stylise_files(self, pairs: list[tuple[Path, Path]], look: torch.Tensor, side: int, stroke_scale: float = 1.0,
                       size: int | None = None, max_pixels: int = images.DEFAULT_MAX_PIXELS,
-                      max_batch: int = pipeline.MAX_BATCH) -> Iterator[pipeline.Item]:
+                      max_batch: int = pipeline.MAX_BATCH,
+                      finish: tuple[polish.Objective, int, polish.StepFn | None] | None = None
+                      ) -> Iterator[pipeline.Item]:
         """Stylise each (input, output) pair with ``look`` at the working side ``side`` and write the output
-        atomically (``pipeline.stylise_files``); yields each item, in order, once written or skipped."""
+        atomically (``pipeline.stylise_files``); yields each item, in order, once written or skipped. ``finish``:
+        polish each photo toward an objective, in so many steps, reporting each (:meth:`stylise_batch`)."""
         self.generator()  # a damaged checkpoint fails here, before any photo is read
         _, scale = self.split(look)
         return pipeline.stylise_files(
-            pairs, lambda batch: self.stylise_batch(batch, look, stroke_scale, side, as_bytes=True),
+            pairs, lambda batch: self.stylise_batch(batch, look, stroke_scale, side, as_bytes=True, finish=finish),
             max_side=size or MAX_APPLY_SIDE, max_pixels=max_pixels, max_batch=max_batch,
             batch_pixels=pipeline.BATCH_PIXELS[self.runtime.device.type],
             photo_pixels=pipeline.BATCH_PHOTO_PIXELS[self.runtime.device.type],

@@ -1,0 +1,148 @@
+"""Finishing a picture: the generator's output, optimised toward the loss its look stands for.
+
+A look's z sets the loss the generator was trained to minimise for it (:mod:`styleprefs.controls`):
+
+    λ_c·L_content + λ_s·strength(z)·Σ_l w_l(z)·L_style,l(target) + λ_col·colour(z)·L_colour + λ_tv·L_tv
+
+with the target Grams the paintings' blend for z, or, for the learned look, the personal target built from the
+picks. A generator small enough to train on a CPU in minutes gets only part of the way down that loss. Minimising it
+over the pixels themselves (Gatys et al., 2016), started from the generator's output rather than from the photo, gets
+the rest in a few dozen evaluations: the look stays the one that was picked, only finished.
+
+Two things differ from training's loss, both because one picture can afford them (``config``): the style layers reach
+on to relu5_1 (``POLISH_STYLE_LAYERS``), and the style term weighs ``POLISH_STYLE_GAIN`` times as much.
+
+Each evaluation is one forward and backward of the loss network over the picture; ``Session.stylise_batch`` chooses
+the grid it runs on (the output's own, or for large photos the look's working grid before the full-size composition),
+so the cost is bounded whatever the photo's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from . import controls, losses
+from .config import CONTENT_LAYER, MAX_POLISH_STEPS, POLISH_STEPS, POLISH_STYLE_GAIN, TrainSettings
+from .device import Runtime
+from .errors import BadInput
+from .vgg import VGG19Features
+
+FIRST_STEP = 0.5  # the root mean square of the first step, in logits (a level of 8 bits is 0.016 at mid-grey)
+HISTORY = 20       # L-BFGS's curvature pairs kept
+EPSILON = 0.01  # the start is squeezed into [ε, 1 − ε]: its pure black and white stay off the sigmoid's flat tails
+
+StepFn = Callable[[int, int], None]  # (step done, steps in all)
+
+
+def check_steps(steps: int) -> int:
+    """``steps`` if it is a usable number of polish steps, else BadInput."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_POLISH_STEPS:
+        raise BadInput(f"polish steps must be a whole number from 1 to {MAX_POLISH_STEPS}, got {steps!r}")
+    return steps
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The loss one look stands for: its target Grams (layer → (C, C)) and its weights from z."""
+
+    grams: dict[str, torch.Tensor]
+    layer_weights: torch.Tensor  # (L,) in ``grams`` order, mean 1
+    style: float                 # λ_s · strength(z) · POLISH_STYLE_GAIN
+    content: float               # λ_c
+    colour: float                # λ_col · colour(z)
+    tv: float                    # λ_tv
+
+
+def objective(z: torch.Tensor, grams: dict[str, torch.Tensor], settings: TrainSettings, n_styles: int) -> Objective:
+    """The objective of the look ``z`` (z_dim,), toward ``grams``: layer → (C, C), a target of its own (the personal
+    target), or (K, C, C), the K paintings, blended by z as training blends them."""
+    weights = controls.loss_weights(z.reshape(1, -1).float(), len(grams), n_styles, settings.colour_centre)
+    targets = {}
+    for name, gram in grams.items():
+        gram = gram.float()
+        targets[name] = torch.einsum("k,kij->ij", weights.blend[0], gram) if gram.ndim == 3 else gram
+    return Objective(targets, weights.layers[0], POLISH_STYLE_GAIN * settings.style_weight * float(weights.strength[0]),
+                     settings.content_weight, settings.colour_weight * float(weights.colour[0]), settings.tv_weight)
+
+
+def loss(net: VGG19Features, picture: torch.Tensor, photo: torch.Tensor, content_target: torch.Tensor,
+         goal: Objective, runtime: Runtime) -> torch.Tensor:
+    """The objective at ``picture`` (1, 3, h, w) in [0, 1], for ``photo`` whose content features are
+    ``content_target``: the training loss of :class:`styleprefs.training.Trainer` without its adversarial term."""
+    with runtime.autocast():
+        features = net(picture)
+    grams = {name: target[None] for name, target in goal.grams.items()}
+    total = (goal.content * losses.content_loss(features[CONTENT_LAYER], content_target)
+             + goal.style * losses.style_loss(features, grams, goal.layer_weights[None])
+             + goal.colour * losses.colour_loss(picture, photo) + goal.tv * losses.total_variation(picture))
+    return total.sum()
+
+
+def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: torch.Tensor, goal: Objective,
+           steps: int = POLISH_STEPS, on_step: StepFn | None = None) -> torch.Tensor:
+    """``start`` (1, 3, h, w), a picture of ``photo`` (the same shape, in [0, 1]), after ``steps`` evaluations of the
+    objective by L-BFGS with a strong-Wolfe line search: the best picture evaluated, (1, 3, h, w) fp32 in [0, 1] on
+    the CPU. Each evaluation is one forward and backward of the loss network on the working grid, so the time is
+    steps × that, whatever the photo's size.
+
+    The pixels are optimised as logits, so every iterate is a picture without clamping (clamping between steps would
+    corrupt L-BFGS's curvature pairs), and scaled so that the first step moves them by FIRST_STEP (L-BFGS's first step
+    is the gradient over its L1 norm, a few millionths of a logit on a 320-px grid, which its line search then spent
+    most of a small budget growing)."""
+    check_steps(steps)
+    # Called from the inference-mode render: the optimisation needs autograd, and tensors of its own.
+    with torch.inference_mode(False), torch.enable_grad():
+        photo = runtime.images(photo.float().clone())
+        with torch.no_grad(), runtime.autocast():
+            content_target = net(photo, until=CONTENT_LAYER)[CONTENT_LAYER]
+        goal = Objective({k: v.to(runtime.device).clone() for k, v in goal.grams.items()},
+                         goal.layer_weights.to(runtime.device).clone(), goal.style, goal.content, goal.colour, goal.tv)
+        best = {"loss": float("inf"), "picture": None}
+        done = 0
+
+        def evaluate(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """The objective and its gradient at ``logits`` (1, h, w, 3): the pixels stored channels last, the layout
+            the loss network is fastest in, seen as (1, 3, h, w) without a copy."""
+            nonlocal done
+            if done == steps:  # L-BFGS's line search may ask for more: the budget is kept exactly
+                raise _Spent
+            logits = logits.detach().requires_grad_()
+            picture = torch.sigmoid(logits).permute(0, 3, 1, 2)
+            value = loss(net, picture, photo, content_target, goal, runtime)
+            value.backward()
+            done += 1
+            if float(value.detach()) < best["loss"]:
+                best.update(loss=float(value.detach()), picture=picture.detach().clone())
+            if on_step:
+                on_step(done, steps)
+            return value.detach(), logits.grad
+
+        pixels = torch.logit(start.float().clamp(EPSILON, 1 - EPSILON).to(runtime.device))
+        pixels = pixels.permute(0, 2, 3, 1).contiguous()  # contiguous, as L-BFGS needs its parameters
+        try:
+            first, gradient = evaluate(pixels)
+            # L-BFGS's first step is -gradient / ‖gradient‖₁ in the scaled pixels, scale × that in logits: its root mean
+            # square is FIRST_STEP when scale = FIRST_STEP · ‖gradient‖₁ / rms(gradient).
+            rms = max(float(gradient.norm()), 1e-30) / gradient.numel() ** 0.5
+            scale = max(FIRST_STEP * float(gradient.abs().sum()) / rms, 1e-6)
+            scaled = (pixels / scale).requires_grad_()
+            optimiser = torch.optim.LBFGS([scaled], max_iter=steps, max_eval=2 * steps, tolerance_grad=0.0,
+                                          tolerance_change=0.0, history_size=HISTORY, line_search_fn="strong_wolfe")
+            known = [(first, gradient)]  # the start, evaluated already: L-BFGS's own first call need not repeat it
+
+            def closure() -> torch.Tensor:
+                value, grad = known.pop() if known else evaluate(scaled * scale)
+                scaled.grad = grad * scale
+                return value
+
+            optimiser.step(closure)  # one step() of many iterations: a step() per iteration would evaluate again
+        except _Spent:               # the point its line search has just left
+            pass
+        return best["picture"].float().cpu().contiguous()
+
+
+class _Spent(Exception):
+    """The budget of evaluations is used up."""

@@ -1,0 +1,215 @@
+"""Polish: the generator's picture finished by optimisation toward its look's own loss, on the real VGG19 and a real
+generator at tiny sizes, from Python and the command line."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from styleprefs import controls, images, polish
+from styleprefs.cli import app
+from styleprefs.config import MAX_POLISH_STEPS, POLISH_STEPS, POLISH_STYLE_GAIN, POLISH_STYLE_LAYERS, TrainSettings
+from styleprefs.errors import BadInput
+from styleprefs.session import Session
+from styleprefs.training import loss_network
+from tests.conftest import make_photo
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def folder(tmp_path):
+    photos = tmp_path / "photos"
+    for name, seed in (("a.png", 1), ("b.png", 2), ("c.png", 3)):
+        make_photo(photos / name, seed=seed)
+    return photos
+
+
+def state_of(session_dir):
+    return {p.relative_to(session_dir): p.read_bytes() for p in sorted(session_dir.rglob("*")) if p.is_file()}
+
+
+def test_polishing_lowers_the_looks_own_loss_and_gives_a_picture(one_round):
+    session = Session.open(one_round, "cpu")
+    photo = images.load_image(make_photo(one_round.parent / "p.png", size=(64, 48), seed=5))[None]
+    look = session.rounds()[0].z[2]
+    goal = session.goal(look)
+    net, rt = loss_network(session.runtime, POLISH_STYLE_LAYERS), session.runtime
+    with torch.inference_mode():  # as apply's render calls it
+        start = session.stylise_batch(photo, look)
+        steps = []
+        finished = polish.polish(net, rt, photo, start, goal, 8, on_step=lambda k, n: steps.append((k, n)))
+    with torch.no_grad():
+        target = net(rt.images(photo))["relu4_1"]
+        before = float(polish.loss(net, rt.images(start), rt.images(photo), target, goal, rt))
+        after = float(polish.loss(net, rt.images(finished), rt.images(photo), target, goal, rt))
+    assert after < 0.8 * before, (before, after)
+    assert finished.shape == photo.shape and torch.isfinite(finished).all()
+    assert finished.min() >= 0 and finished.max() <= 1
+    assert steps == [(k, 8) for k in range(1, 9)]  # one report per evaluation, no more than the budget
+
+
+def test_the_objective_is_the_loss_training_gives_that_look():
+    settings = TrainSettings()
+    grams = {"relu1_1": torch.stack([torch.eye(64), 3 * torch.eye(64)]), "relu2_1": torch.ones(2, 128, 128)}
+    z = torch.tensor([0.5, -1.0, 2.0, 1.0, -1.0])  # stroke, strength, colour, two blend coordinates
+    goal = polish.objective(z, grams, settings, n_styles=2)
+    weights = controls.loss_weights(z[None], 2, 2, settings.colour_centre)
+    blend = weights.blend[0]
+    assert torch.allclose(goal.grams["relu1_1"], (blend[0] + 3 * blend[1]) * torch.eye(64))
+    assert torch.allclose(goal.layer_weights, weights.layers[0])
+    assert goal.style == pytest.approx(POLISH_STYLE_GAIN * settings.style_weight * float(weights.strength[0]))
+    assert goal.colour == pytest.approx(settings.colour_weight * float(weights.colour[0]))
+    assert (goal.content, goal.tv) == (settings.content_weight, settings.tv_weight)
+    own = polish.objective(z, {"relu1_1": torch.eye(64)}, settings, n_styles=2)  # a target of its own: as it is
+    assert torch.equal(own.grams["relu1_1"], torch.eye(64))
+
+
+@pytest.mark.parametrize("steps", [0, -3, MAX_POLISH_STEPS + 1, 2.5, True])
+def test_unusable_step_counts_are_refused(steps):
+    with pytest.raises(BadInput, match=f"polish steps must be a whole number from 1 to {MAX_POLISH_STEPS}"):
+        polish.check_steps(steps)
+
+
+def test_apply_polishes_every_photo_and_reports_each_step(one_round, folder, tmp_path):
+    session = Session.open(one_round, "cpu")
+    reports, photos = [], []
+    result = session.apply([folder], tmp_path / "out", polish_steps=6, on_step=lambda k, n: reports.append((k, n)),
+                           on_progress=lambda k, n, path: photos.append(path.name))
+    assert sorted(p.name for p in result.outputs) == ["a.png", "b.png", "c.png"]
+    assert reports == [(k, 6) for k in range(1, 7)] * 3  # exactly the budget, whatever L-BFGS's line search wants
+    assert photos == ["a.png", "b.png", "c.png"]
+    session.apply([folder], tmp_path / "plain")
+    for name in ("a.png", "b.png", "c.png"):
+        done = torch.tensor(np.asarray(Image.open(tmp_path / "out" / name)), dtype=torch.float32)
+        fast = torch.tensor(np.asarray(Image.open(tmp_path / "plain" / name)), dtype=torch.float32)
+        assert done.shape == fast.shape and (done - fast).abs().mean() > 0.5  # finished, not the generator's alone
+
+
+def test_the_learned_look_is_polished_toward_the_personal_target(one_round):
+    session = Session.open(one_round, "cpu")
+    session.select([1, 2])
+    with Session.editing(one_round, "cpu") as editing:
+        editing.refine(steps=1)
+    session = Session.open(one_round, "cpu")
+    look = session.preferred_z()
+    personal = session.store.read_tensors(f"{session.checkpoint}/personal_grams.safetensors")
+    learned, painted = session.goal(look, learned=True), session.goal(look, learned=False)
+    assert all(torch.equal(learned.grams[k], personal[k].float()) for k in personal)
+    assert not torch.equal(learned.grams["relu1_1"], painted.grams["relu1_1"])
+
+
+def test_an_interrupt_leaves_the_finished_photos_and_skip_existing_resumes(one_round, folder, tmp_path):
+    session = Session.open(one_round, "cpu")
+    out = tmp_path / "out"
+    reports = []
+
+    def stop_in_the_second_photo(k, n):
+        reports.append(k)
+        if len(reports) == n + 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        session.apply([folder], out, polish_steps=3, on_step=stop_in_the_second_photo)
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]  # no partial or temporary file
+    first = (out / "a.png").read_bytes()
+    result = session.apply([folder], out, polish_steps=3, skip_existing=True)
+    assert [p.name for p in result.existing] == ["a.png"]
+    assert sorted(p.name for p in result.outputs) == ["b.png", "c.png"]
+    assert (out / "a.png").read_bytes() == first
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def run(*args, expect=0):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == expect, (result.exit_code, result.output, result.exception)
+    return result
+
+
+def test_the_command_line_polishes_with_a_default_or_a_chosen_count(one_round, folder, tmp_path, monkeypatch):
+    counted = []
+    real = polish.polish
+
+    def counting(net, runtime, photo, start, goal, steps=POLISH_STEPS, on_step=None):
+        counted.append(steps)  # the count asked for is recorded; one step keeps the test short
+        return real(net, runtime, photo, start, goal, 1, on_step)
+    monkeypatch.setattr(polish, "polish", counting)
+    run("apply", folder / "a.png", "--out", tmp_path / "o1", "--polish", "--session", one_round)
+    run("apply", folder / "a.png", "--out", tmp_path / "o2", "--polish-steps", 2, "--session", one_round)
+    answer = json.loads(run("apply", folder, "--out", tmp_path / "o3", "--polish-steps", 2, "--shard", "1/2",
+                            "--session", one_round, "--json").stdout)
+    assert counted == [POLISH_STEPS, 2] + [2] * len(answer["outputs"])
+    assert 1 <= len(answer["outputs"]) <= 2  # a deterministic half of three photos
+
+
+@pytest.mark.parametrize("steps", ["0", "-1", "100000", "ten"])
+def test_the_command_line_refuses_bad_step_counts_in_one_line_touching_nothing(one_round, folder, tmp_path, steps):
+    before = state_of(one_round)
+    result = run("apply", folder, "--out", tmp_path / "o", "--polish-steps", steps, "--session", one_round, expect=2)
+    assert "polish" in result.output and "Traceback" not in result.output
+    if steps != "ten":  # a number out of range: one line (a word is Typer's usage error, with its box)
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+    assert state_of(one_round) == before
+
+
+def test_polish_on_a_session_whose_init_was_interrupted_says_what_to_do(tmp_path, folder, painting):
+    from styleprefs.checkpoints import Interrupted
+
+    def stop(progress):
+        if progress.step == 1:
+            os.kill(os.getpid(), __import__("signal").SIGINT)
+    with pytest.raises(Interrupted):
+        Session.init(tmp_path / "s", [painting], [folder / "a.png"], TrainSettings(steps=3, size=48, batch=2,
+                     checkpoint_seconds=0.0), device="cpu", on_progress=stop)
+    before = state_of(tmp_path / "s")
+    result = run("apply", folder, "--out", tmp_path / "o", "--polish", "--session", tmp_path / "s", expect=2)
+    assert "init --resume" in result.output
+    assert not (tmp_path / "o").exists() and state_of(tmp_path / "s") == before
+
+
+def test_a_disk_that_fills_mid_folder_ends_in_one_line_and_leaves_no_partial_file(one_round, folder, tmp_path,
+                                                                                  monkeypatch):
+    import errno
+
+    real, written = images.atomic_write, []
+
+    def full_on_the_second(path, write):
+        if written:
+            def half(tmp):
+                tmp.write_bytes(b"\x89PNG half")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            return real(path, half)
+        written.append(path)
+        return real(path, write)
+    monkeypatch.setattr(images, "atomic_write", full_on_the_second)
+    before = state_of(one_round)
+    result = run("apply", folder, "--out", tmp_path / "o", "--polish-steps", 1, "--session", one_round, expect=1)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in result.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png"]
+    assert state_of(one_round) == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_polish_runs_on_cuda(one_round, tmp_path):
+    session = Session.open(one_round, "cuda")
+    photo = images.load_image(make_photo(tmp_path / "p.png", size=(64, 48), seed=5))
+    look = session.rounds()[0].z[0]
+    fast = session.stylise(photo, look)
+    goal = session.goal(look)
+    done = session.stylise_batch(photo[None], look, finish=(goal, 5, None))[0]
+    assert done.device.type == "cpu" and torch.isfinite(done).all() and done.shape == fast.shape
+    assert (done - fast).abs().mean() > 1e-3
+
+
+def test_a_copy_is_left_untouched(one_round, tmp_path, folder):
+    """Polishing only reads the session: its files are byte for byte as before."""
+    before = state_of(one_round)
+    Session.open(one_round, "cpu").apply([folder / "a.png"], tmp_path / "o", polish_steps=2)
+    assert state_of(one_round) == before
+    shutil.rmtree(tmp_path / "o")
