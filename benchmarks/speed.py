@@ -11,7 +11,7 @@ apply's style distance is measured by quality.py; its last figure is read from r
     python benchmarks/speed.py --quick          # a smoke run, under 2 minutes
     python benchmarks/speed.py --full           # also run the default init and refine end to end
     python benchmarks/speed.py --device cuda    # the same on a GPU (fp32 and bf16 rows)
-    python benchmarks/speed.py --only pipeline --session S   # only apply end to end against its model work (issue 13)
+    python benchmarks/speed.py --only pipeline --session S   # only apply end to end against its model work
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ TARGET_OVERHEAD = 0.15       # apply within 15 % of the bare forward
 TARGET_BF16 = 1.8            # bf16 at least this much faster than fp32
 TARGET_TILED_RSS_MB = 3000   # a 4096² photo
 TARGET_GPU_RATE = 50         # images/s at 1024 px on a GPU
-TARGET_PIPELINE = 0.10       # apply end to end within 10 % of its model work with no I/O (issue 13)
+TARGET_PIPELINE = 0.10       # apply end to end within 10 % of its model work with no I/O
 TARGET_GPU_PIPELINE = 0.8    # ... on a GPU, at least 0.8× its throughput, and ≥ 100 photos/s at 1024 px
 
 
@@ -88,8 +88,8 @@ def worker_apply(spec: dict) -> dict:
         batch_pixels = pipeline.BATCH_PIXELS[session.runtime.device.type]
         batch = max(1, min(n, pipeline.MAX_BATCH, batch_pixels // (side * side)))
         x = torch.rand(batch, 3, *grid)
-        # Without gradients, as apply runs it (until session 20 this ran with autograd on, so through the training
-        # routes, and was slower than apply itself with the smallest strokes).
+        # Without gradients, as apply runs it (with autograd on, the forward would take the training routes and
+        # run slower than apply itself with the smallest strokes).
         with torch.inference_mode():
             for _ in range(spec["repeats"] + 1):  # the first is a warm-up
                 _sync(spec["device"])
@@ -320,7 +320,7 @@ def pipeline_rows(args, session: Path, row, cuda: bool, fast_bf16: bool) -> dict
 
 
 def pipeline_targets(results: dict, cuda: bool) -> list[tuple[str, bool, str]]:
-    """Issue 13's targets for apply end to end against its model work."""
+    """The targets for apply end to end against its model work."""
     targets = []
     for (label, fmt), (e, w) in results.items():
         over = e["median"] / w["median"] - 1

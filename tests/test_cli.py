@@ -125,6 +125,12 @@ def test_bad_indices_are_refused(session, args, message):
     assert (s / "state.json").read_bytes() == before
 
 
+@pytest.mark.parametrize("typo", ["--sesion", "--jsn", "-x"])
+def test_a_mistyped_option_to_select_is_named_as_an_unknown_option(session, typo):
+    result = run("select", 1, typo, "elsewhere", "--session", session["session"], expect=2)
+    assert f"no such option: {typo}" in result.output and "whole numbers" not in result.output
+
+
 def test_commands_before_init_say_what_to_do(tmp_path):
     for args in (["propose"], ["select", "1"], ["refine"], ["status"], ["apply", tmp_path, "--out", tmp_path / "o"]):
         result = run(*args, "--session", tmp_path / "none", expect=2)
@@ -182,11 +188,17 @@ def test_apply_keeps_a_large_photo_at_its_own_size(session, tmp_path):
     assert Image.open(data["outputs"][0]).size == (2600, 1200)
 
 
-def test_status_prints_its_table_on_stderr_and_its_json_alone_on_stdout(session):
-    """The README promises human output on stderr; the table went to stdout, mixed with what scripts read."""
+def test_status_prints_to_stdout_and_writes_nothing(session, tmp_path, monkeypatch):
+    """`styleprefs status > f` keeps what status shows; status is a read: no session file and nothing in the user's
+    cache folder changes (the guard's verdict on the look is computed, not remembered)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("STYLEPREFS_CACHE", str(cache))
+    before = {p: p.read_bytes() for p in session["session"].rglob("*") if p.is_file()}
     plain = run("status", "--session", session["session"])
-    assert plain.stdout == "" and "styleprefs session" in plain.stderr
+    assert "styleprefs session" in plain.stdout and plain.stderr == ""
     assert run_json("status", "--session", session["session"])["command"] == "status"
+    assert {p: p.read_bytes() for p in session["session"].rglob("*") if p.is_file()} == before
+    assert not cache.exists() or not any(cache.rglob("*"))
 
 
 def test_a_folder_as_style_is_refused_not_searched(session, tmp_path):
@@ -233,13 +245,13 @@ def test_status_and_history_read_as_sentences_and_tables(session):
     run_json("refine", "--steps", 1, "--device", "cpu", "--session", s)
     run_json("propose", "--n", 4, "--size", 48, "--session", s)
     wide = {"COLUMNS": "300"}
-    status = runner.invoke(app, ["status", "--session", str(s)], env=wide).stderr
+    status = runner.invoke(app, ["status", "--session", str(s)], env=wide).stdout
     assert not any(mark in status for mark in ("{", "}", '"', "[2")), status
     assert "3 steps at init, 1 in 1 refine" in status and "2 rounds so far, 8 candidates in all" in status
     assert "Learned so far: " in status
     history = runner.invoke(app, ["history", "--session", str(s)], env=wide)
-    assert history.exit_code == 0 and history.stdout == ""
-    lines = history.stderr.splitlines()
+    assert history.exit_code == 0 and history.stderr == ""
+    lines = history.stdout.splitlines()
     round1 = next(line for line in lines if str(s / "rounds" / "001" / "sheet.png") in line)
     assert "2 4" in round1 and "1 steps" in round1
     assert "than the default look" in round1 or "close to the default look" in round1

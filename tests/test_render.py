@@ -211,3 +211,38 @@ def test_the_picture_hardly_depends_on_the_number_of_threads(proposed_session, c
     for scale in scales:
         assert_equal_up_to_rounding(outputs[1, scale].to(torch.uint8), outputs[2, scale].to(torch.uint8),
                                     session.runtime.bf16)
+
+
+def test_the_strength_and_keep_colours_dials_are_exact():
+    torch.manual_seed(0)
+    photo, styled = torch.rand(2, 3, 20, 30) * 0.8 + 0.1, torch.rand(2, 3, 20, 30) * 0.8 + 0.1
+    assert torch.equal(render.adjusted(styled, photo), styled)
+    assert torch.allclose(render.adjusted(styled, photo, strength=0.0), photo)
+    assert torch.allclose(render.adjusted(styled, photo, strength=0.25), 0.75 * photo + 0.25 * styled)
+    kept = render.adjusted(styled, photo, keep_colours=True)
+    inside = ((photo + render.luminance(styled) - render.luminance(photo)) - kept).abs().max() == 0  # no clamping here
+
+    def chroma(x):
+        y = render.luminance(x)
+        return torch.cat([x[:, 2:3] - y, x[:, 0:1] - y])
+    if inside:
+        assert torch.allclose(chroma(kept), chroma(photo), atol=1e-6)  # the photo's colours
+        assert torch.allclose(render.luminance(kept), render.luminance(styled), atol=1e-6)  # the look's light
+    with pytest.raises(ValueError):
+        render.adjusted(styled, photo, strength=1.5)
+
+
+def test_apply_with_the_dials_gives_the_photo_at_strength_0_and_its_colours_when_kept(proposed_session, tmp_path):
+    from styleprefs.session import Session
+    session = Session.open(proposed_session, "cpu")
+    photo = (images.load_image(EXAMPLES / "photos" / "skimage_coffee.png", max_side=96) * 255).round().byte()[None]
+    look = session.rounds()[0].z[1]
+    none = session.stylise_batch(photo, look, strength=0.0, as_bytes=True)
+    assert torch.equal(none, photo.contiguous(memory_format=torch.channels_last)) or (none.int() - photo.int()).abs().max() == 0
+    full = session.stylise_batch(photo, look)
+    half = session.stylise_batch(photo, look, strength=0.5)
+    assert torch.allclose(half, (full + photo.float() / 255) / 2, atol=1e-5)
+    kept = session.stylise_batch(photo, look, keep_colours=True)
+    inside = ((kept > 0) & (kept < 1)).all(1, keepdim=True)  # pixels whose photo colours fit at the look's light
+    assert inside.float().mean() > 0.5
+    assert torch.allclose(render.luminance(kept)[inside], render.luminance(full)[inside], atol=1e-5)

@@ -243,7 +243,7 @@ def test_the_sheet_shows_what_apply_gives_whatever_its_size(made, tmp_path):
     for k in range(1, 7):
         out = s.apply([big], tmp_path / f"out{k}", pick=f"{sheet.index}:{k}")
         applied = images.load_image(out.outputs[0])
-        # measured: at most 1.89/255 here from session 12's start (0.89/255 from the 2540-step one: the new start's
+        # measured: at most 1.89/255 here from the shipped start (0.89/255 from the 2540-step one: the new start's
         # outputs carry more fine detail, which the full-size composition and the sheet's shrink round differently);
         # 1.45/255 for the smallest strokes when the preview was decoded at 320 px. A sheet that lied would be tens.
         assert (images.shrink(applied, 48) - images.load_image(sheet.candidates[k - 1])).abs().mean() < 2.5 / 255

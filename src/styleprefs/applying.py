@@ -44,8 +44,10 @@ def check_stroke_scale(stroke_scale: float) -> None:
         raise BadInput(f"--stroke-scale must be between {MIN_STROKE_SCALE} and {MAX_STROKE_SCALE}, got {stroke_scale}")
 
 
-def check_options(fmt: str, size: int | None, max_batch: int, stroke_scale: float) -> None:
+def check_options(fmt: str, size: int | None, max_batch: int, stroke_scale: float, strength: float = 1.0) -> None:
     """Refuse bad ``apply`` options before anything is read."""
+    if not 0.0 <= strength <= 1.0:  # also refuses NaN
+        raise BadInput(f"strength must be between 0 and 1, got {strength}")
     if fmt not in ("png", "jpg"):
         raise BadInput(f"--format must be png or jpg, got {fmt!r}")
     if size is not None and not images.MIN_SIDE <= size <= MAX_APPLY_SIDE:

@@ -24,8 +24,10 @@ from .errors import StyleprefsError
 app = typer.Typer(
     help="Learn your own version of a painting's style from the candidates you pick, then stylise folders with it.",
     no_args_is_help=True, pretty_exceptions_enable=False)
-# All human output goes to stderr; stdout carries only --json's object. Both consoles honour NO_COLOR.
-err = Console(stderr=True)  # errors, warnings and what status / history were asked to show
+# stdout carries what was asked for: --json's object, or what status and history show (so `styleprefs status > f`
+# works); errors, warnings, progress and hints go to stderr. All consoles honour NO_COLOR.
+out = Console()             # what status / history were asked to show
+err = Console(stderr=True)  # errors and warnings
 say = Console(stderr=True)  # progress, confirmations and hints: silenced by --quiet
 
 SessionOpt = Annotated[Path, typer.Option(
@@ -33,6 +35,9 @@ SessionOpt = Annotated[Path, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object describing what was done on stdout.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu or cuda.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="auto (bf16 where the GPU or CPU has bf16 units, else fp32), fp32 (full precision, "
+                        "slower where bf16 units are) or bf16.")]
 MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse larger images, from their header, before decoding.")]
 DEFAULT_SESSION = Path("styleprefs-session")
 DEBUG_ENV = "STYLEPREFS_DEBUG"  # set (to anything) to see the traceback of an unexpected error
@@ -110,6 +115,7 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing session.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted init from its last checkpoint.")] = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    precision: PrecisionOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -121,13 +127,20 @@ def init(
     def work() -> dict:
         if not resume and (not style or not content):
             raise BadInput("init needs --style PAINTING and --content PHOTOS (or --resume)")
+        if resume and (content or size is not None):
+            raise BadInput("init --resume continues with the photos and crop size it started with; "
+                           "--content and --size cannot change them (start again with --force)")
         defaults = TrainSettings()
-        settings = TrainSettings(steps=steps if steps is not None else defaults.steps,
-                                 size=size if size is not None else defaults.size)
+        if resume:  # what the interrupted init was started with, unless asked otherwise (and then refused)
+            settings = None if steps is None else TrainSettings(steps=steps)
+        else:
+            settings = TrainSettings(steps=steps if steps is not None else defaults.steps,
+                                     size=size if size is not None else defaults.size)
         started = time.perf_counter()
         with _progress() as progress:
             s = Session.init(session, style or [], content or [], settings, device=device, seed=seed, force=force,
-                             resume=resume, max_pixels=max_pixels, on_progress=_training_reporter(progress, "init"))
+                             resume=resume, max_pixels=max_pixels, on_progress=_training_reporter(progress, "init"),
+                             precision=precision)
         return {"command": "init", "session": str(s.store.root.resolve()), "steps": s.settings.steps,
                 "seconds": round(time.perf_counter() - started, 1), "device": s.runtime.name, "bf16": s.runtime.bf16,
                 "styles": [x["path"] for x in s.config["styles"]], "contents": len(s.config["contents"])}
@@ -146,6 +159,7 @@ def propose(
                                                      "the looks do not depend on it.")] = None,
     preview: Annotated[Optional[Path], typer.Option(help="Photo to render the candidates on (default: the first content photo).")] = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -156,7 +170,11 @@ def propose(
 
     def work() -> dict:
         started = time.perf_counter()
-        r = Session.open(session, device).propose(n=n, size=size, preview=preview)
+        with _progress() as progress:
+            task = progress.add_task("propose", total=None, info="")
+            r = Session.open(session, device, precision).propose(
+                n=n, size=size, preview=preview,
+                on_progress=lambda k, total: progress.update(task, completed=k, total=total, info="candidates"))
         return {"command": "propose", "round": r.index, "candidates": [str(p) for p in r.candidates],
                 "sheet": str(r.sheet), "page": str(r.folder / PAGE), "seconds": round(time.perf_counter() - started, 2)}
 
@@ -180,6 +198,12 @@ def select(
     from .session import Session
 
     def work() -> dict:
+        # Unknown options reach here too (so that "-1" is answered as a number out of range): a word after a dash is a
+        # mistyped option, not a candidate.
+        unknown = [i for i in indices or [] if i.startswith("-") and not i[1:].isdigit()]
+        if unknown:
+            raise BadInput(f"no such option: {unknown[0]} (select takes candidate numbers, --session, --json and "
+                           "--debug)")
         try:
             numbers = [int(i) for i in indices or []]
         except ValueError:
@@ -201,6 +225,7 @@ def refine(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted refine from its last checkpoint.")] = False,
     undo: Annotated[bool, typer.Option("--undo", help="Return the session to the state before the last refine.")] = False,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -212,7 +237,7 @@ def refine(
     def work() -> dict:
         if undo and (resume or steps is not None):
             raise BadInput("--undo takes no --resume or --steps")
-        with Session.editing(session, device) as s:
+        with Session.editing(session, device, precision=precision) as s:
             if undo:
                 return {"command": "refine --undo", **s.undo(), "taste": s.status()["taste"]}
             with _progress() as progress:
@@ -246,6 +271,9 @@ def apply(
     shard: Annotated[Optional[str], typer.Option(help="Process only shard K of N (K/N), for parallel jobs.")] = None,
     batch: Annotated[int, typer.Option(help="Most photos of one size per forward pass (1: one at a time, which "
                                             "gives the same bytes on every run whatever the folder holds).")] = 8,
+    strength: Annotated[float, typer.Option(help="How much of the look over the photo, 0 to 1.")] = 1.0,
+    keep_colours: Annotated[bool, typer.Option("--keep-colours", help="Keep the photo's own colours under the look's "
+                                               "light and strokes.")] = False,
     polish: Annotated[bool, typer.Option("--polish", help=f"Finish every photo with {POLISH_STEPS} steps of "
                                          "optimisation toward its look: painterly as a slow per-photo method, "
                                          "seconds a photo on a CPU.")] = False,
@@ -254,6 +282,7 @@ def apply(
                                "slower).", show_default=False)] = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -264,7 +293,7 @@ def apply(
     steps = polish_steps if polish_steps is not None else (POLISH_STEPS if polish else None)
 
     def work() -> dict:
-        s = Session.open(session, device)
+        s = Session.open(session, device, precision)
         with _progress() as progress:
             task = progress.add_task("apply", total=None, info="")
             polishing = None if steps is None else progress.add_task("polish", total=steps, info="")
@@ -276,7 +305,7 @@ def apply(
                 progress.update(polishing, total=total, completed=k)
             r = s.apply(inputs, out, size=size, pick=pick, stroke_scale=stroke_scale, fmt=fmt, skip_existing=skip_existing, shard=shard,
                         max_pixels=max_pixels, max_batch=batch, on_progress=report, polish_steps=steps,
-                        on_step=None if steps is None else step)
+                        on_step=None if steps is None else step, strength=strength, keep_colours=keep_colours)
         return {"command": "apply", "outputs": [str(p) for p in r.outputs], "seconds": round(r.seconds, 2),
                 "existing": [str(p) for p in r.existing], "warnings": r.warnings,
                 "failed": [{"input": str(p), "error": e} for p, e in r.skipped]}
@@ -324,37 +353,37 @@ def status(
     from .session import Session
 
     def human(r: dict) -> None:
-        err.print(f"[bold]styleprefs session[/] at {escape(r['session'])}", highlight=False)
+        out.print(f"[bold]styleprefs session[/] at {escape(r['session'])}", highlight=False)
         paintings = ", ".join(Path(p).name for p in r["styles"])
-        err.print(f"Trained on {_count(r['contents'], 'photo')} and {_count(len(r['styles']), 'painting')} "
+        out.print(f"Trained on {_count(r['contents'], 'photo')} and {_count(len(r['styles']), 'painting')} "
                   f"({escape(paintings)}): {r['steps']['init']} steps at init, "
                   + (f"{r['steps']['refine']} in {_count(r['refines'], 'refine')}" if r["refines"] else "no refine yet")
                   + f"; on {r['device']}{' with bf16' if r['bf16'] else ''}. "
                   f"Checkpoint: {r['checkpoint'] or 'none yet'}.", highlight=False)
-        err.print(f"{_count(r['round'], 'round')} so far, {r['proposals']} candidates in all"
+        out.print(f"{_count(r['round'], 'round')} so far, {r['proposals']} candidates in all"
                   + (f"; the latest sheet is {escape(r['latest_sheet'])}." if r["latest_sheet"] else "."),
                   highlight=False)
         if r["selections"]:
             table = Table("round", "picks", title="Picks")
             for index, picks in r["selections"].items():
                 table.add_row(str(index), " ".join(map(str, picks)))
-            err.print(table)
+            out.print(table)
         taste = r["taste"]
-        err.print(f"Learned so far: {escape(taste['summary'])}"
+        out.print(f"Learned so far: {escape(taste['summary'])}"
                   + (f" (from {taste['picks']} picks; {taste['confidence']:.0%} sure it beats round 1's centre)."
                      if taste["picks"] else "."), highlight=False)
         if r["preferred_z"]:
             dials = ", ".join(f"{name} {value:+.2f}" for name, value in r["preferred_z"].items() if name != "scale")
-            err.print(f"The look apply uses: {dials}"
+            out.print(f"The look apply uses: {dials}"
                       + (f"; stroke scale ×{r['stroke_scale']:.2f}." if r["stroke_scale"] else "."))
         if r["unfinished"]:
             u = r["unfinished"]
-            err.print(f"[yellow]Unfinished:[/] a {u['phase']} stopped after {u['completed']} of {u['steps']} steps; "
+            out.print(f"[yellow]Unfinished:[/] a {u['phase']} stopped after {u['completed']} of {u['steps']} steps; "
                       f"continue it with `{u['resume']}`.")
         for problem in r["damaged"]:
-            err.print(f"[red]damaged:[/red] {escape(problem)}")
+            out.print(f"[red]damaged:[/red] {escape(problem)}")
         if r["damaged"]:
-            err.print("Restore these files from a copy of the session; commands that build on them refuse to run.")
+            out.print("Restore these files from a copy of the session; commands that build on them refuse to run.")
     _run(as_json, debug, lambda: {"command": "status", **Session.open(session, "cpu").status()}, human)
 
 
@@ -369,7 +398,7 @@ def history(
 
     def human(r: dict) -> None:
         if not r["rounds"]:
-            err.print("No rounds yet.")
+            out.print("No rounds yet.")
             _next("styleprefs propose")
             return
         table = Table("round", "sheet", "picks", "refine", "learned", title="styleprefs history")
@@ -380,7 +409,7 @@ def history(
             table.add_row(str(row["round"]), escape(row["sheet"]),
                           " ".join(map(str, row["picks"])) if row["picks"] else "none",
                           steps or "not yet", escape(refine["taste"]) if refine else "")
-        err.print(table)
+        out.print(table)
     _run(as_json, debug, lambda: {"command": "history", "rounds": Session.open(session, "cpu").history()}, human)
 
 

@@ -24,10 +24,11 @@ MIN_WORKING_SIDE, MAX_WORKING_SIDE = 32, 2048  # the working sides a session may
 # it (its loss network stops at relu4_1, a third cheaper); finishing one picture can afford it, and without it a polished
 # picture kept the photo's large-scale statistics (0.75–0.85 of the photo's relu5_1 distance to the painting, Gatys 0.25).
 POLISH_STYLE_LAYERS = METRIC_STYLE_LAYERS
-# Outputs of up to this many times the working grid's pixels are polished at their own size, from the generator's
-# full-size picture; larger ones on the working grid, before the full-size composition. Resampling a finished picture
-# blurs the finest strokes it was finished with: even 320 → 341 px cost a fifth of the style it had gained.
-POLISH_OWN_GRID = 2.0
+# Outputs of up to this many times the working grid's pixels (a 256-px photo of any aspect up to 2.5:1) are polished at
+# their own size, from the generator's full-size picture; larger ones on the working grid, before the full-size
+# composition, so the cost stays bounded. Resampling a finished picture blurs the finest strokes it was finished with:
+# even 320 → 341 px cost a fifth of the style it had gained.
+POLISH_OWN_GRID = 2.5
 # Polish weighs the look's style term this much more than training does: at the default look, 40 steps removed
 # 0.92–0.95 of Gatys's style distance at 1 and 0.95–0.98 at 1.25, at content distances 0.09–0.13 and 0.05–0.09 below
 # Gatys's (benchmarks/quality.py, Starry Night).
@@ -63,7 +64,7 @@ class TrainSettings:
     tv_weight: float = 0.5         # λ_tv
     adversarial_weight: float = 0.01  # λ_adv (small: the discriminator sharpens, the Grams steer)
     diff_augment: bool = False     # D sees real and generated crops through the same random colour, translation and
-                                   # cutout (Zhao et al.'s DiffAugment; screened for issue 10, off by default)
+                                   # cutout (Zhao et al.'s DiffAugment; screened, off by default)
     style_layers: tuple[str, ...] = STYLE_LAYERS  # VGG layers whose Grams the style loss matches
     start: str = "pretrained"      # G's initial weights: the shipped pretrained generator, "scratch" (random) or a
                                    # file that ``python -m styleprefs.pretrain --export`` wrote

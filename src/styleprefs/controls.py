@@ -59,7 +59,8 @@ def first_round(looks: torch.Tensor, with_scale: bool) -> torch.Tensor:
     onto the bold half, so no candidate is weaker than the default look (on the example session the subtle half were
     tinted photos on the sheet: 0.65–0.71 of the photo's style distance to the painting, against 0.47–0.60); the
     stroke and colour dials and the stroke scale (the last coordinate when ``with_scale``) spread 1.5× wider, which
-    gives back the variety the weak half had (`benchmarks/round_one.py`, README). Blend coordinates stay as drawn."""
+    gives back the variety the weak half had (docs/benchmarks.md, *Round 1's design*). Blend coordinates stay as
+    drawn."""
     looks = looks.clone()
     strength, spread = NAMED_DIMS.index("strength"), [NAMED_DIMS.index("stroke"), NAMED_DIMS.index("colour")]
     looks[:, strength] = looks[:, strength].abs()

@@ -25,7 +25,7 @@ class DeviceError(BadInput):
 
 BF16_FLAGS = {"amx_bf16", "avx512_bf16"}  # /proc/cpuinfo's names for AMX and AVX512-BF16
 # oneDNN's ISA ceilings (ONEDNN_MAX_CPU_ISA) under which it has no bf16 dot products: held there, it emulates bf16 at
-# about 1/12 of fp32's rate on a Sapphire Rapids (10.5 s a training step against 0.85 s, benchmarks/step_time.py).
+# about 1/12 of fp32's rate on a Sapphire Rapids (10.5 s a training step against 0.85 s; docs/benchmarks.md).
 SLOW_BF16_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 

@@ -13,7 +13,7 @@ Reproduce the shipped file (resumable: rerun the same command after an interrupt
 file is in git at e7b9b3f, and thread counts change the last digits, so it is reproduced up to rounding)::
 
     git show e7b9b3f:src/styleprefs/data/pretrained_generator.safetensors > .bench/start-2540.safetensors
-    python benchmarks/pretraining_photos.py --out .bench/gcompris
+    python tools/pretraining_photos.py --out .bench/gcompris
     python -m styleprefs.pretrain --data ../shared/data --out .bench/pretrain --from .bench/start-2540.safetensors \
         --max-steps 3020 --minutes 999
     python -m styleprefs.pretrain --data ../shared/data --data .bench/gcompris --out .bench/pretrain \

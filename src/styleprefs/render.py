@@ -98,6 +98,22 @@ def render(stylise: Stylise, batch: torch.Tensor, side: int, stroke_scale: float
     return to_bytes(styled) if as_bytes else styled
 
 
+def adjusted(styled: torch.Tensor, photo: torch.Tensor, strength: float = 1.0,
+             keep_colours: bool = False) -> torch.Tensor:
+    """The two dials every style-transfer tool has, exact on the full-size (…, 3, H, W) output in [0, 1]:
+    ``keep_colours`` gives the picture the photo's own colours under the look's light and strokes (the photo plus the
+    change in luminance, which leaves its chroma, B − Y and R − Y, as they were); ``strength`` F in [0, 1] lays the
+    look over the photo at that opacity, F·styled + (1 − F)·photo."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be between 0 and 1, got {strength}")
+    out = styled
+    if keep_colours:
+        out = photo + (luminance(styled) - luminance(photo))
+    if strength < 1.0:
+        out = torch.lerp(photo, out, strength)
+    return out.clamp(0, 1)
+
+
 def luminance(image: torch.Tensor) -> torch.Tensor:
     """(…, 3, H, W) → (…, 1, H, W)."""
     weights = torch.tensor(LUMA, dtype=image.dtype, device=image.device)

@@ -23,7 +23,7 @@ def status(session: Session) -> dict:
     rounds = state["rounds"]
     damaged = session.store.damage(state.get("files") or {})
     usable = state["checkpoint"] and not damaged
-    z = session.preferred_z() if usable else None
+    z = session.preferred_z(remember=False) if usable else None  # a read: nothing written, not even to the cache
     scale = None if z is None else session.split(z)[1]
     posterior = session.preference() if usable else None
     return {

@@ -85,20 +85,21 @@ class Session:
 
     # ----------------------------------------------------------------- creation and loading
     @classmethod
-    def open(cls, path: Path, device: str = "auto") -> Session:
+    def open(cls, path: Path, device: str = "auto", precision: str = "auto") -> Session:
+        """The session at ``path``, its networks to run on ``device`` in ``precision`` (``device.resolve``)."""
         store = Store(Path(path))
         store.check()
-        return cls(store, resolve(device))
+        return cls(store, resolve(device, precision))
 
     @classmethod
     @contextmanager
-    def editing(cls, path: Path, device: str = "auto", wait: float = 30.0) -> Iterator[Session]:
+    def editing(cls, path: Path, device: str = "auto", wait: float = 30.0, precision: str = "auto") -> Iterator[Session]:
         """Open the session for a command that changes it: the state is read under the session's lock (waiting up
         to ``wait`` seconds for another command to let go of it)."""
         store = Store(Path(path))
         store.check()
         with store.lock(wait):
-            session = cls(store, resolve(device))
+            session = cls(store, resolve(device, precision))
             session.check_files()
             yield session
 
@@ -106,22 +107,24 @@ class Session:
     def init(cls, path: Path, styles: list[Path], contents: list[Path], settings: TrainSettings | None = None,
              device: str = "auto", seed: int = 0, force: bool = False, resume: bool = False,
              max_pixels: int = images.DEFAULT_MAX_PIXELS, on_progress: ProgressFn | None = None,
-             proposals: ProposalSettings | None = None) -> Session:
+             proposals: ProposalSettings | None = None, precision: str = "auto") -> Session:
         """Create the session folder at ``path`` and train the base generator and discriminator (at the working side of
         ``proposals``, default :class:`ProposalSettings`'s).
 
         Training saves a checkpoint every ``settings.checkpoint_seconds``; ``resume=True`` continues an init that was
-        interrupted (Ctrl-C, SIGTERM, a crash or kill -9) from its last checkpoint.
+        interrupted (Ctrl-C, SIGTERM, a crash or kill -9) from its last checkpoint, with the paintings, photos and
+        settings it started with: ``styles`` or ``settings.steps`` that differ from them are refused.
         """
         root = Path(path)
         if resume:
-            with cls.editing(root, device) as session:
+            with cls.editing(root, device, precision=precision) as session:
                 if (session.state.get("training") or {}).get("phase") != "init":
                     raise BadInput(f"nothing to resume: the init of {root} has finished")
+                session.check_resumable(styles, settings)
                 session._train_init(None, on_progress)
             for replaced in root.parent.glob(f".{root.name}.replaced-*"):  # the session this one replaced
                 shutil.rmtree(replaced, ignore_errors=True)
-            return cls.open(root, device)
+            return cls.open(root, device, precision)
         settings = (settings or TrainSettings()).validate()
         proposals = (proposals or ProposalSettings()).validate()
         if root.exists() and not root.is_dir():
@@ -133,7 +136,7 @@ class Session:
             raise BadInput(f"{root}: folder is not empty and is not a styleprefs session; choose another --session")
         style_paths = images.find_paintings(styles)
         content_paths = images.find_images(list(contents))
-        runtime = resolve(device)
+        runtime = resolve(device, precision)
         # Decode everything before touching the folder: a bad input fails here, changing nothing.
         content_images, style_images = inputs.decode(content_paths, style_paths, settings, max_pixels)
         preview = images.load_image(content_paths[0], max_side=inputs.PREVIEW_SIDE, max_pixels=max_pixels)
@@ -171,7 +174,17 @@ class Session:
             restore(replaced, root, failure, ours=True)
         if replaced is not None:
             shutil.rmtree(replaced.parent, ignore_errors=True)
-        return cls.open(root, device)
+        return cls.open(root, device, precision)
+
+    def check_resumable(self, styles: list[Path], settings: TrainSettings | None) -> None:
+        """Refuse to resume the interrupted init with other paintings or another step count than it started with."""
+        if settings is not None and settings.steps != self.settings.steps:
+            raise BadInput(f"the interrupted init trains {self.settings.steps} steps, not {settings.steps}: resume it "
+                           "as it was, or start again with --force")
+        recorded = sorted(Path(entry["path"]) for entry in self.config["styles"])
+        if styles and sorted(p.resolve() for p in images.find_paintings(styles)) != recorded:
+            raise BadInput(f"the interrupted init was started with other paintings "
+                           f"({', '.join(p.name for p in recorded)}): resume it as it was, or start again with --force")
 
     def _train_init(self, decoded: tuple[list[torch.Tensor], list[torch.Tensor]] | None,
                     on_progress: ProgressFn | None) -> None:
@@ -272,14 +285,15 @@ class Session:
         """The indices of the rounds a refine has learned from."""
         return {i for refine in self.state["refines"] for i in refine["rounds"]}
 
-    def preferred_z(self) -> torch.Tensor:
+    def preferred_z(self, remember: bool = True) -> torch.Tensor:
         """The look ``apply`` uses by default: of the looks picked in the rounds the choice model has learned from, the
         one it rates highest (0 before any pick; :meth:`_best_look`), moved toward the centre where its picture would
-        not be a stylisation (``guard``)."""
+        not be a stylisation (``guard``). ``remember=False`` keeps the verdict out of the user's cache folder (a read
+        that writes nothing, as ``status`` is)."""
         if self._preferred is None:
             learned = self.learned_rounds()
             self._preferred = self._remembered_stylised(self._best_look(
-                self.preference(), [r for r in self.rounds() if r.index in learned]))
+                self.preference(), [r for r in self.rounds() if r.index in learned]), remember)
         return self._preferred
 
     @staticmethod
@@ -303,7 +317,7 @@ class Session:
         before any round). Unjudged when that photo has gone."""
         return self._judged(look)[0]
 
-    def _remembered_stylised(self, look: torch.Tensor) -> torch.Tensor:
+    def _remembered_stylised(self, look: torch.Tensor, remember: bool = True) -> torch.Tensor:
         """:meth:`_stylised`, with the verdict remembered (``guard.remember``, in the user's cache folder) for the next
         process while nothing it depends on changes: the look, the generator, the paintings, the photo, the sizes and
         the runtime."""
@@ -319,7 +333,7 @@ class Session:
             return look * remembered
         judged = self._stylised(look)
         fraction = guard.fraction_of(look, judged)
-        if fraction is not None:
+        if fraction is not None and remember:
             guard.remember(key, fraction)
         return judged
 
@@ -381,7 +395,8 @@ class Session:
     @torch.inference_mode()
     def stylise_batch(self, batch: torch.Tensor, look: torch.Tensor | None = None, stroke_scale: float = 1.0,
                       side: int | None = None, as_bytes: bool = False,
-                      finish: tuple[polish.Objective, int, polish.StepFn | None] | None = None) -> torch.Tensor:
+                      finish: tuple[polish.Objective, int, polish.StepFn | None] | None = None,
+                      strength: float = 1.0, keep_colours: bool = False) -> torch.Tensor:
         """Stylise (B, 3, H, W) images of one size (in [0, 1], or uint8 as decoded) with one ``look`` (a z, or z and
         its stroke scale), as the contact sheet shows it whatever their size: the generator runs at the working
         resolution (long side ``side``, default :meth:`working_side`, ÷ the look's stroke scale × ``stroke_scale``)
@@ -390,7 +405,13 @@ class Session:
 
         ``finish`` = (objective, steps, on_step) polishes each picture from the generator's (:func:`polish.polish`): at
         its own size up to ``POLISH_OWN_GRID`` times the working grid's pixels, else on the working grid before the
-        full-size composition."""
+        full-size composition.
+
+        ``strength`` and ``keep_colours`` are :func:`render.adjusted`'s dials, on the finished full-size picture."""
+        if strength != 1.0 or keep_colours:
+            out = self.stylise_batch(batch, look, stroke_scale, side, False, finish)
+            out = render.adjusted(out, render.resample(batch, tuple(batch.shape[-2:])), strength, keep_colours)
+            return render.to_bytes(out) if as_bytes else out
         z, scale = self.split(self.preferred_z() if look is None else look)
         side, scale = side or self.working_side(), scale * stroke_scale
         if finish is None:
@@ -436,8 +457,10 @@ class Session:
         shrunk to the long side ``size`` as any output is for viewing (what apply gives at any size, seen small)."""
         return images.shrink(self.stylise(photo, look, side=working), size)
 
-    def propose(self, n: int | None = None, size: int | None = None, preview: Path | None = None) -> Round:
-        """Render ``n`` candidates, each from its own z, plus a numbered contact sheet; start a round.
+    def propose(self, n: int | None = None, size: int | None = None, preview: Path | None = None,
+                on_progress: Callable[[int, int], None] | None = None) -> Round:
+        """Render ``n`` candidates, each from its own z, plus a numbered contact sheet; start a round. Each candidate
+        rendered is reported to ``on_progress(done, n)``.
 
         Rendering only reads the session, so it runs without the lock (several ``propose`` can render
         at once); the lock is taken just to number the round, move its folder in place and record it."""
@@ -452,7 +475,7 @@ class Session:
         working = self.proposal_settings.working_side
         photo = _sheet_photo(preview_path, size, working)
         checkpoint, expected = self.checkpoint, len(self.state["rounds"]) + 1
-        z, rendered = self._draw(n, expected, photo, size, working)
+        z, rendered = self._draw(n, expected, photo, size, working, on_progress)
         candidates = [f"candidate-{i:02d}.png" for i in range(1, n + 1)]
         self.store.path("rounds").mkdir(exist_ok=True)
         remove_abandoned(self.store.path("rounds"), ".pending-")
@@ -475,7 +498,7 @@ class Session:
                     # have had, this round would repeat that one. Drawn again for its own number, under the lock.
                     self._generator, self._posterior, self._preferred = None, None, None
                     checkpoint = self.state["checkpoint"]
-                    z, rendered = self._draw(n, index, photo, size, working)
+                    z, rendered = self._draw(n, index, photo, size, working, on_progress)
                     write(z, rendered)
                 sheet = images.contact_sheet(rendered, [str(i) for i in range(1, n + 1)],
                                              title=f"round {index}: styleprefs select N [N ...]")
@@ -494,8 +517,8 @@ class Session:
             shutil.rmtree(pending, ignore_errors=True)
         return self.rounds()[-1]
 
-    def _draw(self, n: int, index: int, photo: torch.Tensor, size: int,
-              working: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _draw(self, n: int, index: int, photo: torch.Tensor, size: int, working: int,
+              on_progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Round ``index``'s ``n`` looks (seeded by its number; before any pick, ``controls.first_round``'s design) and
         their pictures, each a stylisation (``guard``).
         After picks, candidate 1 is the choice model's own best look (``Posterior.best_z``, moved toward the centre as
@@ -505,9 +528,12 @@ class Session:
         if posterior.picks == 0:
             proposed = controls.first_round(proposed, with_scale=self.look_dim > self.z_dim)
         judge = self._guard(images.shrink(photo, size))
-        shown = [judge.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
-                                or_nearest=i == 0 and posterior.picks > 0)
-                 for i, look in enumerate(proposed)]
+        shown = []
+        for i, look in enumerate(proposed):
+            shown.append(judge.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
+                                        or_nearest=i == 0 and posterior.picks > 0))
+            if on_progress:
+                on_progress(i + 1, n)
         return torch.stack([look for look, _ in shown]), [picture for _, picture in shown]  # as shown: learned from
 
     def select(self, indices: list[int]) -> Round:
@@ -744,7 +770,8 @@ class Session:
               fmt: str = "png", skip_existing: bool = False, shard: str | None = None, stroke_scale: float = 1.0,
               max_pixels: int = images.DEFAULT_MAX_PIXELS, max_batch: int = pipeline.MAX_BATCH,
               on_progress: Callable[[int, int, Path], None] | None = None, polish_steps: int | None = None,
-              on_step: polish.StepFn | None = None) -> ApplyResult:
+              on_step: polish.StepFn | None = None, strength: float = 1.0,
+              keep_colours: bool = False) -> ApplyResult:
         """Stylise files and folders into ``out``, mirroring their names; never writes over an input.
 
         ``shard="K/N"`` takes a deterministic 1/N of the inputs (for parallel jobs sharing a session);
@@ -757,8 +784,9 @@ class Session:
 
         ``polish_steps`` finishes each photo with that many steps of optimisation toward its look's loss
         (:mod:`styleprefs.polish`; ``config.POLISH_STEPS`` is the default of ``--polish``), reported to ``on_step(step, steps)``;
-        photos are then taken one at a time."""
-        applying.check_options(fmt, size, max_batch, stroke_scale)
+        photos are then taken one at a time. ``strength`` (0–1: how much of the look over the photo) and
+        ``keep_colours`` (the photo's own colours under the look's strokes) are exact, on the full-size picture."""
+        applying.check_options(fmt, size, max_batch, stroke_scale, strength)
         if polish_steps is not None:
             polish.check_steps(polish_steps)
             max_batch = 1
@@ -766,7 +794,7 @@ class Session:
         finish = None if polish_steps is None else (self.goal(look, learned=pick is None), polish_steps, on_step)
         return applying.run(outputs.plan(inputs, out, fmt, shard), skip_existing,
                             lambda todo: self.stylise_files(todo, look, side, stroke_scale, size, max_pixels, max_batch,
-                                                            finish),
+                                                            finish, strength, keep_colours),
                             on_progress)
 
     def goal(self, look: torch.Tensor, learned: bool = False) -> polish.Objective:
@@ -794,15 +822,16 @@ class Session:
     def stylise_files(self, pairs: list[tuple[Path, Path]], look: torch.Tensor, side: int, stroke_scale: float = 1.0,
                       size: int | None = None, max_pixels: int = images.DEFAULT_MAX_PIXELS,
                       max_batch: int = pipeline.MAX_BATCH,
-                      finish: tuple[polish.Objective, int, polish.StepFn | None] | None = None
-                      ) -> Iterator[pipeline.Item]:
+                      finish: tuple[polish.Objective, int, polish.StepFn | None] | None = None,
+                      strength: float = 1.0, keep_colours: bool = False) -> Iterator[pipeline.Item]:
         """Stylise each (input, output) pair with ``look`` at the working side ``side`` and write the output
         atomically (``pipeline.stylise_files``); yields each item, in order, once written or skipped. ``finish``:
         polish each photo toward an objective, in so many steps, reporting each (:meth:`stylise_batch`)."""
         self.generator()  # a damaged checkpoint fails here, before any photo is read
         _, scale = self.split(look)
         return pipeline.stylise_files(
-            pairs, lambda batch: self.stylise_batch(batch, look, stroke_scale, side, as_bytes=True, finish=finish),
+            pairs, lambda batch: self.stylise_batch(batch, look, stroke_scale, side, as_bytes=True, finish=finish,
+                                                    strength=strength, keep_colours=keep_colours),
             max_side=size or MAX_APPLY_SIDE, max_pixels=max_pixels, max_batch=max_batch,
             batch_pixels=pipeline.BATCH_PIXELS[self.runtime.device.type],
             photo_pixels=pipeline.BATCH_PHOTO_PIXELS[self.runtime.device.type],

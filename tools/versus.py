@@ -4,16 +4,16 @@ The earlier commit's package is checked out (``git worktree``) and imported unde
 case runs once for each version in turn, ``--pairs`` times after a warm-up; reported are both medians and the median
 of the pairs' ratios (this / earlier), with their range.
 
-    python benchmarks/versus.py --base 3f4ea2e                      # the generator's forward and apply
-    python benchmarks/versus.py --base 3f4ea2e --only forward      # the bare forward alone (no session needed)
-    python benchmarks/versus.py --base 3f4ea2e --only init --pairs 2   # init's training, 30 steps a turn
+    python tools/versus.py --base 3f4ea2e                      # the generator's forward and apply
+    python tools/versus.py --base 3f4ea2e --only forward      # the bare forward alone (no session needed)
+    python tools/versus.py --base 3f4ea2e --only init --pairs 2   # init's training, 30 steps a turn
 
-The process keeps freed memory (``device.keep_freed_memory``), as ``apply`` has since session 18: against a base
-older than that (10dc63b), what keeping it saves is not measured here; ``calibrate.py`` times each code in its own
-processes.
+The process keeps freed memory (``device.keep_freed_memory``), as ``apply`` does: against a base from before
+``apply`` kept it (10dc63b), what keeping it saves is not measured here; ``tools/calibrate.py`` times each code
+in its own processes.
 
-``apply`` cases use ``--session`` (a trained session; default the loop benchmark's) on photos that ``speed.py``
-makes (``.bench/speed/photos-512`` and ``photos-2048``; run ``speed.py`` once first).
+``apply`` cases use ``--session`` (a trained session; default the loop benchmark's) on photos that
+``benchmarks/speed.py`` makes (``.bench/speed/photos-512`` and ``photos-2048``; run it once first).
 """
 
 from __future__ import annotations

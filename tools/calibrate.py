@@ -1,14 +1,14 @@
 """What a figure measured on another machine with earlier code would be for this code: the same `apply` case run
 here with both codes, each in fresh processes, in turns; the ratio (this / earlier) scales the other machine's figure.
 
-For a machine that cannot be had (the project's AVX2 EPYC, measured in sessions 7–13), its last figure for a case
+For a machine that cannot be had (such as the AVX2 EPYC the project targets), its last figure for a case
 and the commit it was measured on give the estimate, provided that what the code changed since costs alike on both.
 Each code makes its own small session (5 init steps on the bundled examples, one round): `apply`'s time does not
 depend on how far the generator was trained, and the smallest strokes a look has fix the working grid. The base's
 tree and session are kept under ``--out``, named by its commit, for the next run; "this" session is made once too
 (delete it after a change to the session format).
 
-    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/calibrate.py --base 8db1ff7 --figure 0.748
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python tools/calibrate.py --base 8db1ff7 --figure 0.748
 """
 
 from __future__ import annotations

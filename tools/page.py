@@ -1,6 +1,6 @@
 """The picking page's size and load time, and its screenshot for the README (docs/pick.png).
 
-    python benchmarks/page.py --session SESSION [--screenshot docs/pick.png]
+    python tools/page.py --session SESSION [--screenshot docs/pick.png]
 
 SESSION's latest round is opened in headless Chromium (Debian's chromium and chromium-driver, through Selenium) as a
 file and as `styleprefs pick` serves it; the load time is the Navigation Timing loadEventEnd (every candidate

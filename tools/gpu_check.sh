@@ -2,7 +2,7 @@
 # The GPU checks in one run (for a lent GPU machine with torch, typer, rich, pillow and safetensors;
 # pastiche can travel as a folder on PYTHONPATH): CUDA tests, default init, bare generator forward and
 # apply throughput at 1024 px, then benchmarks/speed.py --device cuda --quick.
-#     bash benchmarks/gpu_check.sh [OUT_DIR]
+#     bash tools/gpu_check.sh [OUT_DIR]
 set -u
 OUT=${1:-/tmp/gpu_check}
 mkdir -p "$OUT"

@@ -23,8 +23,8 @@ Everything else big enough is listed in SOURCES.md under "Skipped", with the rea
 the .deb (version pinned below) and Pillow (its WebP decoder and JPEG encoder); a rerun rewrites nothing that
 is already right and removes ``gcx_*.jpg`` files that are no longer selected.
 
-    python benchmarks/pretraining_photos.py --deb /tmp/gcompris-qt-data_3.1-2_all.deb
-    python benchmarks/pretraining_photos.py          # downloads the pinned .deb with apt-get first
+    python tools/pretraining_photos.py --deb /tmp/gcompris-qt-data_3.1-2_all.deb
+    python tools/pretraining_photos.py          # downloads the pinned .deb with apt-get first
 """
 
 from __future__ import annotations
@@ -342,7 +342,7 @@ def sources_md(package: str, deb_sha: str, rows: list[str], skipped: list[tuple[
     lines = [
         "# Extra pretraining photos from GCompris", "",
         f"{len(rows)} photographs from {package} (.deb sha256 {deb_sha[:16]}…), written by",
-        "`benchmarks/pretraining_photos.py` (its docstring gives the rules). Each licence is copied verbatim from",
+        "`tools/pretraining_photos.py` (its docstring gives the rules). Each licence is copied verbatim from",
         "the README beside the image inside the `.rcc` file, with the credited author and source. CC-BY and",
         "CC-BY-SA need attribution; derivatives of CC-BY-SA images must keep the same licence.", "",
         "Licences: " + ", ".join(f"{name} × {count}" for name, count in sorted(licences.items())) + ".", "",

@@ -1,0 +1,225 @@
+"""What ``apply --polish`` costs, against a fixed yardstick measured in the same run, and what each step buys.
+
+The yardstick is one fp32 forward of Johnson et al.'s transformation network (9×9 conv 32, two stride-2 convs to 128,
+five residual blocks, two upsampling convs, 9×9 conv 3, instance norm; built here, random weights: the time does not
+depend on them) on a 512×512 image. Every measurement runs in a process of its own, so its peak resident memory is its
+own (wait4's rusage), and is reported as median (min–max) over ``--repeats`` runs after a warm-up.
+
+- a 512-px photo and a 12-megapixel photo (4000×3000) with the session's default look, polished with the default
+  steps, end to end from the decoded photo to the full-size picture;
+- the seconds of one polish step on each grid;
+- how far a photo gets, step by step: style distance removed as a share of Gatys's (80 L-BFGS evaluations from the
+  photo, benchmarks/gatys.py) and content distance, at 0 (the generator alone), 10, 20, 40 and 80 steps.
+
+Targets (as ratios to the yardstick): a 512-px photo ≤ 30×, a 12-megapixel photo ≤ 100× at ≤ 3 GB peak.
+
+    python benchmarks/polish_cost.py --session .bench/quality/sessions/vangogh_starry_night
+    python benchmarks/polish_cost.py --quick          # a smoke run on a tiny session made from the bundled examples
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+DATA = ROOT / ".." / "shared" / "data"
+TARGET_512, TARGET_12MP, TARGET_12MP_GB = 30.0, 100.0, 3.0
+STEP_TABLE = (0, 10, 20, 40, 80)
+
+
+# ------------------------------------------------------------------------------------------------ workers
+def johnson(size: int) -> dict:
+    """Seconds of one fp32 forward of Johnson et al.'s network on a size×size image (after a warm-up)."""
+    import torch
+    from torch import nn
+
+    def conv(cin, cout, k, stride=1):
+        return [nn.ReflectionPad2d(k // 2), nn.Conv2d(cin, cout, k, stride), nn.InstanceNorm2d(cout, affine=True)]
+
+    class Residual(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.body = nn.Sequential(*conv(c, c, 3), nn.ReLU(), *conv(c, c, 3))
+
+        def forward(self, x):
+            return x + self.body(x)
+
+    net = nn.Sequential(*conv(3, 32, 9), nn.ReLU(), *conv(32, 64, 3, 2), nn.ReLU(), *conv(64, 128, 3, 2), nn.ReLU(),
+                        *[Residual(128) for _ in range(5)],
+                        nn.Upsample(scale_factor=2), *conv(128, 64, 3), nn.ReLU(),
+                        nn.Upsample(scale_factor=2), *conv(64, 32, 3), nn.ReLU(),
+                        nn.ReflectionPad2d(4), nn.Conv2d(32, 3, 9)).eval()
+    x = torch.rand(1, 3, size, size)
+    with torch.inference_mode():
+        net(x)
+        started = time.perf_counter()
+        net(x)
+    return {"seconds": time.perf_counter() - started}
+
+
+def polished(session: str, height: int, width: int, steps: int) -> dict:
+    """Seconds to polish one photo of height×width with the session's default look, end to end (decoded bytes in,
+    full-size bytes out), and the seconds a step on the grid it polishes on."""
+    import torch
+
+    from styleprefs.session import Session
+    s = Session.open(Path(session), "cpu")
+    look = s.preferred_z()
+    goal = s.goal(look, learned=True)
+    photo = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8)
+    photo[..., : height // 2, :] //= 2  # some structure, so the loss network's work is a real picture's
+    s.stylise_batch(photo[..., :64, :64], look, finish=(goal, 1, None), as_bytes=True)  # warm-up
+    stamps = []
+    started = time.perf_counter()
+    s.stylise_batch(photo, look, finish=(goal, steps, lambda k, n: stamps.append(time.perf_counter())), as_bytes=True)
+    total = time.perf_counter() - started
+    per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
+    return {"seconds": total, "seconds_per_step": per_step}
+
+
+def by_steps(session: str, painting: str, photo: str, gatys_steps: int) -> dict:
+    """Style distance removed as a share of Gatys's, and content distance, after each count of STEP_TABLE."""
+    import torch
+    from gatys import features, gatys, loss_network, targets
+
+    from styleprefs.config import CONTENT_LAYER
+    from styleprefs.images import load_image
+    from styleprefs.losses import content_distance, style_distance
+    from styleprefs.session import Session
+    s = Session.open(Path(session), "cpu")
+    look = s.preferred_z()
+    goal = s.goal(look, learned=True)
+    net = loss_network()
+    image = load_image(Path(photo), short_side=256)
+    style = load_image(Path(painting), max_side=s.settings.style_size)
+    grams, content = targets(net, image, style)
+
+    def scored(x: torch.Tensor) -> tuple[float, float]:
+        with torch.no_grad():
+            f = features(net, x)
+            return style_distance(f, grams).item(), content_distance(f[CONTENT_LAYER], content).item()
+
+    baseline, _ = gatys(image, style, steps=gatys_steps, net=net)
+    photo_style, _ = scored(image)
+    gatys_style, gatys_content = scored(baseline)
+    rows = []
+    for steps in STEP_TABLE:
+        picture = (s.stylise(image, look) if steps == 0
+                   else s.stylise_batch(image[None], look, finish=(goal, steps, None))[0])
+        style_d, content_d = scored(picture)
+        rows.append({"steps": steps, "removal": (photo_style - style_d) / (photo_style - gatys_style),
+                     "content": content_d, "content_gatys": gatys_content})
+    return {"rows": rows}
+
+
+WORKERS = {"johnson": johnson, "polished": polished, "by_steps": by_steps}
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def run_worker(name: str, **spec) -> tuple[dict, float]:
+    """A worker in a fresh process: its JSON answer and its peak resident memory in GB."""
+    proc = subprocess.Popen([sys.executable, __file__, "--worker", name, "--spec", json.dumps(spec)],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT / "benchmarks")
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"worker {name} failed ({proc.returncode})")
+    return json.loads(out.strip().splitlines()[-1]), usage.ru_maxrss / 2**20
+
+
+def repeated(repeats: int, name: str, **spec) -> dict:
+    runs = [run_worker(name, **spec) for _ in range(repeats)]
+    seconds = [r["seconds"] for r, _ in runs]
+    steps = [r["seconds_per_step"] for r, _ in runs if r.get("seconds_per_step")]
+    return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds),
+            "peak_gb": max(rss for _, rss in runs),
+            "seconds_per_step": statistics.median(steps) if steps else None}
+
+
+def tiny_session(folder: Path) -> Path:
+    from styleprefs.config import TrainSettings
+    from styleprefs.session import Session
+    if not (folder / "state.json").exists():
+        Session.init(folder, [EXAMPLES / "paintings" / "vangogh_starry_night.jpg"], [EXAMPLES / "photos"],
+                     TrainSettings(steps=2, size=64), device="cpu", force=True)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--session", type=Path, help="a trained session (default: .bench/quality's Starry Night session)")
+    p.add_argument("--steps", type=int, help="polish steps (default: apply --polish's)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--painting", type=Path, default=DATA / "style" / "vangogh_starry_night.jpg")
+    p.add_argument("--photo", type=Path, default=DATA / "content" / "gc_monument_neuschwansteinCastle.jpg",
+                   help="the photo of the step table (falls back to a bundled one without ../shared/data)")
+    p.add_argument("--json-out", type=Path, default=ROOT / "benchmarks" / "results" / "polish_cost.json")
+    p.add_argument("--quick", action="store_true", help="a smoke run: tiny session, 1 repeat, a 2-MP photo")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--spec", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](**json.loads(args.spec))))
+        return 0
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from quality import commit
+
+    from styleprefs.config import POLISH_STEPS
+    from styleprefs.device import cpu_report
+    steps = args.steps or POLISH_STEPS
+    if args.quick:
+        session, repeats, big = tiny_session(ROOT / ".bench" / "polish-quick"), 1, (1200, 1600)
+    else:
+        session = args.session or ROOT / ".bench" / "quality" / "sessions" / "vangogh_starry_night"
+        repeats, big = args.repeats, (3000, 4000)
+    if not (session / "state.json").exists():
+        raise SystemExit(f"no session at {session}: train one (benchmarks/quality.py) or pass --session")
+    if not args.photo.is_file() or not args.painting.is_file():
+        args.photo, args.painting = EXAMPLES / "photos" / "skimage_chelsea_cat.png", \
+            EXAMPLES / "paintings" / "vangogh_starry_night.jpg"
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(f"the load average is {load:.1f}: other processes compete for the CPU; the timings will be inflated")
+
+    yardstick = repeated(repeats, "johnson", size=512)
+    small = repeated(repeats, "polished", session=str(session), height=384, width=512, steps=steps)
+    large = repeated(repeats, "polished", session=str(session), height=big[0], width=big[1], steps=steps)
+    table, _ = run_worker("by_steps", session=str(session), painting=str(args.painting), photo=str(args.photo),
+                          gatys_steps=4 if args.quick else 80)
+    base = yardstick["median"]
+    report = {"environment": {**cpu_report(), "commit": commit(), "date": time.strftime("%Y-%m-%d")},
+              "session": str(session), "steps": steps, "johnson_512_fp32": yardstick, "photo_512": small,
+              f"photo_{big[1]}x{big[0]}": large, "ratio_512": small["median"] / base,
+              "ratio_12mp": large["median"] / base, "by_steps": table["rows"],
+              "targets": {"512 ≤ 30×": small["median"] / base <= TARGET_512,
+                          "12 MP ≤ 100×": large["median"] / base <= TARGET_12MP,
+                          "12 MP ≤ 3 GB": large["peak_gb"] <= TARGET_12MP_GB}}
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(report, indent=1) + "\n")
+
+    env = report["environment"]
+    print(f"{env['cpu']}, {env['cores']} cores, commit {env['commit']}, {env['date']}; {steps} polish steps")
+    print(f"yardstick, Johnson et al.'s network at 512×512, fp32: {base:.3f} s "
+          f"({yardstick['min']:.3f}–{yardstick['max']:.3f})")
+    for name, r, target in (("512×384 photo", small, TARGET_512), (f"{big[1]}×{big[0]} photo", large, TARGET_12MP)):
+        print(f"{name}: {r['median']:.1f} s ({r['min']:.1f}–{r['max']:.1f}), {r['median'] / base:.1f}× the "
+              f"yardstick (target ≤ {target:.0f}×), {r['seconds_per_step']:.3f} s a step, peak {r['peak_gb']:.2f} GB")
+    print("steps | removed, share of Gatys's | content distance (Gatys's)")
+    for row in table["rows"]:
+        print(f"{row['steps']:5d} | {row['removal']:.2f} | {row['content']:.3f} ({row['content_gatys']:.3f})")
+    print("targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in report["targets"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
