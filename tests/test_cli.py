@@ -307,3 +307,65 @@ def test_a_usage_error_or_help_answers_without_importing_torch():
             "print(result.exit_code, 'torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.split() == ["2", "False"]
+
+
+def test_precision_can_be_chosen_for_the_commands_that_run_the_networks(session, tmp_path):
+    from styleprefs.session import Session
+    s = session["session"]
+    assert Session.open(s, "cpu", "fp32").runtime.bf16 is False
+    make_photo(tmp_path / "in" / "p.png", seed=3)
+    run("apply", tmp_path / "in", "--out", tmp_path / "fp32", "--precision", "fp32", "--device", "cpu", "--session", s)
+    Session.open(s, "cpu", "fp32").apply([tmp_path / "in"], tmp_path / "python")
+    assert (tmp_path / "fp32" / "p.png").read_bytes() == (tmp_path / "python" / "p.png").read_bytes()
+    bad = run("apply", tmp_path / "in", "--out", tmp_path / "o", "--precision", "fp16", "--session", s, expect=2)
+    assert "unknown precision 'fp16'" in bad.output and len(bad.output.strip().splitlines()) == 1
+    for command in (["propose", "--n", 1, "--size", 48], ["refine", "--undo"], ["init", "--resume"]):
+        assert "--precision" in run(*command[:1], "--help").output
+
+
+def test_an_unexpected_error_is_one_line_unless_the_traceback_is_asked_for(session, tmp_path, monkeypatch):
+    from styleprefs.session import Session
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB")
+    monkeypatch.setattr(Session, "propose", broken)
+    result = run("propose", "--session", session["session"], expect=1)
+    assert result.output.strip().splitlines() == [
+        "error: CUDA out of memory. Tried to allocate 2.00 GiB (RuntimeError; --debug or STYLEPREFS_DEBUG=1 shows "
+        "where)"]
+    for shown in (["--debug"], []):
+        if not shown:
+            monkeypatch.setenv("STYLEPREFS_DEBUG", "1")
+        traced = runner.invoke(app, ["propose", "--session", str(session["session"]), *shown])
+        assert isinstance(traced.exception, RuntimeError)  # raised, so Python prints where
+
+
+def test_init_resume_refuses_other_steps_paintings_photos_or_size(tmp_path, painting):
+    import signal
+
+    from styleprefs.checkpoints import Interrupted
+    from styleprefs.config import TrainSettings
+    from styleprefs.session import Session
+    photo = make_photo(tmp_path / "p.png", seed=1)
+
+    def stop(progress):
+        if progress.step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(Interrupted):
+        Session.init(tmp_path / "s", [painting], [photo], TrainSettings(steps=3, size=48, batch=2,
+                     checkpoint_seconds=0.0), device="cpu", on_progress=stop)
+    other = Path(__file__).resolve().parents[1] / "examples" / "paintings" / "vangogh_cafe_terrace_at_night.jpg"
+    for args, said in ((["--steps", 5], "trains 3 steps, not 5"), (["--style", other], "other paintings"),
+                       (["--content", photo], "--content and --size cannot"), (["--size", 64], "cannot change")):
+        result = run("init", "--resume", *args, "--device", "cpu", "--session", tmp_path / "s", expect=2)
+        assert said in result.output, result.output
+    done = run_json("init", "--resume", "--steps", 3, "--style", painting, "--device", "cpu", "--session",
+                    tmp_path / "s")
+    assert done["steps"] == 3
+
+
+def test_propose_reports_each_candidate(session):
+    from styleprefs.session import Session
+    seen = []
+    Session.open(session["session"], "cpu").propose(n=3, size=48, on_progress=lambda k, n: seen.append((k, n)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
