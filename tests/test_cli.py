@@ -369,3 +369,17 @@ def test_propose_reports_each_candidate(session):
     seen = []
     Session.open(session["session"], "cpu").propose(n=3, size=48, on_progress=lambda k, n: seen.append((k, n)))
     assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_the_quickstart_never_replaces_a_session_it_did_not_make(tmp_path):
+    """It runs `init --force` on its own folder: someone's session there (or anything else) stops it, untouched,
+    before it installs anything."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "quickstart.sh"
+    (tmp_path / "examples").mkdir()
+    shutil.copy(script, tmp_path / "examples" / "quickstart.sh")
+    theirs = tmp_path / "quickstart-session"
+    theirs.mkdir()
+    (theirs / "state.json").write_text("{}")
+    proc = subprocess.run(["bash", str(tmp_path / "examples" / "quickstart.sh")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "was not made by this script" in proc.stderr
+    assert [p.name for p in theirs.iterdir()] == ["state.json"] and not (tmp_path / ".venv").exists()

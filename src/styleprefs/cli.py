@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .config import DEFAULT_MAX_PIXELS, MAX_POLISH_STEPS, POLISH_STEPS, TrainSettings
+from .config import DEFAULT_MAX_PIXELS, MAX_POLISH_STEPS, POLISH_STEPS, ProposalSettings, TrainSettings
 from .errors import StyleprefsError
 
 app = typer.Typer(
@@ -108,8 +108,11 @@ def _next(text: str) -> None:
 def init(
     style: Annotated[Optional[list[Path]], typer.Option("--style", help="A painting file (repeat for a blend of several; a folder is refused).")] = None,
     content: Annotated[Optional[list[Path]], typer.Option("--content", help="Photos: files or folders (searched recursively).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
-    size: Annotated[Optional[int], typer.Option(help="Training crop size in px.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help=f"Training steps (default {TrainSettings().steps}; more: "
+                                                      "sharper looks, longer).", show_default=False)] = None,
+    crop: Annotated[Optional[int], typer.Option("--crop", help=f"Side of the training crops in px (default "
+                                                f"{TrainSettings().size}).", show_default=False)] = None,
+    size: Annotated[Optional[int], typer.Option("--size", hidden=True)] = None,  # the old name of --crop
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same session).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing session.")] = False,
@@ -120,9 +123,11 @@ def init(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Create a session: train the generator G(content, z) and the discriminator on your photos."""
+    """Create a session: learn a whole family of looks of your painting(s) on your photos (minutes on a CPU)."""
     from .errors import BadInput
     from .session import Session
+
+    size = crop if crop is not None else size
 
     def work() -> dict:
         if not resume and (not style or not content):
@@ -154,9 +159,11 @@ def init(
 
 @app.command()
 def propose(
-    n: Annotated[int, typer.Option("--n", help="Number of candidates.")] = 16,
-    size: Annotated[Optional[int], typer.Option(help="Long side of the candidates on the sheet in px (default 256); "
-                                                     "the looks do not depend on it.")] = None,
+    n: Annotated[int, typer.Option("--n", help="Number of candidates (1 to 64).")] = ProposalSettings().n,
+    sheet_size: Annotated[Optional[int], typer.Option("--sheet-size", help=f"Long side of each candidate on the sheet "
+                                                      f"in px (default {ProposalSettings().size}); "
+                                                     "the looks do not depend on it.", show_default=False)] = None,
+    size: Annotated[Optional[int], typer.Option("--size", hidden=True)] = None,  # the old name of --sheet-size
     preview: Annotated[Optional[Path], typer.Option(help="Photo to render the candidates on (default: the first content photo).")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -164,7 +171,7 @@ def propose(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Render N candidates, each from its own z, and a numbered contact sheet."""
+    """Show N candidate looks on your photo: a numbered contact sheet, and a page to pick from by clicking."""
     from .page import PAGE
     from .session import Session
 
@@ -173,7 +180,7 @@ def propose(
         with _progress() as progress:
             task = progress.add_task("propose", total=None, info="")
             r = Session.open(session, device, precision).propose(
-                n=n, size=size, preview=preview,
+                n=n, size=sheet_size if sheet_size is not None else size, preview=preview,
                 on_progress=lambda k, total: progress.update(task, completed=k, total=total, info="candidates"))
         return {"command": "propose", "round": r.index, "candidates": [str(p) for p in r.candidates],
                 "sheet": str(r.sheet), "page": str(r.folder / PAGE), "seconds": round(time.perf_counter() - started, 2)}
@@ -221,7 +228,8 @@ def select(
 
 @app.command()
 def refine(
-    steps: Annotated[Optional[int], typer.Option(help="Fine-tuning steps (default from the session).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help=f"Fine-tuning steps (default {TrainSettings().refine_steps}, or "
+                                                      "the session's own setting).", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted refine from its last checkpoint.")] = False,
     undo: Annotated[bool, typer.Option("--undo", help="Return the session to the state before the last refine.")] = False,
     device: DeviceOpt = "auto",
@@ -230,7 +238,7 @@ def refine(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Learn from your picks (chosen and passed over, every round): fit the choice model, fine-tune G on your style."""
+    """Learn from your picks and from the candidates you passed over: the next round and apply follow your taste."""
     from .errors import BadInput
     from .session import Session
 
@@ -261,9 +269,12 @@ def refine(
 def apply(
     inputs: Annotated[list[Path], typer.Argument(help="Photos: files or folders.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (names mirror the inputs).")],
-    size: Annotated[Optional[int], typer.Option(help="Cap on the long side in px (default: own size, up to 8192). "
-                                                     "The look is the same at any size.")] = None,
-    pick: Annotated[Optional[str], typer.Option(help="Use the z of a proposal, ROUND:INDEX, instead of the learned one.")] = None,
+    max_side: Annotated[Optional[int], typer.Option("--max-side", help="Shrink larger photos to this long side in px "
+                                                    "(default: each photo's own size, up to 8192). The look is the "
+                                                    "same at any size.", show_default=False)] = None,
+    size: Annotated[Optional[int], typer.Option("--size", hidden=True)] = None,  # the old name of --max-side
+    pick: Annotated[Optional[str], typer.Option(help="Use one candidate's look, ROUND:INDEX as on its sheet (e.g. "
+                                                     "2:7), instead of the learned one.", show_default=False)] = None,
     stroke_scale: Annotated[float, typer.Option(help="Strokes this many times larger (2) or smaller (0.5) relative to "
                                                      "the image than on the contact sheet.")] = 1.0,
     fmt: Annotated[str, typer.Option("--format", help="png or jpg.")] = "png",
@@ -303,7 +314,7 @@ def apply(
 
             def step(k: int, total: int) -> None:
                 progress.update(polishing, total=total, completed=k)
-            r = s.apply(inputs, out, size=size, pick=pick, stroke_scale=stroke_scale, fmt=fmt, skip_existing=skip_existing, shard=shard,
+            r = s.apply(inputs, out, size=max_side if max_side is not None else size, pick=pick, stroke_scale=stroke_scale, fmt=fmt, skip_existing=skip_existing, shard=shard,
                         max_pixels=max_pixels, max_batch=batch, on_progress=report, polish_steps=steps,
                         on_step=None if steps is None else step, strength=strength, keep_colours=keep_colours)
         return {"command": "apply", "outputs": [str(p) for p in r.outputs], "seconds": round(r.seconds, 2),
@@ -325,7 +336,8 @@ def apply(
 def export(
     fmt: Annotated[str, typer.Option("--format", help="onnx (for onnxruntime) or torchscript (for torch.jit.load).")],
     out: Annotated[Path, typer.Option("--out", help="The file to write.")],
-    pick: Annotated[Optional[str], typer.Option(help="Export the look of a proposal, ROUND:INDEX, instead of the learned one.")] = None,
+    pick: Annotated[Optional[str], typer.Option(help="Export one candidate's look, ROUND:INDEX as on its sheet, "
+                                                     "instead of the learned one.", show_default=False)] = None,
     stroke_scale: Annotated[float, typer.Option(help="Strokes this many times larger or smaller, as apply's.")] = 1.0,
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
