@@ -111,3 +111,17 @@ def test_export_refuses_bad_input_in_one_line(one_round, tmp_path):
         assert result.output.startswith("error: ") and message in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
     assert not list(tmp_path.glob("x*"))
+
+
+def test_the_exported_file_carries_apply_s_strength_and_colours(proposed_session, tmp_path):
+    result = CliRunner().invoke(app, ["export", "--format", "torchscript", "--out", str(tmp_path / "look.pt"),
+                                      "--pick", "1:2", "--strength", "0.6", "--keep-colours",
+                                      "--session", str(proposed_session)])
+    assert result.exit_code == 0, result.output
+    session = Session(Store(proposed_session), resolve("cpu", "fp32"))
+    look, side = session.look_to_apply("1:2")
+    photo = images.load_image(make_photo(tmp_path / "p.png", size=(90, 70), seed=3))
+    applied = session.stylise_batch(photo[None], look, side=side, strength=0.6, keep_colours=True)[0]
+    with torch.no_grad():
+        styled = torch.jit.load(str(tmp_path / "look.pt"))(photo[None])[0]
+    assert (styled - applied).abs().max() < TOLERANCE

@@ -339,6 +339,8 @@ def export(
     pick: Annotated[Optional[str], typer.Option(help="Export one candidate's look, ROUND:INDEX as on its sheet, "
                                                      "instead of the learned one.", show_default=False)] = None,
     stroke_scale: Annotated[float, typer.Option(help="Strokes this many times larger or smaller, as apply's.")] = 1.0,
+    strength: Annotated[float, typer.Option(help="How much of the look over the photo, 0 to 1, as apply's.")] = 1.0,
+    keep_colours: Annotated[bool, typer.Option("--keep-colours", help="Keep the photo's own colours, as apply's.")] = False,
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -348,7 +350,8 @@ def export(
     from .session import Session
 
     def work() -> dict:
-        return {"command": "export", **export_look(Session.open(session, "cpu"), fmt, out, pick, stroke_scale)}
+        return {"command": "export", **export_look(Session.open(session, "cpu"), fmt, out, pick, stroke_scale, strength,
+                                                   keep_colours)}
 
     def human(r: dict) -> None:
         say.print(f"wrote {escape(r['file'])} ({r['format']}, {r['bytes'] / 1e6:.1f} MB)", highlight=False)

@@ -145,8 +145,10 @@ def noise_map(normals: torch.Tensor, uniforms: torch.Tensor, height: torch.Tenso
 class LookModel(nn.Module):
     """A photo batch (B, 3, H, W) in [0, 1] → the look at (B, 3, H, W), as :meth:`Session.stylise_batch` renders it."""
 
-    def __init__(self, generator: Generator, z: torch.Tensor, stroke_scale: float, side: int):
+    def __init__(self, generator: Generator, z: torch.Tensor, stroke_scale: float, side: int, strength: float = 1.0,
+                 keep_colours: bool = False):
         super().__init__()
+        self.strength, self.keep_colours = strength, keep_colours
         self.generator = copy.deepcopy(generator).float().to("cpu", memory_format=torch.contiguous_format).eval()
         self.side, self.stroke_scale = side, stroke_scale
         self.register_buffer("z", z.detach().float().reshape(1, -1).cpu().clone())
@@ -167,20 +169,26 @@ class LookModel(nn.Module):
         # The batch is of one size, so all of it goes one way: each branch runs on its part, the other on none.
         shrunk = torch.arange(batch * (h * w >= height * width).long())
         guided = torch.arange(shrunk.shape[0], batch)
-        return torch.cat([resample(styled.index_select(0, shrunk), height, width),
-                          guided_upsample(photo.index_select(0, guided), small.index_select(0, guided),
-                                          styled.index_select(0, guided))])
+        out = torch.cat([resample(styled.index_select(0, shrunk), height, width),
+                         guided_upsample(photo.index_select(0, guided), small.index_select(0, guided),
+                                         styled.index_select(0, guided))])
+        if self.strength == 1.0 and not self.keep_colours:
+            return out
+        return render.adjusted(out, photo, self.strength, self.keep_colours)
 
 
-def export(session: Session, fmt: str, out: Path, pick: str | None = None, stroke_scale: float = 1.0) -> dict:
-    """Write the look ``apply`` would use (``pick``'s, else the learned one, its strokes ``stroke_scale`` × larger)
-    to ``out`` as ``fmt``; what was written, as the CLI reports it."""
+def export(session: Session, fmt: str, out: Path, pick: str | None = None, stroke_scale: float = 1.0,
+           strength: float = 1.0, keep_colours: bool = False) -> dict:
+    """Write the look ``apply`` would use (``pick``'s, else the learned one, its strokes ``stroke_scale`` × larger,
+    with apply's ``strength`` and ``keep_colours``) to ``out`` as ``fmt``; what was written, as the CLI reports it."""
     out = Path(out)
     if fmt not in FORMATS:
         raise BadInput(f"--format must be onnx or torchscript, got {fmt!r}")
     if out.is_dir():
         raise BadInput(f"--out {out}: is a folder; name the file to write")
     check_stroke_scale(stroke_scale)
+    if not 0.0 <= strength <= 1.0:
+        raise BadInput(f"strength must be between 0 and 1, got {strength}")
     if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
         raise BadInput('--format onnx needs the onnx package: pip install "styleprefs[export]"')
     look, side = session.look_to_apply(pick)
@@ -190,7 +198,7 @@ def export(session: Session, fmt: str, out: Path, pick: str | None = None, strok
     if working > MAX_WORKING_SIDE:
         raise BadInput(f"this look works on a grid up to {working} px long (working side {side} ÷ stroke scale "
                        f"{scale:.3g}); export supports up to {MAX_WORKING_SIDE} px: raise --stroke-scale")
-    size = write(LookModel(session.generator(), z, scale, side), fmt, out)
+    size = write(LookModel(session.generator(), z, scale, side, strength, keep_colours), fmt, out)
     return {"format": fmt, "file": str(out), "bytes": size, "pick": pick, "working_side": side,
             "stroke_scale": scale, "z": [round(float(v), 6) for v in z]}
 
