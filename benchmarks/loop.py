@@ -1,4 +1,5 @@
-"""The whole loop through the real CLI, timed: init, propose, select, refine, propose, apply.
+"""The whole loop through the real CLI, timed: init, propose, select, refine, propose, apply, apply --polish (the
+commands of examples/quickstart.sh).
 
 Also reports how different one round's proposals are from each other (mean pairwise style distance),
 next to the style distance between two different paintings, and how close each is to the painting.
@@ -26,6 +27,9 @@ from styleprefs.config import METRIC_STYLE_LAYERS, TrainSettings
 from styleprefs.device import cpu_report
 from styleprefs.losses import gram
 from styleprefs.vgg import VGG19Features
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import commit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -81,6 +85,9 @@ def main() -> int:
     second, figures["propose2_s"] = cli("propose", "--n", 16, "--session", session)
     applied, figures["apply_s"] = cli("apply", args.content, "--out", args.out / "styled", "--session", session)
     figures["apply_images"] = len(applied["outputs"])
+    polished, figures["apply_polish_s"] = cli("apply", args.content, "--out", args.out / "styled-polished", "--polish",
+                                              "--session", session)
+    figures["total_s"] = sum(v for k, v in figures.items() if k.endswith("_s"))
 
     net = VGG19Features(METRIC_STYLE_LAYERS)
     size = TrainSettings().style_size
@@ -108,6 +115,8 @@ def main() -> int:
     t.add_row(f"refine ({refined['steps']} steps)", f"{figures['refine_s']:.1f}", "≤ 180")
     t.add_row("propose --n 16 (round 2)", f"{figures['propose2_s']:.1f}", "≤ 15")
     t.add_row(f"apply ({figures['apply_images']} photos, own size)", f"{figures['apply_s']:.1f}", "")
+    t.add_row(f"apply --polish ({len(polished['outputs'])} photos)", f"{figures['apply_polish_s']:.1f}", "")
+    t.add_row("the whole loop", f"{figures['total_s']:.1f}", "")
     console.print(t)
     d = Table(title="diversity of the proposals (style distance, mean over relu1_1…relu5_1)")
     for col in ("", "pairwise mean", "pairwise max", "to painting, median", "to painting, max"):
@@ -118,7 +127,8 @@ def main() -> int:
     console.print(f"reference: two different paintings {reference['two_paintings']:.3f}; "
                   f"the preview photo to the painting {reference['photo_to_painting']:.3f}")
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps({"cpu": cpu_report(), "figures": figures, "rounds": rounds,
+    args.json_out.write_text(json.dumps({"cpu": cpu_report(), "commit": commit(), "date": time.strftime("%Y-%m-%d"),
+                                         "figures": figures, "rounds": rounds,
                                          "reference": reference, "sheets": [first["sheet"], second["sheet"]]},
                                         indent=2) + "\n")
     return 0

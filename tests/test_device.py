@@ -107,5 +107,5 @@ def test_a_cpu_report_names_the_limits_a_run_was_held_to(monkeypatch):
     (set(), {}, 8),  # no /proc/cpuinfo
 ])
 def test_the_vector_width_follows_avx512_and_onednns_ceiling(flags, environ, floats):
-    """ToRGB's blocks are chosen by it (networks.RGB_BLOCKS): the wrong one costs 10–16 % of that layer."""
+    """ToRGB's blocks are chosen by it (kernels.RGB_BLOCKS): the wrong one costs 10–16 % of that layer."""
     assert device.vector_floats(flags, environ) == floats

@@ -14,7 +14,7 @@ LAYERS = [
     {"training", "checkpoints", "pretrain", "preference", "refining", "guard", "render", "tiling", "applying",
      "pipeline", "outputs", "page", "polish"},
     {"store", "schema", "inputs"},
-    {"networks", "controls", "losses", "vgg"},
+    {"networks", "kernels", "controls", "losses", "vgg"},
     {"images", "config", "device", "errors"},
 ]
 

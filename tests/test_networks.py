@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from styleprefs import controls, networks
-from styleprefs.networks import (GRAM_STATS_CHANNELS, RGB_BLOCKS, ConvNormReLU, Discriminator, FiLMNorm, Generator,
-                                 ResidualBlock, ToRGB, _reflection_padded_conv)
+from styleprefs import controls, kernels
+from styleprefs.kernels import GRAM_STATS_CHANNELS, RGB_BLOCKS, conv_by_phases, reflection_padded_conv
+from styleprefs.networks import ConvNormReLU, Discriminator, FiLMNorm, Generator, ResidualBlock, ToRGB
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,8 @@ def test_the_inference_routes_are_the_plain_layers(channels_last, h, w):
     for block in RGB_BLOCKS.values():  # every block shape, not only the one this CPU's vectors choose
         if h % block[0] == 0 and w % block[1] == 0:
             with torch.no_grad():
-                torch.testing.assert_close(rgb._phases(x, block), plain_rgb, atol=1e-5, rtol=1e-5)
+                phases = conv_by_phases(x, rgb.conv.weight, rgb.conv.bias, block, rgb.pad.padding[0])
+            torch.testing.assert_close(phases, plain_rgb, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast_up, plain_up, atol=1e-5, rtol=1e-5)
     with torch.enable_grad():  # training's route, the same layer
         torch.testing.assert_close(up(x, code), fast_up, atol=1e-5, rtol=1e-5)
@@ -148,7 +149,7 @@ def test_a_convolution_padded_with_zeros_then_mended_at_the_borders_is_the_refle
         channels_last, kernel, stride, pad, h, w, monkeypatch):
     """Inference's convolutions of large images pad with zeros and recompute the outputs the padding reaches from
     reflection-padded strips: every output, at every edge and corner, must be the reflection-padded convolution's."""
-    monkeypatch.setattr(networks, "MEND_VALUES", 0)  # these small images too
+    monkeypatch.setattr(kernels, "MEND_VALUES", 0)  # these small images too
     torch.manual_seed(5)
     # Weights of a trained layer's scale (outputs about ±1), so that fp32 rounding stays far below the tolerance
     # whatever kernels this CPU runs (2e-5 apart at 9×9 with unit weights on the AVX2 EPYC), and a wrong border
@@ -159,7 +160,7 @@ def test_a_convolution_padded_with_zeros_then_mended_at_the_borders_is_the_refle
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         want = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (pad,) * 4, mode="reflect"), weight, bias, stride)
-        got = _reflection_padded_conv(x, weight, bias, stride, pad)
+        got = reflection_padded_conv(x, weight, bias, stride, pad)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
 
@@ -167,14 +168,14 @@ def test_a_convolution_padded_with_zeros_then_mended_at_the_borders_is_the_refle
 def test_the_mended_convolution_leaves_bf16_and_empty_batches_to_the_plain_route(monkeypatch):
     """Under bf16 autocast the plain route's very result (oneDNN's AMX bf16 convolution of a narrow strip gave NaNs),
     and an empty batch as the plain route shapes it."""
-    monkeypatch.setattr(networks, "MEND_VALUES", 0)
+    monkeypatch.setattr(kernels, "MEND_VALUES", 0)
     torch.manual_seed(6)
     x, weight, bias = torch.randn(1, 4, 40, 44), torch.randn(6, 4, 3, 3) / 6, torch.randn(6)
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
         plain = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1,) * 4, mode="reflect"), weight, bias)
-        assert torch.equal(_reflection_padded_conv(x, weight, bias, (1, 1), 1), plain)
+        assert torch.equal(reflection_padded_conv(x, weight, bias, (1, 1), 1), plain)
     with torch.inference_mode():
-        assert _reflection_padded_conv(x[:0], weight, bias, (2, 2), 1).shape == (0, 6, 20, 22)
+        assert reflection_padded_conv(x[:0], weight, bias, (2, 2), 1).shape == (0, 6, 20, 22)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -183,7 +184,7 @@ def test_a_generator_forward_without_gradients_is_the_one_training_runs(generato
     """Every inference route at once (the residual blocks' in-place one too, with noise and FiLM weights as trained),
     in both layouts apply uses, on sides too small for the convolutions' border strips and large enough for them
     and ToRGB's blocks; and the input is left as it was."""
-    monkeypatch.setattr(networks, "MEND_VALUES", 0)  # the border strips at these sizes too
+    monkeypatch.setattr(kernels, "MEND_VALUES", 0)  # the border strips at these sizes too
     x, z = torch.rand(2, 3, h, w), torch.randn(2, 3)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

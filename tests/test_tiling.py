@@ -6,8 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from styleprefs import tiling
+from styleprefs.config import TrainSettings
 from styleprefs.device import resolve
 from styleprefs.networks import Generator
+from styleprefs.session import Session
+from tests.conftest import EXAMPLES, make_photo
 
 RT = resolve("cpu", "fp32")
 
@@ -33,9 +36,9 @@ def photo():
     return image
 
 
-def whole(generator, image, z):
+def whole(generator, image, z, runtime=RT):
     with torch.inference_mode():
-        return generator(RT.images(image[None]), z[None])[0]
+        return generator(runtime.images(image[None]), z[None])[0]
 
 
 def seam_score(image: torch.Tensor, columns: list[int]) -> float:
@@ -82,25 +85,23 @@ def test_no_seam_where_tiles_meet(generator, photo):
     assert seam_score(tiled, edges) < 1.3  # 0.9–1.15 at columns chosen at random
 
 
-def test_session_stylise_switches_to_tiles_above_the_threshold(generator, photo, monkeypatch):
-    z = torch.tensor([0.5, -1.0, 0.8])
+def test_session_stylise_switches_to_tiles_above_the_threshold(photo, tmp_path, monkeypatch):
+    painting = EXAMPLES / "paintings" / "vangogh_starry_night.jpg"
+    session = Session.init(tmp_path / "s", [painting], [make_photo(tmp_path / "photo.png", seed=1)],
+                           TrainSettings(steps=2, size=48, batch=2), device="cpu", precision="fp32")
+    generator, z = session.generator(), torch.tensor([0.5, -1.0, 0.8])
     monkeypatch.setattr(tiling, "TILE_ABOVE", 100 * 100)
     monkeypatch.setattr(tiling, "TILE", 224)
     monkeypatch.setattr(tiling, "STATS_PIXELS", 100 * 150)
     assert tiling.needs_tiles(200, 300) and not tiling.needs_tiles(100, 100)
+    tiling.receptive_radius(generator, session.runtime)  # measured once per generator, on a probe of its own
     calls = []
-    monkeypatch.setattr(generator, "forward", lambda *a, _f=generator.forward, **k: calls.append(a[0].shape) or _f(*a, **k))
-
-    class Stub:  # just what Session.stylise_batch uses
-        runtime = RT
-        def generator(self):
-            return generator
-        from styleprefs.session import Session
-        z_dim = look_dim = 3
-        stylise_batch, _generate, split = Session.stylise_batch, Session._generate, Session.split
-
-    out = Stub().stylise_batch(photo[None], z, side=300)  # a working resolution of the photo's own size
+    hook = generator.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape))
+    try:
+        out = session.stylise_batch(photo[None], z, side=300)  # a working resolution of the photo's own size
+    finally:
+        hook.remove()
     assert out.shape == (1, 3, 200, 300)
     assert max(s[-2] * s[-1] for s in calls) <= 224 * 224  # no forward saw the whole image
     assert calls[0][-2:] == (100, 150)  # the statistics pass, scaled down to STATS_PIXELS
-    assert (out[0] - whole(generator, photo, z)).abs().mean() < 0.1
+    assert (out[0] - whole(generator, photo, z, session.runtime)).abs().mean() < 0.1

@@ -13,7 +13,8 @@ The modules, top to bottom (each imports only from its own line or those below i
   options, its threaded decode → stylise → write, its output names), ``page`` (the picking page);
 - the session on disk: ``store`` (atomic writes, the lock), ``schema`` (its JSON checked when read), ``inputs`` (the
   photos and paintings kept inside it);
-- the models: ``networks`` (G and D), ``controls`` (what z means), ``losses``, ``vgg`` (the loss network);
+- the models: ``networks`` (G and D), ``kernels`` (their faster CPU routes), ``controls`` (what z means),
+  ``losses``, ``vgg`` (the loss network);
 - ``images`` (decoding, resizing, saving, the contact sheet), ``config`` (every setting), ``device`` (where and in
   which precision), ``errors``.
 """

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .device import cpu_vector_floats
+from . import kernels
 
 
 class FiLMNorm(nn.Module):
@@ -24,7 +24,8 @@ class FiLMNorm(nn.Module):
 
     With ``keep_stats`` set (see :func:`shared_norm_stats`) the first forward records the per-channel
     mean and variance it normalised with, and later forwards reuse them instead of their input's own:
-    this is how the tiles of one large image are all normalised as the whole image is."""
+    this is how the tiles of one large image are all normalised as the whole image is. Its statistics come from
+    :func:`styleprefs.kernels.mean_var`."""
 
     eps = 1e-5
 
@@ -40,7 +41,7 @@ class FiLMNorm(nn.Module):
         """``in_place``: overwrite ``x`` (fp32, needed by nothing else) instead of making a new image."""
         scale, shift = self.to_scale_shift(code)[:, :, None, None].float().chunk(2, dim=1)
         if self.stats is None:
-            mean, var = _mean_var(x)
+            mean, var = kernels.mean_var(x)
             if self.keep_stats:
                 self.stats = mean, var
         else:
@@ -51,34 +52,6 @@ class FiLMNorm(nn.Module):
         if in_place:
             return torch.addcmul(shift - mean * a, x, a, out=x)
         return torch.addcmul(shift - mean * a, x, a).to(x.dtype)
-
-
-# Up to this many channels E[x²] comes from the Gram matrix (C multiply-adds a value, but one pass over the image)
-# rather than squaring into a new image (two more passes): 0.27× the time for 16 channels at 736×736 (the image out of
-# cache), 1.6× for 32 at 368×368 and 2× for 64 at 184×184, held to AVX2.
-GRAM_STATS_CHANNELS = 16
-
-
-def _mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample, per-channel mean and variance over the image, (B, C, 1, 1) each, in fp32: E[x] as a
-    matrix-vector product, E[x²] as another or, up to GRAM_STATS_CHANNELS channels, as the diagonal of the channels'
-    Gram matrix; about 3× faster on a CPU than ``torch.var_mean``'s reduction over H and W. In fp32 under bf16
-    autocast too: E[x²] − E[x]² from bf16 products lost 2.4 % of the variance where a channel's mean was twice its
-    spread."""
-    x = x.float()
-    b, c, h, w = x.shape
-    with torch.autocast(x.device.type, enabled=False):
-        average = x.new_full((b, 1, h * w), 1 / (h * w))
-        if x.is_contiguous():
-            flat = x.reshape(b, c, h * w).transpose(1, 2)
-        else:  # channels_last: (B, H·W, C) is a view
-            flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
-        mean = torch.bmm(average, flat)
-        if c <= GRAM_STATS_CHANNELS:  # x read once, no x² written
-            mean_sq = torch.bmm(flat.transpose(1, 2), flat).diagonal(dim1=1, dim2=2).unsqueeze(1) / (h * w)
-        else:
-            mean_sq = torch.bmm(average, flat * flat)
-    return mean.reshape(b, c, 1, 1), (mean_sq - mean * mean).clamp_min(0).reshape(b, c, 1, 1)
 
 
 @contextlib.contextmanager
@@ -96,7 +69,7 @@ def shared_norm_stats(generator: nn.Module) -> Iterator[None]:
 
 class Conv(nn.Module):
     """Reflection-padded convolution (padding by reflection reduces edge artefacts). A CPU forward without gradients
-    takes :func:`_reflection_padded_conv`, the same result without the padded copy for large images."""
+    takes :func:`styleprefs.kernels.reflection_padded_conv`, the same result without the padded copy."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1):
         super().__init__()
@@ -104,111 +77,24 @@ class Conv(nn.Module):
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _cpu_inference(x):
-            return _reflection_padded_conv(x, self.conv.weight, self.conv.bias, self.conv.stride, self.pad.padding[0])
+        if kernels.cpu_inference(x):
+            return kernels.reflection_padded_conv(x, self.conv.weight, self.conv.bias, self.conv.stride,
+                                                  self.pad.padding[0])
         return self.conv(self.pad(x))
 
 
-MEND_VALUES = 2**22  # an image (per sample) this large pads with zeros and mends its borders (_reflection_padded_conv)
-
-
-def _reflection_padded_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: tuple[int, int],
-                            pad: int) -> torch.Tensor:
-    """conv2d(reflection_pad(x, pad), weight, bias, stride) without the padded copy: a convolution padded with zeros
-    (which oneDNN pads as it goes), then the outputs the padding reaches, a few rows and columns at each edge,
-    recomputed from reflection-padded strips of x.
-
-    The plain route (pad a copy, then convolve) is taken for images under MEND_VALUES values a sample or under four
-    kernels a side, kernels not wider than twice the padding (whose first strip could not be padded by reflection),
-    and anything but plain fp32. Why: at 736×736, 16 channels, channels last, a CPU pads by reflection at a third of
-    its memory rate (10.8 ms to pad for a 7.5 ms stride-2 convolution, held to AVX2), while the strips' convolutions
-    cost about 0.8 ms there, more than padding a small image (64 channels at 184×184: 0.4 ms); and with AMX, oneDNN's
-    bf16 convolution of a strip a few pixels wide gave NaNs (PyTorch 2.14)."""
-    k_rows, k_cols = weight.shape[-2:]
-    if (pad == 0 or x.shape[1:].numel() < MEND_VALUES or min(k_rows, k_cols) <= 2 * pad
-            or min(x.shape[-2:]) < 4 * max(k_rows, k_cols) + 2 * max(stride)
-            or x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type)):
-        return F.conv2d(F.pad(x, (pad,) * 4, mode="reflect") if pad else x, weight, bias, stride)
-    out = F.conv2d(x, weight, bias, stride, padding=pad)
-    for dim, kernel, step in ((2, k_rows, stride[0]), (3, k_cols, stride[1])):
-        size, n = x.shape[dim], out.shape[dim]
-        first = -(-pad // step)  # outputs before this one reach into the padding before the image
-        last = -(-(size + pad - kernel + 1) // step)  # this output and those after reach into the padding after it
-        bands = [(0, first, 0, (first - 1) * step + kernel - pad, pad, 0)]  # outputs, input rows, padding before/after
-        if last < n:
-            bands.append((last, n, last * step - pad, size, 0, (n - 1) * step + kernel - pad - size))
-        for out_from, out_to, in_from, in_to, before, after in bands:
-            strip = x.narrow(dim, in_from, in_to - in_from)
-            pads = (pad, pad, before, after) if dim == 2 else (before, after, pad, pad)
-            out.narrow(dim, out_from, out_to - out_from).copy_(
-                F.conv2d(F.pad(strip, pads, mode="reflect"), weight, bias, stride))
-    return out
-
-
-def _cpu_inference(x: torch.Tensor) -> bool:
-    """Whether ``x`` goes through a CPU forward with no gradient, not being traced (for export): where the layers below
-    take their faster routes, which autograd and a trace's dynamic sizes are left out of."""
-    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.jit.is_tracing()
-
-
-def _may_overwrite(x: torch.Tensor) -> bool:
-    """Whether a layer may overwrite its fresh fp32 intermediate images: a CPU inference forward (bf16 autocast keeps
-    the plain layers, whose promotions to fp32 it relies on)."""
-    return _cpu_inference(x) and x.dtype == torch.float32
-
-
-# ToRGB's inference route computes blocks of r × c output pixels as 3·r·c channels of one convolution; the block is
-# chosen by how many floats the CPU's vectors hold (cpu_vector_floats), as measured at 736×736: with AVX2's 8, 4×2
-# blocks (24 channels, three full vectors; 0.90× the time of 2×2 held to AVX2); with AVX-512's 16, 2×2 blocks (12
-# channels in one vector, the least arithmetic; 0.86× the time of 4×2).
-RGB_BLOCKS = {8: (4, 2), 16: (2, 2)}
-
-
 class ToRGB(Conv):
-    """The last, wide-kernel convolution to 3 channels. oneDNN computes a k×k convolution with 3 outputs at under
-    half its usual rate, so on a CPU it runs another way, with the same weights and, up to rounding, the same result:
-
-    - in inference on an image whose sides are multiples of its block (RGB_BLOCKS), as one strided convolution to
-      the 3 values of each of a block's output pixels, put in place by one reshape: 0.55× the plain layer's time at
-      736×736 on two threads held to AVX2 (4×2 blocks: 1.5× the arithmetic, at the full rate);
-    - otherwise (training, other sides) as k one-row convolutions to 3·k channels plus a shifted sum over the rows,
-      ~40% less time than the plain convolution.
-
-    ``benchmarks/speed.py`` measures the forward."""
+    """The last, wide-kernel convolution to 3 channels. oneDNN computes it at under half its usual rate, so on a CPU
+    it runs as :func:`styleprefs.kernels.conv_by_phases` in inference where the image's sides allow, otherwise as
+    :func:`styleprefs.kernels.conv_by_rows`: the same weights and, up to rounding, the same result."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             return super().forward(x)
-        block = RGB_BLOCKS[cpu_vector_floats()]
-        if _cpu_inference(x) and x.shape[-2] % block[0] == 0 and x.shape[-1] % block[1] == 0:
-            return self._phases(x, block)
-        weight, bias = self.conv.weight, self.conv.bias
-        c_out, c_in, k, _ = weight.shape
-        rows = F.conv2d(self.pad(x), weight.transpose(1, 2).reshape(c_out * k, c_in, 1, k))
-        height = rows.shape[-2] - k + 1
-        rows = rows.unflatten(1, (c_out, k))  # (B, C_out, k, H + k − 1, W): row dy of every kernel
-        out = rows[:, :, 0, :height] + bias.view(1, -1, 1, 1)
-        for dy in range(1, k):
-            out.add_(rows[:, :, dy, dy : dy + height])
-        return out
-
-    def _phases(self, x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
-        """Output pixel (r·i + p, c·j + q) = Σ w[dy, dx]·x_padded[r·i + p + dy, c·j + q + dx] for blocks of r × c
-        pixels (``block``): for each phase (p, q), a convolution of stride (r, c) with the kernel shifted by (p, q)
-        inside a (k + r − 1) × (k + c − 1) window. All phases are the output channels of one such convolution,
-        which is faster on a CPU than the same convolution on the image's space-to-depth, with no rearranged copy of
-        the input."""
-        weight, bias = self.conv.weight, self.conv.bias
-        c_out, c_in, k, _ = weight.shape
-        r, c = block
-        shifted = weight.new_zeros(c_out, r, c, c_in, k + r - 1, k + c - 1)
-        for p in range(r):
-            for q in range(c):
-                shifted[:, p, q, :, p:p + k, q:q + k] = weight
-        out = _reflection_padded_conv(x, shifted.reshape(r * c * c_out, c_in, k + r - 1, k + c - 1),
-                                      bias.repeat_interleave(r * c), (r, c), self.pad.padding[0])
-        b, _, h, w = out.shape
-        return out.reshape(b, c_out, r, c, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c_out, r * h, c * w)
+        block = kernels.rgb_block()
+        if kernels.cpu_inference(x) and x.shape[-2] % block[0] == 0 and x.shape[-1] % block[1] == 0:
+            return kernels.conv_by_phases(x, self.conv.weight, self.conv.bias, block, self.pad.padding[0])
+        return kernels.conv_by_rows(self.pad(x), self.conv.weight, self.conv.bias)
 
 
 class ConvNormReLU(nn.Module):
@@ -221,36 +107,14 @@ class ConvNormReLU(nn.Module):
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         if not self.upsample:
             x = self.conv(x)
-        elif _cpu_inference(x) and self.conv.conv.kernel_size == (3, 3):
-            x = _upsampled_conv(x, self.conv.conv)
+        elif kernels.cpu_inference(x) and self.conv.conv.kernel_size == (3, 3):
+            x = kernels.upsampled_conv(x, self.conv.conv.weight, self.conv.conv.bias)
         else:
             # Upsample-then-conv avoids a learned transposed convolution's checkerboard; the route above is a
             # transposed convolution whose taps are tied to the 3×3 weights: the same layer.
             x = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
         # Without gradients the convolution's fresh output is normalised where it lies.
-        return F.relu(self.norm(x, code, in_place=_may_overwrite(x)), inplace=True)
-
-
-# Nearest 2× upsampling then a 3-tap filter, as one 4-tap filter of stride 2 on the small signal:
-# y[2i] = w0·x[i − 1] + (w1 + w2)·x[i] and y[2i + 1] = (w0 + w1)·x[i] + w2·x[i + 1], so x[j] reaches
-# y[2j − 1 … 2j + 2] through (w2, w1 + w2, w0 + w1, w0). Row k of this matrix is that kernel's tap k over
-# (w0, w1, w2).
-_UPSAMPLING_TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-
-
-def _upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """conv(reflection_pad(nearest_2×(x))) for a 3×3 ``conv``, computed on x itself (same result up to rounding).
-
-    The upsampled image repeats each pixel twice, so each of x's pixels reaches a 4×4 patch of the output through
-    4×4 taps summed from the 3×3 weights (``_UPSAMPLING_TAPS``), and the upsampled image's one-pixel reflection
-    border is x's edge repeated. So one transposed convolution of stride 2 on x with its edge repeated writes the
-    output in place, at 4/9 of the arithmetic and without the 4× upsampled copy and its padding: 0.80× the time at
-    368×368 to 736×736 (16 channels) of the four-phase 2×2 convolution it replaces, which then interleaved its
-    phases by copying."""
-    taps = _UPSAMPLING_TAPS.to(conv.weight)
-    weight = torch.einsum("ak,oikl,bl->ioab", taps, conv.weight, taps)  # (C_in, C_out, 4, 4), as the transpose takes
-    # Padding 3 trims the output to the image: 1 for the kernel's reach back (y[2j − 1]), 2 for the repeated edge.
-    return F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, conv.bias, stride=2, padding=3)
+        return F.relu(self.norm(x, code, in_place=kernels.may_overwrite(x)), inplace=True)
 
 
 class ResidualBlock(nn.Module):
@@ -263,19 +127,12 @@ class ResidualBlock(nn.Module):
         self.norm2 = FiLMNorm(channels, code_dim)
 
     def forward(self, x: torch.Tensor, code: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        if _may_overwrite(x):
-            return self._in_place(x, code, noise)
+        if kernels.may_overwrite(x):  # the same block, overwriting its own intermediate images
+            return kernels.residual_block_in_place(x, code, noise, self.conv1, self.norm1, self.noise_scale,
+                                                   self.conv2, self.norm2)
         h = self.conv1(x) + self.noise_scale * noise
         h = F.relu(self.norm1(h, code))
         return x + self.norm2(self.conv2(h), code)
-
-    def _in_place(self, x: torch.Tensor, code: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The same block where no gradient needs the intermediate images: the noise is added into the convolution's
-        output, the ReLU and the residual sum overwrite the tensors they read, so the block makes three full-size
-        tensors instead of six, and two fewer passes over them."""
-        h = self.conv1(x).addcmul_(self.noise_scale, noise)
-        h = F.relu(self.norm1(h, code, in_place=True), inplace=True)
-        return self.norm2(self.conv2(h), code, in_place=True).add_(x)
 
 
 def z_seed(z: torch.Tensor) -> int:
