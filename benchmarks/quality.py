@@ -41,7 +41,7 @@ from styleprefs.images import find_images, load_image, save_image, to_pil
 from styleprefs.losses import content_distance, style_distance
 from styleprefs.device import cpu_report, resolve
 from styleprefs.networks import Generator
-from styleprefs.pretrain import load_start
+from styleprefs.start import load_start
 from styleprefs.session import Session
 from styleprefs.training import gram_stats
 from styleprefs.training import loss_network as training_network

@@ -11,7 +11,7 @@ PACKAGE = Path(styleprefs.__file__).parent
 LAYERS = [
     {"cli", "server", "ray_apply", "export"},
     {"session", "reporting"},
-    {"training", "checkpoints", "pretrain", "preference", "refining", "guard", "render", "tiling", "applying",
+    {"training", "checkpoints", "start", "preference", "refining", "guard", "render", "tiling", "applying",
      "pipeline", "outputs", "page", "polish"},
     {"store", "schema", "inputs"},
     {"networks", "kernels", "controls", "losses", "vgg"},

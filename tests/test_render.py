@@ -12,7 +12,7 @@ from styleprefs.config import METRIC_STYLE_LAYERS, TrainSettings
 from styleprefs.device import resolve
 from styleprefs.losses import gram
 from styleprefs.networks import Generator
-from styleprefs.pretrain import load_start
+from styleprefs.start import load_start
 from styleprefs.training import gram_stats, loss_network
 from styleprefs.vgg import VGG19Features
 from tests.conftest import EXAMPLES, assert_equal_up_to_rounding

@@ -1,6 +1,6 @@
 """Extra pretraining photos from Debian's ``gcompris-qt-data``, each with the licence GCompris gives it.
 
-Pretraining (``styleprefs.pretrain``) learns how to encode a photo from ``../shared/data/content``, which has
+Pretraining (``tools/pretrain.py``) learns how to encode a photo from ``../shared/data/content``, which has
 only 44 photos. GCompris ships about a hundred more real photographs (animals, monuments, musicians, castles,
 underwater scenes), nearly all from Wikimedia Commons with a per-file credit in a README beside them. This
 script finds them and writes them out in the layout of the shared data folder, so ``--data`` can point at it:
@@ -54,7 +54,7 @@ ACTIVITIES = "/gcompris/src/activities/"  # resource paths below are relative to
 MIN_SHORT_SIDE, MAX_LONG_SIDE, JPEG_QUALITY = 400, 1024, 95
 RASTER = (".webp", ".png", ".jpg", ".jpeg")
 
-# The quality benchmark's held-out photos (styleprefs.pretrain.HELD_OUT_PHOTOS), by where they come from, and
+# The quality benchmark's held-out photos (pretrain.py's HELD_OUT_PHOTOS), by where they come from, and
 # other photos of the same landmark: a second view of Neuschwanstein would leak the held-out one.
 HELD_OUT = {
     "explore_monuments/resource/wonders/greatWallofChina.webp": "gc_monument_greatWallofChina",
@@ -260,7 +260,7 @@ def why_not(resource: str, image: Image.Image, credit: Credit | None) -> str | N
         if image.convert("RGBA").getchannel("A").getextrema()[0] < 255:
             return "has transparency (a cut-out or overlay, not a photo of a scene)"
     if greyscale(image):
-        return "black and white (pretraining skips photos without colour, as styleprefs.pretrain.SKIPPED_PHOTOS)"
+        return "black and white (pretraining skips photos without colour, as pretrain.py's SKIPPED_PHOTOS)"
     if credit is None:
         return "no README credit names it (licence unknown)"
     if not free_licence(credit.licence):

@@ -7,8 +7,8 @@ The modules, top to bottom (each imports only from its own line or those below i
 - ``session``: the ``Session`` and its commands, init / propose / select / refine / apply, each a short story of
   calls into the rooms below; ``reporting`` words it for ``status`` and ``history``;
 - what the commands do: ``training`` (the init and refine loops) and ``checkpoints`` (their files, resumable),
-  ``pretrain`` (the shipped starting point), ``preference`` (the choice model and the proposals drawn from it),
-  ``refining`` (the personal style target), ``guard`` (every look a stylisation), ``polish`` (a picture finished
+  ``start`` (G's start from the shipped pretrained generator), ``preference`` (the choice model and the proposals
+  drawn from it), ``refining`` (the personal style target), ``guard`` (every look a stylisation), ``polish`` (a picture finished
   by optimisation toward its look's loss), ``render`` (any photo size as the picked candidate), ``tiling`` (large grids in bounded memory), ``applying``, ``pipeline`` and ``outputs`` (apply's
   options, its threaded decode → stylise → write, its output names), ``page`` (the picking page);
 - the session on disk: ``store`` (atomic writes, the lock), ``schema`` (its JSON checked when read), ``inputs`` (the

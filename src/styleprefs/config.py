@@ -67,7 +67,7 @@ class TrainSettings:
                                    # cutout (Zhao et al.'s DiffAugment; screened, off by default)
     style_layers: tuple[str, ...] = STYLE_LAYERS  # VGG layers whose Grams the style loss matches
     start: str = "pretrained"      # G's initial weights: the shipped pretrained generator, "scratch" (random) or a
-                                   # file that ``python -m styleprefs.pretrain --export`` wrote
+                                   # file that ``python tools/pretrain.py --export-to`` wrote
     norm_only_steps: int = 100     # the first steps of init from a pretrained start adapt only the norms
     generator_width: int = 16
     generator_blocks: int = 5

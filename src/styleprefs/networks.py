@@ -170,7 +170,7 @@ class Generator(nn.Module):
                 code_shift: torch.Tensor | None = None) -> torch.Tensor:
         """``noise``: the residual blocks' noise map (B, 1, ⌈H/4⌉, ⌈W/4⌉); by default ``z_noise`` of this size
         (tiling passes each tile its crop of the whole image's map). ``code_shift`` (B, code_dim) is added to the
-        norms' code: pretraining's per-painting embedding (:mod:`styleprefs.pretrain`)."""
+        norms' code: pretraining's per-painting embedding (``tools/pretrain.py``; :mod:`styleprefs.start`)."""
         height, width = content.shape[-2:]
         # Two stride-2 convolutions: pad to a multiple of 4 so the output matches the input's size.
         pad_h, pad_w = -height % 4, -width % 4

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from . import (__version__, applying, checkpoints, controls, guard, images, inputs, outputs, page, pipeline, polish,
-               pretrain, refining, render, reporting, schema, tiling)
+               refining, render, reporting, schema, start, tiling)
 from .applying import MAX_APPLY_SIDE, ApplyResult
 from .checkpoints import Interrupted, ProgressFn
 from .config import (MAX_WORKING_SIDE, MIN_WORKING_SIDE, POLISH_OWN_GRID, POLISH_STYLE_LAYERS, ProposalSettings,
@@ -193,7 +193,7 @@ class Session:
         style_grams = self.store.read_tensors("style_grams.safetensors")
         torch.manual_seed(self.config["seed"])
         generator = Generator(self.z_dim, s.generator_width, s.generator_blocks)
-        started_from = None if s.start == "scratch" else pretrain.load_start(generator, style_grams, s.start)
+        started_from = None if s.start == "scratch" else start.load_start(generator, style_grams, s.start)
         discriminator = Discriminator()
         trainer = Trainer(rt.module(generator), rt.module(discriminator), self._loss_network(), s, rt,
                           self.n_styles, s.lr)

@@ -1,24 +1,26 @@
-"""The shipped starting point: one generator pretrained on many paintings, which ``init`` fine-tunes.
+"""Pretrain the shipped starting generator: one generator on many paintings, which a session's ``init`` fine-tunes.
 
-A session used to start G from random weights, so its 300 steps had to learn both how to encode a photo
-and how to paint. Pretraining learns the first part once, for everyone. As in Dumoulin et al. (2017), the
+A maintainer's tool, not part of the package: run it from the repository root as ``python tools/pretrain.py``. What a
+session needs at run time (reading the file, starting from it) is :mod:`styleprefs.start`; docs/pretraining.md says
+what the file is and how it was made.
+
+A session that started G from random weights would spend its 300 steps learning both how to encode a photo and
+how to paint. Pretraining learns the first part once, for everyone. As in Dumoulin et al. (2017), the
 convolutions are shared by all paintings and each painting gets its own norm parameters; here G's norms
 already take a code from z (FiLM), so each pretraining painting adds a learned embedding to that code.
 
-A new session starts from the embedding of the pretraining painting whose style is nearest to its own,
-folded into the norms' biases, which is exact: W(c + e) + b = Wc + (We + b). ``init`` then fine-tunes
-every weight on the session's own paintings and photos.
-
-Reproduce the shipped file (resumable: rerun the same command after an interruption; the earlier 2540-step
-file is in git at e7b9b3f, and thread counts change the last digits, so it is reproduced up to rounding)::
+Exporting writes only where it is told (``--export-to FILE``); to replace the shipped file, name it. Reproduce the
+shipped file (resumable: rerun the same command after an interruption; the earlier 2540-step file is in git at
+e7b9b3f, and thread counts change the last digits, so it is reproduced up to rounding)::
 
     git show e7b9b3f:src/styleprefs/data/pretrained_generator.safetensors > .bench/start-2540.safetensors
     python tools/pretraining_photos.py --out .bench/gcompris
-    python -m styleprefs.pretrain --data ../shared/data --out .bench/pretrain --from .bench/start-2540.safetensors \
+    python tools/pretrain.py --data ../shared/data --out .bench/pretrain --from .bench/start-2540.safetensors \
         --max-steps 3020 --minutes 999
-    python -m styleprefs.pretrain --data ../shared/data --data .bench/gcompris --out .bench/pretrain \
+    python tools/pretrain.py --data ../shared/data --data .bench/gcompris --out .bench/pretrain \
         --max-steps 4780 --minutes 999
-    python -m styleprefs.pretrain --data ../shared/data --data .bench/gcompris --out .bench/pretrain --export
+    python tools/pretrain.py --data ../shared/data --data .bench/gcompris --out .bench/pretrain \
+        --export-to src/styleprefs/data/pretrained_generator.safetensors
 
 The quality benchmark's paintings and evaluation photos are held out (``HELD_OUT_*``; a test pins them
 to ``benchmarks/quality.py``), so its figures measure paintings and photos pretraining never saw.
@@ -31,7 +33,6 @@ import hashlib
 import json
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -39,11 +40,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import controls, images
-from .config import ConfigError, TrainSettings
-from .device import Runtime, resolve
-from .networks import Discriminator, FiLMNorm, Generator
-from .training import CropSampler, StopSignals, Trainer, gram_stats, loss_network
+from styleprefs import controls, images
+from styleprefs.config import ConfigError, TrainSettings
+from styleprefs.device import Runtime, resolve
+from styleprefs.networks import Discriminator, Generator
+from styleprefs.start import SHIPPED, decode_meta, descriptor, read_export, shipped_path
+from styleprefs.training import CropSampler, StopSignals, Trainer, gram_stats, loss_network
 
 # The quality benchmark's four paintings and eight evaluation photos: never seen by pretraining.
 HELD_OUT_PAINTINGS = ("vangogh_starry_night", "hokusai_great_wave", "vangogh_cafe_terrace_at_night",
@@ -53,8 +55,8 @@ HELD_OUT_PHOTOS = ("gc_monument_greatWallofChina", "gc_monument_neuschwansteinCa
                    "gc_monument_cabrillo")
 # Not colour photos: a greyscale one, and an RGBA cut-out on a flat background.
 SKIPPED_PHOTOS = ("skimage_camera_gray", "opencv_dog_rgba")
-SHIPPED = "pretrained_generator.safetensors"  # in the package's data folder
-SHIPPED_SHA256 = "beaa15f47db6794ec1fb16cea76a90e0dfe488b4d42bc385d7935afe976e03ec"  # tests/test_pretrain.py checks it
+# The shipped file's (styleprefs.start.SHIPPED); tests/test_pretrain.py checks it
+SHIPPED_SHA256 = "beaa15f47db6794ec1fb16cea76a90e0dfe488b4d42bc385d7935afe976e03ec"
 STATE = "pretrain.safetensors"  # the resumable training state in --out
 EXPORT_SECONDS = 60.0  # how often the resumable state is saved
 CHUNK = 20  # steps between looks at the clock
@@ -72,68 +74,6 @@ class MultiStyle(nn.Module):
 
     def forward(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.g(content, z[:, :-1], code_shift=self.embedding(z[:, -1].long()))
-
-
-def descriptor(grams: dict[str, torch.Tensor]) -> torch.Tensor:
-    """A small summary of a painting's style: every layer's Gram diagonal (channel energy), each layer scaled to
-    unit norm so all layers count alike; (N, Σ C) for N paintings."""
-    return torch.cat([torch.nn.functional.normalize(g.diagonal(dim1=-2, dim2=-1).float(), dim=-1)
-                      for g in grams.values()], -1)
-
-
-def decode_meta(tensor: torch.Tensor) -> dict:
-    """The JSON a pretraining file keeps as a uint8 tensor named ``meta``."""
-    return json.loads(bytes(tensor.tolist()).decode())
-
-
-def read_export(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
-    """A file :func:`export` wrote: G's weights, its other tensors (``embeddings``, ``descriptors``) and what made
-    it. Raises what safetensors, the file system or the JSON decoder raise on a file that is not one."""
-    tensors = load_file(path)
-    meta = decode_meta(tensors.pop("meta"))
-    return {k[2:]: v for k, v in tensors.items() if k.startswith("g.")}, tensors, meta
-
-
-def shipped_path() -> Path:
-    return Path(str(resources.files("styleprefs") / "data" / SHIPPED))
-
-
-def load_start(generator: Generator, style_grams: dict[str, torch.Tensor], start: str | Path = "pretrained") -> str | None:
-    """Load the pretrained weights into ``generator`` in place, starting from the embedding of the pretraining
-    painting nearest to the session's paintings (by :func:`descriptor`). ``start`` is ``TrainSettings.start``:
-    "pretrained" (the shipped file) or a file ``--export`` wrote. Returns that painting's name, or None (G left as
-    it is) when no such file fits this generator's shape, or it used a layer the session lacks."""
-    path = shipped_path() if start == "pretrained" else Path(start)
-    if not path.is_file():
-        return None
-    try:
-        weights, shipped, meta = read_export(path)
-    except (SafetensorError, OSError, ValueError, KeyError) as exc:  # JSONDecodeError and UnicodeError are ValueErrors
-        raise ConfigError(f"{path}: not a pretrained generator's file ({exc})") from None
-    own = generator.state_dict()
-    if not set(meta["style_layers"]) <= set(style_grams) or set(weights) != set(own) or any(
-            weights[k].shape != own[k].shape for k in own if k != "mapping.0.weight"):
-        return None
-    # z has blend dimensions after the three named ones when a session has several paintings: they start at
-    # zero, so every blend begins as the nearest painting's look and init teaches what each axis means.
-    first = torch.zeros_like(own["mapping.0.weight"])
-    first[:, : weights["mapping.0.weight"].shape[1]] = weights["mapping.0.weight"][:, : first.shape[1]]
-    weights["mapping.0.weight"] = first
-    generator.load_state_dict(weights)
-    # The nearest painting by the layers pretraining used (a session may match more layers than those).
-    mine = descriptor({k: style_grams[k].mean(0, keepdim=True) for k in meta["style_layers"]})
-    nearest = int(torch.cdist(mine, shipped["descriptors"]).argmin())
-    fold_code_shift(generator, shipped["embeddings"][nearest])
-    return meta["paintings"][nearest]
-
-
-@torch.no_grad()
-def fold_code_shift(generator: Generator, shift: torch.Tensor) -> None:
-    """Make ``generator(x, z)`` what ``generator(x, z, code_shift=shift)`` was, by moving the shift into the biases."""
-    for module in generator.modules():
-        if isinstance(module, FiLMNorm):
-            linear = module.to_scale_shift
-            linear.bias += linear.weight @ shift.to(linear.weight)
 
 
 def folders(data: Path | list[Path]) -> list[Path]:
@@ -278,8 +218,8 @@ def data_list(data: Path | list[Path], meta: dict) -> str:
 
 
 def export(state_path: Path, target: Path, data: Path | list[Path] | None = None) -> str:
-    """Write the shipped file (G's weights, the paintings' embeddings and descriptors, what made it) from a
-    pretraining state, and beside it the data list with licences when ``data`` is given; returns its SHA-256."""
+    """Write a pretrained generator's file like the shipped one (G's weights, the paintings' embeddings and
+    descriptors, what made it) from a pretraining state to ``target``, and beside it the data list with licences when ``data`` is given; returns its SHA-256."""
     state = load_file(state_path)
     meta = decode_meta(state["meta"])
     meta["steps"] = int(state["step"])
@@ -306,14 +246,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="start a new run from this exported file (the shipped one: 'shipped') instead of random weights")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--max-steps", type=int, help="stop at this step count in all (the file's own included)")
-    parser.add_argument("--export", action="store_true", help=f"write the package's {SHIPPED} from the state")
-    parser.add_argument("--export-to", type=Path, metavar="FILE",
-                        help="write an exported file from the state here instead (for --set start=FILE), "
-                             "with its PRETRAINING.md beside it")
+    # No default target: an export writes only the file it is given, never the installed package's by itself.
+    parser.add_argument("--export-to", "--export", dest="export_to", type=Path, metavar="FILE",
+                        help="write an exported file from the state to FILE (for --set start=FILE), with its "
+                             f"PRETRAINING.md beside it; to replace the shipped one, name src/styleprefs/data/{SHIPPED}")
     args = parser.parse_args(argv)
     try:
-        if args.export or args.export_to:
-            target = args.export_to or shipped_path()
+        if args.export_to is not None:
+            target = args.export_to
             if not (args.out / STATE).is_file():
                 raise ConfigError(f"{args.out / STATE}: no pretraining state to export")
             digest = export(args.out / STATE, target, args.data)
