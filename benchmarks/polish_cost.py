@@ -8,6 +8,8 @@ own (wait4's rusage), and is reported as median (min–max) over ``--repeats`` r
 - a 512-px photo and a 12-megapixel photo (4000×3000) with the session's default look, polished with the default
   steps, end to end from the decoded photo to the full-size picture;
 - the seconds of one polish step on each grid;
+- whether the picked look is kept: for picks of a round-1 sheet, the polished picture of the sheet's photo, seen at
+  the sheet's size, must be nearer its own candidate than any other (rank 1) and further from the photo than it;
 - how far a photo gets, step by step: style distance removed as a share of Gatys's (80 L-BFGS evaluations from the
   photo, benchmarks/gatys.py) and content distance, at 0 (the generator alone), 10, 20, 40 and 80 steps.
 
@@ -120,7 +122,46 @@ def by_steps(session: str, painting: str, photo: str, gatys_steps: int) -> dict:
     return {"rows": rows}
 
 
-WORKERS = {"johnson": johnson, "polished": polished, "by_steps": by_steps}
+def kept(session: str, picks: list[int], steps: int) -> dict:
+    """For picks of round 1: the polished picture of the round's photo with each pick's look, seen at the sheet's size,
+    ranked by style distance (relu1_1…relu5_1) against all the round's candidates (1: nearest its own), and its
+    style distance to the photo against its candidate's."""
+    import torch
+
+    from styleprefs.config import METRIC_STYLE_LAYERS
+    from styleprefs.images import load_image, shrink
+    from styleprefs.losses import gram
+    from styleprefs.session import Session
+    from styleprefs.vgg import VGG19Features
+    s = Session.open(Path(session), "cpu")
+    first = s.rounds()[0]
+    size, working = s.state["rounds"][0]["size"], s.working_side(1)
+    net = VGG19Features(METRIC_STYLE_LAYERS)
+
+    def grams(x: torch.Tensor) -> dict:
+        with torch.no_grad():
+            return {k: gram(v) for k, v in net(x[None]).items()}
+
+    def distance(a: dict, b: dict) -> float:
+        return float(torch.stack([(a[k] - b[k]).norm() / b[k].norm() for k in METRIC_STYLE_LAYERS]).mean())
+
+    photo = load_image(first.folder / "preview.png")
+    candidates = [grams(load_image(c)) for c in first.candidates]
+    seen = grams(shrink(photo, size))
+    rows = []
+    for pick in picks:
+        look = first.z[pick - 1]
+        finished = s.stylise_batch(photo[None], look, side=working, finish=(s.goal(look), steps, None))[0]
+        mine = grams(shrink(finished, size))
+        to_candidates = [distance(mine, c) for c in candidates]
+        rank = 1 + sum(d < to_candidates[pick - 1] for d in to_candidates)
+        rows.append({"pick": pick, "rank": rank, "of": len(candidates),
+                     "to_own_candidate": to_candidates[pick - 1], "to_photo": distance(mine, seen),
+                     "candidate_to_photo": distance(candidates[pick - 1], seen)})
+    return {"rows": rows}
+
+
+WORKERS = {"johnson": johnson, "polished": polished, "by_steps": by_steps, "kept": kept}
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -163,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photo", type=Path, default=DATA / "content" / "gc_monument_neuschwansteinCastle.jpg",
                    help="the photo of the step table (falls back to a bundled one without ../shared/data)")
     p.add_argument("--json-out", type=Path, default=ROOT / "benchmarks" / "results" / "polish_cost.json")
+    p.add_argument("--picked-session", type=Path, default=ROOT / ".bench" / "loop" / "session",
+                   help="a session with a round 1, for the picked-look check (default: benchmarks/loop.py's)")
+    p.add_argument("--picks", default="2 7 11", help="the round-1 candidates of the picked-look check")
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny session, 1 repeat, a 2-MP photo")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
@@ -196,14 +240,22 @@ def main(argv: list[str] | None = None) -> int:
     large = repeated(repeats, "polished", session=str(session), height=big[0], width=big[1], steps=steps)
     table, _ = run_worker("by_steps", session=str(session), painting=str(args.painting), photo=str(args.photo),
                           gatys_steps=4 if args.quick else 80)
+    picked = None
+    if (args.picked_session / "state.json").exists():
+        picked, _ = run_worker("kept", session=str(args.picked_session), picks=[int(i) for i in args.picks.split()],
+                               steps=steps)
     base = yardstick["median"]
     report = {"environment": {**cpu_report(), "commit": commit(), "date": time.strftime("%Y-%m-%d")},
               "session": str(session), "steps": steps, "johnson_512_fp32": yardstick, "photo_512": small,
               f"photo_{big[1]}x{big[0]}": large, "ratio_512": small["median"] / base,
               "ratio_12mp": large["median"] / base, "by_steps": table["rows"],
+              "picked": picked and picked["rows"],
               "targets": {"512 ≤ 30×": small["median"] / base <= TARGET_512,
                           "12 MP ≤ 100×": large["median"] / base <= TARGET_12MP,
-                          "12 MP ≤ 3 GB": large["peak_gb"] <= TARGET_12MP_GB}}
+                          "12 MP ≤ 3 GB": large["peak_gb"] <= TARGET_12MP_GB,
+                          **({"picks kept (rank 1, further from the photo)": all(
+                              r["rank"] == 1 and r["to_photo"] > r["candidate_to_photo"] for r in picked["rows"])}
+                             if picked else {})}}
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(report, indent=1) + "\n")
 
@@ -217,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     print("steps | removed, share of Gatys's | content distance (Gatys's)")
     for row in table["rows"]:
         print(f"{row['steps']:5d} | {row['removal']:.2f} | {row['content']:.3f} ({row['content_gatys']:.3f})")
+    if picked:
+        print("picked look kept (round 1, seen at the sheet's size): pick | rank among the candidates | style distance "
+              "to the photo, polished (candidate)")
+        for row in picked["rows"]:
+            print(f"{row['pick']:4d} | {row['rank']} of {row['of']} | {row['to_photo']:.3f} "
+                  f"({row['candidate_to_photo']:.3f})")
     print("targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in report["targets"].items()))
     return 0
 
