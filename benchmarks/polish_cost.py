@@ -148,6 +148,7 @@ def kept(session: str, picks: list[int], steps: int) -> dict:
     photo = load_image(first.folder / "preview.png")
     candidates = [grams(load_image(c)) for c in first.candidates]
     seen = grams(shrink(photo, size))
+    painting = grams(load_image(Path(s.config["styles"][0]["path"]), max_side=s.settings.style_size))
     rows = []
     for pick in picks:
         look = first.z[pick - 1]
@@ -157,7 +158,9 @@ def kept(session: str, picks: list[int], steps: int) -> dict:
         rank = 1 + sum(d < to_candidates[pick - 1] for d in to_candidates)
         rows.append({"pick": pick, "rank": rank, "of": len(candidates),
                      "to_own_candidate": to_candidates[pick - 1], "to_photo": distance(mine, seen),
-                     "candidate_to_photo": distance(candidates[pick - 1], seen)})
+                     "candidate_to_photo": distance(candidates[pick - 1], seen),
+                     "to_painting": distance(mine, painting),
+                     "candidate_to_painting": distance(candidates[pick - 1], painting)})
     return {"rows": rows}
 
 
@@ -271,10 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['steps']:5d} | {row['removal']:.2f} | {row['content']:.3f} ({row['content_gatys']:.3f})")
     if picked:
         print("picked look kept (round 1, seen at the sheet's size): pick | rank among the candidates | style distance "
-              "to the photo, polished (candidate)")
+              "to the photo, polished (candidate) | to the painting, polished (candidate)")
         for row in picked["rows"]:
             print(f"{row['pick']:4d} | {row['rank']} of {row['of']} | {row['to_photo']:.3f} "
-                  f"({row['candidate_to_photo']:.3f})")
+                  f"({row['candidate_to_photo']:.3f}) | {row['to_painting']:.3f} ({row['candidate_to_painting']:.3f})")
     print("targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in report["targets"].items()))
     return 0
 
