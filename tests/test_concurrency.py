@@ -36,6 +36,7 @@ def made(tmp_path_factory):
     return root, photo, painting
 
 
+@pytest.mark.slow
 def test_two_inits_of_one_folder_started_together_leave_one_whole_session(made, tmp_path):
     _, photo, painting = made
     folder = tmp_path / "new"
@@ -57,6 +58,7 @@ def test_two_inits_of_one_folder_started_together_leave_one_whole_session(made, 
     assert s.store.damage(s.state["files"]) == []
 
 
+@pytest.mark.slow
 def test_a_select_killed_at_any_moment_leaves_the_old_picks_or_the_new_whole(made, tmp_path):
     root, _, _ = made
     folder = tmp_path / "s"
@@ -117,6 +119,7 @@ except Interrupted as stop:
 """
 
 
+@pytest.mark.slow
 def test_a_finished_init_resume_removes_the_session_it_replaced(made, tmp_path):
     root, photo, painting = made
     folder = tmp_path / "s"

@@ -60,6 +60,7 @@ def test_a_weak_look_moves_toward_the_centre_until_it_is_a_stylisation(made):
     assert torch.equal(kept, fine)
 
 
+@pytest.mark.slow
 def test_a_user_who_picks_the_subtlest_gets_stylisations_not_tinted_photos(made):
     root, session, cat = made
     folder = root / "subtle"
@@ -130,6 +131,7 @@ def test_refine_keeps_its_fine_tuning_only_while_the_learned_look_is_a_stylisati
     assert all(torch.equal(before[k], after[k]) for k in before) is not kept
 
 
+@pytest.mark.slow
 def test_the_verdict_on_apply_s_look_is_remembered_for_the_next_process_and_never_trusted_blindly(
         made, tmp_path, monkeypatch):
     import json

@@ -234,6 +234,7 @@ def test_skip_existing_makes_reruns_idempotent(base, session, tmp_path):
     assert all(Path(p).stat().st_mtime_ns == t for p, t in stamps.items())
 
 
+@pytest.mark.slow
 def test_two_concurrent_shards_write_every_output_exactly_once(base, session, tmp_path):
     photos = tmp_path / "many"
     for i in range(8):
@@ -262,6 +263,7 @@ def test_init_refuses_a_photo_over_the_pixel_limit_unless_raised(base, tmp_path)
     assert raised.exit_code == 0, raised.output
 
 
+@pytest.mark.slow
 def test_two_parallel_proposes_make_two_whole_rounds_each_of_its_own_looks(session):
     """It only counted the rounds: each must be whole, and its candidates must be the renderings of its own looks
     (not the other round's, nor a mix of the two)."""

@@ -75,6 +75,7 @@ def file_id(path):
     return (path.stat().st_ino, path.stat().st_mtime_ns) if path.exists() else None
 
 
+@pytest.mark.slow
 def test_kill_9_inside_training_never_breaks_the_session(selected):
     """Each kill lands at a random moment after training has checkpointed (it passed even when none did: killed
     before training began or after it ended), and each leaves an unfinished refine that resumes."""

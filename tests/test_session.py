@@ -227,6 +227,7 @@ def test_a_session_from_before_the_stroke_scale_keeps_z_alone(made, tmp_path):
         Session.open(copy, device="cpu")
 
 
+@pytest.mark.slow
 def test_the_sheet_shows_what_apply_gives_whatever_its_size(made, tmp_path):
     """A candidate on a 48-px sheet and on a 96-px one are the same look: apply's output, seen at that size."""
     import shutil
