@@ -10,8 +10,8 @@ import styleprefs
 PACKAGE = Path(styleprefs.__file__).parent
 LAYERS = [
     {"cli", "server", "ray_apply", "export"},
-    {"session", "reporting"},
-    {"training", "checkpoints", "start", "preference", "refining", "guard", "render", "tiling", "applying",
+    {"session"},
+    {"reporting", "training", "checkpoints", "start", "preference", "refining", "guard", "render", "tiling", "applying",
      "pipeline", "outputs", "page", "polish"},
     {"store", "schema", "inputs"},
     {"networks", "kernels", "controls", "losses", "vgg"},

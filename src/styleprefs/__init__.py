@@ -4,13 +4,15 @@ The modules, top to bottom (each imports only from its own line or those below i
 
 - the front doors: ``cli`` (Typer commands), ``server`` (``styleprefs pick``'s loopback page), ``ray_apply`` and
   ``export`` (apply on a Ray cluster; one look as an ONNX or TorchScript file);
-- ``session``: the ``Session`` and its commands, init / propose / select / refine / apply, each a short story of
-  calls into the rooms below; ``reporting`` words it for ``status`` and ``history``;
+- ``session``: the ``Session`` and its commands, init / propose / select / refine / apply / status, each a short
+  story of calls into the rooms below;
 - what the commands do: ``training`` (the init and refine loops) and ``checkpoints`` (their files, resumable),
   ``start`` (G's start from the shipped pretrained generator), ``preference`` (the choice model and the proposals
-  drawn from it), ``refining`` (the personal style target), ``guard`` (every look a stylisation), ``polish`` (a picture finished
-  by optimisation toward its look's loss), ``render`` (any photo size as the picked candidate), ``tiling`` (large grids in bounded memory), ``applying``, ``pipeline`` and ``outputs`` (apply's
-  options, its threaded decode → stylise → write, its output names), ``page`` (the picking page);
+  drawn from it), ``refining`` (the personal style target), ``guard`` (every look a stylisation), ``polish`` (a
+  picture finished by optimisation toward its look's loss), ``render`` (any photo size as the picked candidate),
+  ``tiling`` (large grids in bounded memory), ``applying``, ``pipeline`` and ``outputs`` (apply's options, its
+  threaded decode → stylise → write, its output names), ``page`` (the picking page), ``reporting`` (a snapshot of
+  the session in words, for ``status`` and ``history``);
 - the session on disk: ``store`` (atomic writes, the lock), ``schema`` (its JSON checked when read), ``inputs`` (the
   photos and paintings kept inside it);
 - the models: ``networks`` (G and D), ``kernels`` (their faster CPU routes), ``controls`` (what z means),

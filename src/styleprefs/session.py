@@ -40,7 +40,7 @@ from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
 from .guard import STYLISED, Guard, distance_to
 from .networks import Discriminator, Generator
-from .preference import Choice, Posterior, contrast_looks, fit, looks
+from .preference import Choice, Posterior, contrast_looks, describe_taste, fit, looks
 from .store import SCHEMA_VERSION, NoSession, SessionError, Store, create, remove_abandoned, restore, sha256
 from .training import CropSampler, Trainer, WeightsFn, blended_targets, content_sampler, gram_stats, loss_network
 
@@ -845,12 +845,48 @@ class Session:
         return {**training, "completed": checkpoints.saved_steps(self.store), "resume": f"styleprefs {training['phase']} --resume"}
 
     def status(self) -> dict:
-        """The session as ``status`` shows it (``reporting.status``)."""
-        return reporting.status(self)
+        """The session as ``status`` shows it (``reporting.status``); reads, and writes nothing."""
+        return reporting.status(self.snapshot())
 
     def history(self) -> list[dict]:
         """Every round, its picks and the refine that learned from it (``reporting.history``)."""
-        return reporting.history(self)
+        return reporting.history(self.snapshot(with_history=True))
+
+    def snapshot(self, with_history: bool = False) -> reporting.Snapshot:
+        """What ``status`` (and with ``with_history``, ``history``) shows, read from the session as plain data."""
+        damaged = self.store.damage(self.state.get("files") or {})
+        usable = bool(self.state["checkpoint"]) and not damaged
+        look = self.preferred_z(remember=False) if usable else None  # a read: nothing written, not even to the cache
+        scale = None if look is None else self.split(look)[1]
+        taste = describe_taste(self.preference() if usable else None, look, self._style_names(),
+                               self.learned_looks() if usable else [], scale)
+        after = {}
+        if with_history:
+            after = {refine["checkpoint"]: (taste if refine["checkpoint"] == self.checkpoint else
+                                            self._taste_after(refine))["summary"] for refine in self.state["refines"]}
+        return reporting.Snapshot(self.store.root.resolve(), self.state, self.config, self.runtime.name,
+                                  self.runtime.bf16, damaged, self.training_progress(), taste, look, scale, after)
+
+    def learned_looks(self, learned: set[int] | None = None) -> list[dict[str, float]]:
+        """For each round a refine has learned from (or each of ``learned``), how its picks differ from the passed-over
+        candidates (saved by ``select``)."""
+        learned = self.learned_rounds() if learned is None else learned
+        saved = [self.in_round(r.index, "selection.json") for r in self.rounds() if r.index in learned]
+        return [self.store.read_json(name).get("looks") or {} for name in saved if self.store.path(name).exists()]
+
+    def _taste_after(self, refine: dict) -> dict:
+        """The taste an earlier refine had learned, in words: its choice model's best look."""
+        name = f"{refine['checkpoint']}/preference.safetensors"
+        if not self.store.path(name).exists():  # a refine from before the choice model was stored
+            return {"summary": "not recorded"}
+        posterior = Posterior.from_tensors(self.store.read_tensors(name, required=("mean", "cov", "picks")))
+        z = posterior.best_z()
+        return describe_taste(posterior, z, self._style_names(), self.learned_looks(set(refine["rounds"])),
+                              self.split(z)[1])
+
+    def _style_names(self) -> list[str]:
+        """The paintings' names, as the taste words them."""
+        return [Path(s["path"]).stem for s in self.config["styles"]]
 
 
 def _choices(rounds: list[Round]) -> list[Choice]:
