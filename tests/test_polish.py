@@ -213,3 +213,12 @@ def test_a_copy_is_left_untouched(one_round, tmp_path, folder):
     Session.open(one_round, "cpu").apply([folder / "a.png"], tmp_path / "o", polish_steps=2)
     assert state_of(one_round) == before
     shutil.rmtree(tmp_path / "o")
+
+
+def test_a_look_too_fine_to_polish_is_refused_before_any_photo(one_round, folder, tmp_path):
+    """--stroke-scale 0.02 asks for a grid of thousands of pixels a side: polish would need gigabytes; one line, no
+    output, instead."""
+    result = run("apply", folder, "--out", tmp_path / "o", "--polish", "--stroke-scale", 0.02, "--session", one_round,
+                 expect=2)
+    assert "choose a larger stroke scale" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -33,6 +33,10 @@ POLISH_OWN_GRID = 2.5
 # unseen photos, 40 steps at the default look removed 0.94–0.96 of Gatys's style distance at ×1.25, at content
 # distances 0.05–0.07 below Gatys's; ×1.5 spends part of that margin on style.
 POLISH_STYLE_GAIN = 1.5
+# The most pixels polish works on at once (a forward and backward of VGG19 to relu5_1 over them): outputs polished at
+# their own size stay under it, and a look whose working grid could pass it (strokes made very small with
+# --stroke-scale) is refused before any photo is read. The default looks' largest grid is 736×552.
+POLISH_MAX_PIXELS = 1 << 20
 # Steps of polish (loss evaluations, each a forward and backward of the loss network on the working grid): by default,
 # and at most.
 POLISH_STEPS, MAX_POLISH_STEPS = 40, 1000

@@ -34,8 +34,8 @@ from . import (__version__, applying, checkpoints, controls, guard, images, inpu
                refining, render, reporting, schema, start, tiling)
 from .applying import MAX_APPLY_SIDE, ApplyResult
 from .checkpoints import Interrupted, ProgressFn
-from .config import (MAX_WORKING_SIDE, MIN_WORKING_SIDE, POLISH_OWN_GRID, POLISH_STYLE_LAYERS, ProposalSettings,
-                     TrainSettings)
+from .config import (MAX_WORKING_SIDE, MIN_WORKING_SIDE, POLISH_MAX_PIXELS, POLISH_OWN_GRID, POLISH_STYLE_LAYERS,
+                     ProposalSettings, TrainSettings)
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
 from .guard import STYLISED, Guard, distance_to
@@ -418,7 +418,7 @@ class Session:
             return render.render(lambda small: self._generate(small, z), batch, side, scale, as_bytes)
         height, width = batch.shape[-2:]
         grid = render.working_size(height, width, side, scale)
-        if height * width > POLISH_OWN_GRID * grid[0] * grid[1]:  # finished on the working grid, then composed
+        if height * width > min(POLISH_OWN_GRID * grid[0] * grid[1], POLISH_MAX_PIXELS):  # on the working grid
             return render.render(lambda small: self._polished(small, self._generate(small, z), *finish), batch, side,
                                  scale, as_bytes)
         started = render.render(lambda small: self._generate(small, z), batch, side, scale)
@@ -791,6 +791,11 @@ class Session:
             polish.check_steps(polish_steps)
             max_batch = 1
         look, side = self.look_to_apply(pick)
+        longest = side / (self.split(look)[1] * stroke_scale)  # the longest working grid this look can have
+        if polish_steps is not None and longest * longest > POLISH_MAX_PIXELS:
+            raise BadInput(f"polish works on at most {POLISH_MAX_PIXELS} pixels at once; this look's strokes at stroke "
+                           f"scale {stroke_scale:g} need a grid up to {longest:.0f} px long: choose a larger stroke "
+                           "scale")
         finish = None if polish_steps is None else (self.goal(look, learned=pick is None), polish_steps, on_step)
         return applying.run(outputs.plan(inputs, out, fmt, shard), skip_existing,
                             lambda todo: self.stylise_files(todo, look, side, stroke_scale, size, max_pixels, max_batch,
