@@ -42,7 +42,7 @@ from .session import Session
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 17
-MAX_WORKING_SIDE = 8192  # the largest working grid a file is made for (its noise tables grow with its square)
+MAX_EXPORT_GRID = 8192  # the longest working grid a file is made for (its noise tables grow with its square)
 TRACE_SIZE = (96, 128)   # the photo traced: smaller than every working grid, any size would do
 BLOCK = 16               # torch.randn's Box–Muller block on the CPU
 
@@ -195,9 +195,9 @@ def export(session: Session, fmt: str, out: Path, pick: str | None = None, strok
     z, scale = session.split(look)
     scale *= stroke_scale
     working = math.ceil(side / scale)
-    if working > MAX_WORKING_SIDE:
+    if working > MAX_EXPORT_GRID:
         raise BadInput(f"this look works on a grid up to {working} px long (working side {side} ÷ stroke scale "
-                       f"{scale:.3g}); export supports up to {MAX_WORKING_SIDE} px: raise --stroke-scale")
+                       f"{scale:.3g}); export supports up to {MAX_EXPORT_GRID} px: raise --stroke-scale")
     size = write(LookModel(session.generator(), z, scale, side, strength, keep_colours), fmt, out)
     return {"format": fmt, "file": str(out), "bytes": size, "pick": pick, "working_side": side,
             "stroke_scale": scale, "z": [round(float(v), 6) for v in z]}

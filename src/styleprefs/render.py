@@ -24,7 +24,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-MIN_WORKING_SIDE = 32   # the generator's smallest input side worth running
+from .config import MIN_WORKING_SIDE  # also the generator's smallest input side worth running
+
 MAX_ENLARGEMENT = 2.3   # a working side over the session's by at most this (the smallest strokes a look has)
 RADIUS = 1              # guided filter window radius, in working-resolution px
 EPS = 1e-3              # guided filter regulariser (variance units of L in [0, 1]): flat areas keep the painting's
