@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .config import DEFAULT_MAX_PIXELS, MAX_POLISH_STEPS, POLISH_STEPS, ProposalSettings, TrainSettings
+from .config import DEFAULT_MAX_PIXELS, MAX_BATCH, MAX_POLISH_STEPS, POLISH_STEPS, ProposalSettings, TrainSettings
 from .errors import StyleprefsError
 
 app = typer.Typer(
@@ -281,7 +281,7 @@ def apply(
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist (cheap reruns).")] = False,
     shard: Annotated[Optional[str], typer.Option(help="Process only shard K of N (K/N), for parallel jobs.")] = None,
     batch: Annotated[int, typer.Option(help="Most photos of one size per forward pass (1: one at a time, which "
-                                            "gives the same bytes on every run whatever the folder holds).")] = 8,
+                                            "gives the same bytes on every run whatever the folder holds).")] = MAX_BATCH,
     strength: Annotated[float, typer.Option(help="How much of the look over the photo, 0 to 1.")] = 1.0,
     keep_colours: Annotated[bool, typer.Option("--keep-colours", help="Keep the photo's own colours under the look's "
                                                "light and strokes.")] = False,

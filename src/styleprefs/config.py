@@ -18,6 +18,7 @@ CONTENT_LAYER = "relu4_1"
 METRIC_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 VGG_RELUS = tuple(f"relu{block}_{conv}" for block, convs in enumerate((2, 2, 4, 4, 4), 1)
                   for conv in range(1, convs + 1))
+MAX_BATCH = 8  # the most photos of one size in one forward of apply (pipeline.py says why)
 DEFAULT_MAX_PIXELS = 100_000_000  # images larger than this are refused before decoding (decompression bombs)
 MIN_WORKING_SIDE, MAX_WORKING_SIDE = 32, 2048  # the working sides a session may have, px
 # Polish's style layers: training's and relu5_1, where a painting's largest forms show. The generator trains without

@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 
 from . import images
+from .config import MAX_BATCH
 
 # Images per forward: as many of one size as fit in this many pixels *of the grid the model runs on*, up to
 # MAX_BATCH. On a CPU a batch pays only for small grids (the per-layer fixed costs: 4 photos of 512 px, each a
 # 320×320 working grid, stylise in 0.033 s each against 0.040 s one by one) and keeps decoding and writing from
 # overlapping the model; a GPU needs big batches to be kept busy.
 BATCH_PIXELS = {"cpu": 1 << 18, "cuda": 1 << 24}
-MAX_BATCH = 8
 # And at most this many pixels of full-size photos: on a CPU 4 megapixels, since a batch gains nothing once the
 # full-size composition dominates, and photos decoded and written while the model runs need batches smaller than the
 # folder (three 12-megapixel photos in one batch took 1.14 s each end to end, one by one 0.8x s).
