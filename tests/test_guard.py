@@ -143,7 +143,7 @@ def test_the_verdict_on_apply_s_look_is_remembered_for_the_next_process_and_neve
     shutil.copytree(session.store.root, folder)
     Session.open(folder, "cpu").propose(n=2, size=256, preview=cat)
     weak = torch.tensor([*WEAKEST, 2.5])  # fails as it is: the guard moves it toward the centre
-    judged = Session.open(folder, "cpu")._stylised(weak)
+    judged = Session.open(folder, "cpu").stylised(weak, remember=False)  # judged, and nothing kept
     assert not torch.equal(judged, weak)
     built = []  # the guard's judgements (each a loss network and VGG passes)
     real = guard.Guard.stylised
@@ -151,8 +151,9 @@ def test_the_verdict_on_apply_s_look_is_remembered_for_the_next_process_and_neve
 
     def judge_in_a_new_process(where=folder) -> torch.Tensor:
         built.clear()
-        return Session.open(where, "cpu")._remembered_stylised(weak)
+        return Session.open(where, "cpu").stylised(weak)
 
+    assert not (tmp_path / "cache" / "verdicts").exists() or not any((tmp_path / "cache" / "verdicts").iterdir())
     files_before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     assert torch.equal(judge_in_a_new_process(), judged) and built  # judged, then remembered
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == files_before  # not in the session

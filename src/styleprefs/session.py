@@ -93,7 +93,8 @@ class Session:
 
     @classmethod
     @contextmanager
-    def editing(cls, path: Path, device: str = "auto", wait: float = 30.0, precision: str = "auto") -> Iterator[Session]:
+    def editing(cls, path: Path, device: str = "auto", wait: float = 30.0,
+                precision: str = "auto") -> Iterator[Session]:
         """Open the session for a command that changes it: the state is read under the session's lock (waiting up
         to ``wait`` seconds for another command to let go of it)."""
         store = Store(Path(path))
@@ -292,7 +293,7 @@ class Session:
         that writes nothing, as ``status`` is)."""
         if self._preferred is None:
             learned = self.learned_rounds()
-            self._preferred = self._remembered_stylised(self._best_look(
+            self._preferred = self.stylised(self._best_look(
                 self.preference(), [r for r in self.rounds() if r.index in learned]), remember)
         return self._preferred
 
@@ -311,16 +312,12 @@ class Session:
         """What counts as a stylisation of ``photo`` (as a sheet shows it) in this session."""
         return Guard(self._loss_network(), self.runtime, self.store.read_tensors("style_grams.safetensors"), photo)
 
-    def _stylised(self, look: torch.Tensor) -> torch.Tensor:
+    def stylised(self, look: torch.Tensor, remember: bool = True) -> torch.Tensor:
         """``look``, or the nearest look toward the centre whose picture is a stylisation (failing that, the one whose
         picture is nearest the painting), judged as the latest round's sheet shows it (the session's preview photo
-        before any round). Unjudged when that photo has gone."""
-        return self._judged(look)[0]
-
-    def _remembered_stylised(self, look: torch.Tensor, remember: bool = True) -> torch.Tensor:
-        """:meth:`_stylised`, with the verdict remembered (``guard.remember``, in the user's cache folder) for the next
-        process while nothing it depends on changes: the look, the generator, the paintings, the photo, the sizes and
-        the runtime."""
+        before any round); unjudged when that photo has gone. The verdict is recalled from the user's cache folder
+        (``guard.recall``) and, with ``remember``, kept there for the next process while nothing it depends on changes:
+        the look, the generator, the paintings, the photo, the sizes and the runtime."""
         preview, size, working = self._judged_on()
         if not preview.is_file():
             return look
@@ -331,7 +328,7 @@ class Session:
         remembered = guard.recall(key)
         if remembered is not None:
             return look * remembered
-        judged = self._stylised(look)
+        judged = self._judged(look)[0]
         fraction = guard.fraction_of(look, judged)
         if fraction is not None and remember:
             guard.remember(key, fraction)
@@ -345,8 +342,8 @@ class Session:
         return self._preview_of(entry), entry["size"], self.working_side(entry["index"])
 
     def _judged(self, look: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-        """:meth:`_stylised`'s look, its picture as the sheet shows it and that picture's distance to the painting over
-        the photo's (None and 0 when unjudged)."""
+        """The look :meth:`stylised` gives (judged now), its picture as the sheet shows it and that picture's distance
+        to the painting over the photo's (None and 0 when unjudged)."""
         preview, size, working = self._judged_on()
         if not preview.is_file():
             return look, None, 0.0
@@ -783,8 +780,8 @@ class Session:
         preview's scale relative to the image, and ``stroke_scale`` makes the strokes that many times larger.
 
         ``polish_steps`` finishes each photo with that many steps of optimisation toward its look's loss
-        (:mod:`styleprefs.polish`; ``config.POLISH_STEPS`` is the default of ``--polish``), reported to ``on_step(step, steps)``;
-        photos are then taken one at a time. ``strength`` (0–1: how much of the look over the photo) and
+        (:mod:`styleprefs.polish`; ``config.POLISH_STEPS`` is the default of ``--polish``), reported to
+        ``on_step(step, steps)``; photos are then taken one at a time. ``strength`` (0–1: how much of the look over the photo) and
         ``keep_colours`` (the photo's own colours under the look's strokes) are exact, on the full-size picture."""
         applying.check_options(fmt, size, max_batch, stroke_scale, strength)
         if polish_steps is not None:
