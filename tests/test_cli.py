@@ -177,7 +177,7 @@ def test_real_entry_point_prints_one_line_and_no_traceback(tmp_path):
 def test_apply_refuses_a_stroke_scale_out_of_range(session, tmp_path, scale):
     result = run("apply", session["photos"], "--out", tmp_path / "o", "--stroke-scale", scale,
                  "--session", session["session"], expect=2)
-    assert "--stroke-scale must be between 0.015 and 8" in result.output
+    assert "the stroke scale must be between 0.015 and 8" in result.output and "(--stroke-scale)" in result.output
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

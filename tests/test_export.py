@@ -99,7 +99,8 @@ def test_the_file_is_written_whole_and_alone(exported):
 def test_export_refuses_bad_input_in_one_line(one_round, tmp_path):
     runner = CliRunner()
     for args, message in [
-        (["--format", "tflite", "--out", str(tmp_path / "x")], "--format must be onnx or torchscript"),
+        (["--format", "tflite", "--out", str(tmp_path / "x")],
+         "the format must be onnx or torchscript, got 'tflite' (--format)"),
         (["--format", "torchscript", "--out", str(tmp_path)], "is a folder"),
         (["--format", "torchscript", "--out", str(tmp_path / "x.pt"), "--pick", "9:1"], "no round 9"),
         (["--format", "torchscript", "--out", str(tmp_path / "x.pt"), "--pick", "1:99"], "no candidate 99"),

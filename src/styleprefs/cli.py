@@ -40,18 +40,26 @@ PrecisionOpt = Annotated[str, typer.Option(
                         "slower where bf16 units are) or bf16.")]
 MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse larger images, from their header, before decoding.")]
 DEFAULT_SESSION = Path("styleprefs-session")
+# The flag of each argument the core names when it refuses one (``BadInput.option``): the core speaks of values, the
+# command line adds what the user typed.
+FLAGS = {"n": "--n", "fmt": "--format", "max_batch": "--batch", "stroke_scale": "--stroke-scale",
+         "strength": "--strength", "polish_steps": "--polish-steps"}
 DEBUG_ENV = "STYLEPREFS_DEBUG"  # set (to anything) to see the traceback of an unexpected error
 
 
 
-def _run(as_json: bool, debug: bool, work: Callable[[], dict], human: Callable[[dict], None]) -> None:
-    """Run a command body: one JSON object or human output, one clear line on error."""
+def _run(as_json: bool, debug: bool, work: Callable[[], dict], human: Callable[[dict], None],
+         flags: dict[str, str] | None = None) -> None:
+    """Run a command body: one JSON object or human output, one clear line on error (naming the flag at fault, from
+    FLAGS or this command's own ``flags``)."""
     try:
         result = work()
     except StyleprefsError as exc:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        flag = {**FLAGS, **(flags or {})}.get(getattr(exc, "option", None) or "")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}" + (f" ({flag})" if flag else ""), highlight=False,
+                  soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]: the session is as it was before this command")
@@ -190,7 +198,7 @@ def propose(
         say.print(f"contact sheet: [bold]{escape(r['sheet'])}[/]", highlight=False)
         say.print(f"to pick by clicking: [bold]{escape(r['page'])}[/] (or styleprefs pick)", highlight=False)
         _next("styleprefs select N [N ...]   (the numbers on the sheet)")
-    _run(as_json, debug, work, human)
+    _run(as_json, debug, work, human, flags={"size": "--sheet-size"})
 
 
 @app.command(context_settings={"ignore_unknown_options": True})
@@ -329,7 +337,7 @@ def apply(
         say.print(f"wrote {len(r['outputs'])} image(s) to {escape(str(out))} in {r['seconds']} s"
                   + (f"; {len(r['existing'])} already there" if r["existing"] else "")
                   + (f"; {len(r['failed'])} failed" if r["failed"] else ""))
-    _run(as_json, debug, work, human)
+    _run(as_json, debug, work, human, flags={"size": "--max-side"})
 
 
 @app.command()

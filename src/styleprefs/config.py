@@ -21,6 +21,8 @@ VGG_RELUS = tuple(f"relu{block}_{conv}" for block, convs in enumerate((2, 2, 4, 
 MAX_BATCH = 8  # the most photos of one size in one forward of apply (pipeline.py says why)
 DEFAULT_MAX_PIXELS = 100_000_000  # images larger than this are refused before decoding (decompression bombs)
 MIN_WORKING_SIDE, MAX_WORKING_SIDE = 32, 2048  # the working sides a session may have, px
+MIN_SHEET_SIDE, MAX_SHEET_SIDE = 32, 2048  # a contact sheet's candidates, long side in px
+MAX_CANDIDATES = 64  # candidates in a round, at most
 # Polish's style layers: training's and relu5_1, where a painting's largest forms show. The generator trains without
 # it (its loss network stops at relu4_1, a third cheaper); finishing one picture can afford it, and without it a polished
 # picture kept the photo's large-scale statistics (0.75–0.85 of the photo's relu5_1 distance to the painting, Gatys 0.25).

@@ -8,6 +8,13 @@ class StyleprefsError(Exception):
 
 
 class BadInput(StyleprefsError):
-    """Bad usage or bad input: a missing file, an index out of range, an unusable image (exit status 2)."""
+    """Bad usage or bad input: a missing file, an index out of range, an unusable image (exit status 2).
+
+    ``option`` names the argument at fault as the Python API names it (``"n"``, ``"stroke_scale"``): the message
+    speaks of values, and the command line adds the flag the user typed."""
 
     exit_code = 2
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option

@@ -183,7 +183,7 @@ def export(session: Session, fmt: str, out: Path, pick: str | None = None, strok
     with apply's ``strength`` and ``keep_colours``) to ``out`` as ``fmt``; what was written, as the CLI reports it."""
     out = Path(out)
     if fmt not in FORMATS:
-        raise BadInput(f"--format must be onnx or torchscript, got {fmt!r}")
+        raise BadInput(f"the format must be onnx or torchscript, got {fmt!r}", "fmt")
     if out.is_dir():
         raise BadInput(f"--out {out}: is a folder; name the file to write")
     check_stroke_scale(stroke_scale)

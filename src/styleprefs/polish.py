@@ -40,7 +40,7 @@ StepFn = Callable[[int, int], None]  # (step done, steps in all)
 def check_steps(steps: int) -> int:
     """``steps`` if it is a usable number of polish steps, else BadInput."""
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_POLISH_STEPS:
-        raise BadInput(f"polish steps must be a whole number from 1 to {MAX_POLISH_STEPS}, got {steps!r}")
+        raise BadInput(f"polish steps must be a whole number from 1 to {MAX_POLISH_STEPS}, got {steps!r}", "polish_steps")
     return steps
 
 

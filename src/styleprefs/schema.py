@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
+from .config import MAX_CANDIDATES, MAX_SHEET_SIDE, MAX_WORKING_SIDE, MIN_SHEET_SIDE, MIN_WORKING_SIDE
 from .store import SessionError, Store
 
 PHASES = ("init", "refine")
@@ -104,11 +105,11 @@ def _round(r: _Reader, entry: Any, index: int) -> None:
         if not isinstance(name, str):
             r.fail(f"{where}'candidates' holds a non-name")
         r.inside(name, f"{where}candidate", plain=True)
-    n = r.count(entry, "n", 1, 64, where)
+    n = r.count(entry, "n", 1, MAX_CANDIDATES, where)
     if n != len(candidates):
         r.fail(f"{where}'n' is {n} but it lists {len(candidates)} candidates")
-    r.count(entry, "size", 32, 2048, where)
-    r.count(entry, "working_side", 32, 2048, where, optional=True)
+    r.count(entry, "size", MIN_SHEET_SIDE, MAX_SHEET_SIDE, where)
+    r.count(entry, "working_side", MIN_WORKING_SIDE, MAX_WORKING_SIDE, where, optional=True)
     preview = r.get(entry, "preview", str, where, optional=True)
     if preview and not PurePosixPath(preview).is_absolute():  # kept in the round's folder (older rounds: absolute)
         r.inside(preview, f"{where}preview")

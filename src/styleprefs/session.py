@@ -34,7 +34,7 @@ from . import (__version__, applying, checkpoints, controls, guard, images, inpu
                refining, render, reporting, schema, start, tiling)
 from .applying import MAX_APPLY_SIDE, ApplyResult
 from .checkpoints import Interrupted, ProgressFn
-from .config import (MAX_WORKING_SIDE, MIN_WORKING_SIDE, POLISH_MAX_PIXELS, POLISH_OWN_GRID, POLISH_STYLE_LAYERS,
+from .config import (MAX_CANDIDATES, MAX_SHEET_SIDE, MAX_WORKING_SIDE, MIN_SHEET_SIDE, MIN_WORKING_SIDE, POLISH_MAX_PIXELS, POLISH_OWN_GRID, POLISH_STYLE_LAYERS,
                      ProposalSettings, TrainSettings)
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
@@ -463,10 +463,11 @@ class Session:
         at once); the lock is taken just to number the round, move its folder in place and record it."""
         n = self.proposal_settings.n if n is None else n
         size = self.proposal_settings.size if size is None else size
-        if not 1 <= n <= 64:
-            raise BadInput(f"--n must be between 1 and 64, got {n}")
-        if not 32 <= size <= 2048:
-            raise BadInput(f"--size must be between 32 and 2048 px, got {size}")
+        if not 1 <= n <= MAX_CANDIDATES:
+            raise BadInput(f"the number of candidates must be between 1 and {MAX_CANDIDATES}, got {n}", "n")
+        if not MIN_SHEET_SIDE <= size <= MAX_SHEET_SIDE:
+            raise BadInput(f"the sheet's size must be between {MIN_SHEET_SIDE} and {MAX_SHEET_SIDE} px, got {size}",
+                           "size")
         self.check_files()  # a new round must not be built on damage
         preview_path = Path(preview) if preview else inputs.default_preview(self.store, self.config)
         working = self.proposal_settings.working_side
