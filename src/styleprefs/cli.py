@@ -43,7 +43,8 @@ DEFAULT_SESSION = Path("styleprefs-session")
 # The flag of each argument the core names when it refuses one (``BadInput.option``): the core speaks of values, the
 # command line adds what the user typed.
 FLAGS = {"n": "--n", "fmt": "--format", "max_batch": "--batch", "stroke_scale": "--stroke-scale",
-         "strength": "--strength", "polish_steps": "--polish-steps"}
+         "strength": "--strength", "polish_steps": "--polish-steps", "steps": "--steps", "pick": "--pick",
+         "shard": "--shard"}
 DEBUG_ENV = "STYLEPREFS_DEBUG"  # set (to anything) to see the traceback of an unexpected error
 
 

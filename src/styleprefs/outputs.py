@@ -53,9 +53,9 @@ def select_shard(pairs: list[Job], shard: str | None) -> list[Job]:
     try:
         k, n = (int(part) for part in shard.split("/"))
     except ValueError:
-        raise BadInput(f"--shard must look like K/N (e.g. 2/8), got {shard!r}") from None
+        raise BadInput(f"a shard must look like K/N (e.g. 2/8), got {shard!r}", "shard") from None
     if not 1 <= k <= n:
-        raise BadInput(f"--shard {shard}: K must be between 1 and N")
+        raise BadInput(f"shard {shard}: K must be between 1 and N", "shard")
     ordered = sorted(pairs, key=lambda pair: str(pair[1]))
     return ordered[k - 1 :: n]
 

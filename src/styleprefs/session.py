@@ -585,7 +585,7 @@ class Session:
             checkpoints.finished(self.store)
         steps = self.settings.refine_steps if steps is None else steps
         if steps < 0:
-            raise BadInput(f"--steps must be at least 0, got {steps}")
+            raise BadInput(f"refine steps must be at least 0, got {steps}", "steps")
         selected = [r for r in self.rounds() if r.selection]
         consumed = self.learned_rounds()
         if not selected or all(r.index in consumed for r in selected):
@@ -748,7 +748,7 @@ class Session:
         try:
             round_index, candidate = (int(part) for part in pick.split(":"))
         except ValueError:
-            raise BadInput(f"--pick must look like ROUND:INDEX (e.g. 2:7), got {pick!r}") from None
+            raise BadInput(f"a pick must look like ROUND:INDEX (e.g. 2:7), got {pick!r}", "pick") from None
         rounds = self.rounds()
         if not 1 <= round_index <= len(rounds):
             raise BadInput(f"no round {round_index}: the session has {len(rounds)} round(s)")
