@@ -356,7 +356,7 @@ def test_init_resume_refuses_other_steps_paintings_photos_or_size(tmp_path, pain
                      checkpoint_seconds=0.0), device="cpu", on_progress=stop)
     other = Path(__file__).resolve().parents[1] / "examples" / "paintings" / "vangogh_cafe_terrace_at_night.jpg"
     for args, said in ((["--steps", 5], "trains 3 steps, not 5"), (["--style", other], "other paintings"),
-                       (["--content", photo], "--content and --size cannot"), (["--size", 64], "cannot change")):
+                       (["--content", photo], "--content and --crop cannot"), (["--size", 64], "cannot change")):
         result = run("init", "--resume", *args, "--device", "cpu", "--session", tmp_path / "s", expect=2)
         assert said in result.output, result.output
     done = run_json("init", "--resume", "--steps", 3, "--style", painting, "--device", "cpu", "--session",

@@ -222,3 +222,19 @@ def test_a_look_too_fine_to_polish_is_refused_before_any_photo(one_round, folder
                  expect=2)
     assert "choose a larger stroke scale" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_polish_works_whoever_built_the_loss_network_first(one_round):
+    """The loss network is cached per runtime: built first inside inference mode (as a render is), its weights could
+    not take part in a backward pass, and every later polish in the process failed (in fp32: bf16 autocast casts the
+    weights to new tensors, which hid it)."""
+    session = Session.open(one_round, "cpu", "fp32")
+    loss_network.cache_clear()
+    with torch.inference_mode():
+        net = loss_network(session.runtime, POLISH_STYLE_LAYERS)
+    photo = images.load_image(make_photo(one_round.parent / "q.png", size=(48, 40), seed=6))[None]
+    look = session.rounds()[0].z[0]
+    with torch.inference_mode():
+        start = session.stylise_batch(photo, look)
+        done = polish.polish(net, session.runtime, photo, start, session.goal(look), 3)
+    assert torch.isfinite(done).all() and done.shape == photo.shape

@@ -143,7 +143,7 @@ def init(
             raise BadInput("init needs --style PAINTING and --content PHOTOS (or --resume)")
         if resume and (content or size is not None):
             raise BadInput("init --resume continues with the photos and crop size it started with; "
-                           "--content and --size cannot change them (start again with --force)")
+                           "--content and --crop cannot change them (start again with --force)")
         defaults = TrainSettings()
         if resume:  # what the interrupted init was started with, unless asked otherwise (and then refused)
             settings = None if steps is None else TrainSettings(steps=steps)

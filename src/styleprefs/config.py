@@ -40,8 +40,8 @@ POLISH_STYLE_GAIN = 1.5
 # their own size stay under it, and a look whose working grid could pass it (strokes made very small with
 # --stroke-scale) is refused before any photo is read. The default looks' largest grid is 736×552.
 POLISH_MAX_PIXELS = 1 << 20
-# Steps of polish (loss evaluations, each a forward and backward of the loss network on the working grid): by default,
-# and at most.
+# Steps of polish (loss evaluations, each a forward and backward of the loss network over the picture): by default, and
+# at most.
 POLISH_STEPS, MAX_POLISH_STEPS = 40, 1000
 
 

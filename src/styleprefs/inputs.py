@@ -63,6 +63,19 @@ def load(store: Store, config: dict, settings: TrainSettings) -> tuple[list[torc
                   settings, max_pixels=ACCEPTED)
 
 
+def paintings(store: Store, config: dict, settings: TrainSettings) -> list[torch.Tensor]:
+    """The session's paintings alone, as training saw them: its own copy, or (older sessions) the recorded files."""
+    if store.path(KEPT).exists():
+        kept = store.read_tensors(KEPT)
+        return [_image(store, kept, f"style_{i:03d}") for i in range(len(config["styles"]))]
+    for item in config["styles"]:
+        path = Path(item["path"])
+        if not path.is_file() or ("sha256" in item and sha256(path) != item["sha256"]):
+            raise SessionError(f"{path}: gone or changed since init (this session, made before sessions kept their own "
+                               "copy, needs its painting where it was)")
+    return decode([], [Path(s["path"]) for s in config["styles"]], settings, max_pixels=ACCEPTED)[1]
+
+
 def _image(store: Store, kept: dict[str, torch.Tensor], key: str) -> torch.Tensor:
     x = kept.get(key)
     if x is None or x.ndim != 3 or x.shape[0] != 3 or x.dtype != torch.uint8 or min(x.shape[1:]) < 1:

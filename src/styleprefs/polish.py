@@ -85,8 +85,8 @@ def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: tor
            steps: int = POLISH_STEPS, on_step: StepFn | None = None) -> torch.Tensor:
     """``start`` (1, 3, h, w), a picture of ``photo`` (the same shape, in [0, 1]), after ``steps`` evaluations of the
     objective by L-BFGS with a strong-Wolfe line search: the best picture evaluated, (1, 3, h, w) fp32 in [0, 1] on
-    the CPU. Each evaluation is one forward and backward of the loss network on the working grid, so the time is
-    steps × that, whatever the photo's size.
+    the CPU. Each evaluation is one forward and backward of the loss network over the picture, so the time is steps ×
+    that (``Session.stylise_batch`` chooses a grid of bounded size, whatever the photo's).
 
     The pixels are optimised as logits, so every iterate is a picture without clamping (clamping between steps would
     corrupt L-BFGS's curvature pairs), and scaled so that the first step moves them by FIRST_STEP (L-BFGS's first step
@@ -100,7 +100,7 @@ def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: tor
             content_target = net(photo, until=CONTENT_LAYER)[CONTENT_LAYER]
         goal = Objective({k: v.to(runtime.device).clone() for k, v in goal.grams.items()},
                          goal.layer_weights.to(runtime.device).clone(), goal.style, goal.content, goal.colour, goal.tv)
-        best = {"loss": float("inf"), "picture": None}
+        best = {"loss": float("inf"), "picture": start.float().clamp(EPSILON, 1 - EPSILON)}  # if no loss is finite
         done = 0
 
         def evaluate(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -804,9 +804,9 @@ class Session:
         """The loss ``look`` stands for (:func:`polish.objective`), over ``POLISH_STYLE_LAYERS``: toward the paintings
         blended as its z says, or for the learned look, once a refine has built one, toward the personal target of the
         picks (at the layers it was built for; the paintings' at the others)."""
-        self.check_files(["style_grams.safetensors", self.checkpoint])
+        self.check_files(["style_grams.safetensors", self.checkpoint, inputs.KEPT])
         if self._polish_grams is None:
-            _, paintings = self._decode_inputs()
+            paintings = inputs.paintings(self.store, self.config, self.settings)
             self._polish_grams = gram_stats(self._polish_network(), paintings, self.runtime, POLISH_STYLE_LAYERS)
         grams = dict(self._polish_grams)
         personal = f"{self.checkpoint}/personal_grams.safetensors"

@@ -146,9 +146,11 @@ def content_sampler(images: list[torch.Tensor], settings: TrainSettings,
 
 @lru_cache(maxsize=2)
 def loss_network(runtime: Runtime, style_layers: tuple[str, ...]) -> VGG19Features:
-    """VGG19 truncated after the deepest layer that training uses; built once per device (it is frozen)."""
+    """VGG19 truncated after the deepest layer that training uses; built once per device (it is frozen). Built outside
+    inference mode whoever asks first, so that polish and training can take gradients through the cached network."""
     layers = tuple(dict.fromkeys((*style_layers, CONTENT_LAYER)))
-    return runtime.module(VGG19Features(layers))
+    with torch.inference_mode(False):
+        return runtime.module(VGG19Features(layers))
 
 
 @torch.no_grad()
