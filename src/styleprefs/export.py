@@ -200,7 +200,8 @@ def export(session: Session, fmt: str, out: Path, pick: str | None = None, strok
                        f"{scale:.3g}); export supports up to {MAX_EXPORT_GRID} px: raise --stroke-scale")
     size = write(LookModel(session.generator(), z, scale, side, strength, keep_colours), fmt, out)
     return {"format": fmt, "file": str(out), "bytes": size, "pick": pick, "working_side": side,
-            "stroke_scale": scale, "z": [round(float(v), 6) for v in z]}
+            "stroke_scale": scale, "strength": strength, "keep_colours": keep_colours,
+            "z": [round(float(v), 6) for v in z]}
 
 
 @torch.inference_mode(False)
