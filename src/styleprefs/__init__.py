@@ -11,8 +11,9 @@ The modules, top to bottom (each imports only from its own line or those below i
   drawn from it), ``refining`` (the personal style target), ``guard`` (every look a stylisation), ``polish`` (a
   picture finished by optimisation toward its look's loss), ``render`` (any photo size as the picked candidate),
   ``tiling`` (large grids in bounded memory), ``applying``, ``pipeline`` and ``outputs`` (apply's options, its
-  threaded decode → stylise → write, its output names), ``page`` (the picking page), ``reporting`` (a snapshot of
-  the session in words, for ``status`` and ``history``);
+  threaded decode → stylise → write, its output names), ``page`` (the picking page), ``rounds`` (the rounds as
+  stored, their picks' files, ``ROUND:INDEX``), ``reporting`` (a snapshot of the session in words, for ``status`` and
+  ``history``);
 - the session on disk: ``store`` (atomic writes, the lock), ``schema`` (its JSON checked when read), ``inputs`` (the
   photos and paintings kept inside it);
 - the models: ``networks`` (G and D), ``kernels`` (their faster CPU routes), ``controls`` (what z means),

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -40,27 +40,16 @@ from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
 from .guard import STYLISED, Guard, distance_to
 from .networks import Discriminator, Generator
-from .preference import Choice, Posterior, contrast_looks, describe_taste, fit, looks
+from .preference import Posterior, contrast_looks, describe_taste, fit, looks
+from .rounds import (PASSED_GRAMS, Round, chosen_and_passed, choices, parse_pick, picks_file, picks_folder, preview_of)
+from .rounds import load as load_rounds
 from .store import SCHEMA_VERSION, NoSession, SessionError, Store, create, remove_abandoned, restore, sha256
 from .training import CropSampler, Trainer, WeightsFn, blended_targets, content_sampler, gram_stats, loss_network
 
-PASSED_GRAMS = "passed_grams.safetensors"  # in a round's folder: the mean Gram of the candidates passed over
 
 
 def _inputs(paths: list[Path]) -> list[dict]:
     return [{"path": str(p.resolve()), "sha256": sha256(p)} for p in paths]
-
-
-@dataclass
-class Round:
-    """One propose round as stored: its folder, the z of every candidate and the picks (1-based)."""
-
-    index: int
-    folder: Path
-    z: torch.Tensor
-    candidates: list[Path]
-    sheet: Path
-    selection: list[int] | None = None
 
 
 class Session:
@@ -215,12 +204,7 @@ class Session:
         return inputs.load(self.store, self.config, self.settings)
 
     def _preview_of(self, entry: dict) -> Path:
-        """The photo a round's sheet shows: kept in its folder, or where it was for rounds from before that; the
-        session's default preview before any round."""
-        recorded = entry.get("preview")
-        if not recorded:
-            return inputs.default_preview(self.store, self.config)
-        return Path(recorded) if Path(recorded).is_absolute() else self.store.path(recorded)
+        return preview_of(self.store, self.config, entry)
 
     def _train(self, trainer: Trainer, phase: str, steps: int, content: CropSampler, real: CropSampler,
                sample_z, targets, rng: torch.Generator, on_progress: ProgressFn | None,
@@ -278,7 +262,7 @@ class Session:
                 self._posterior = Posterior.from_tensors(tensors)
             else:
                 learned = self.learned_rounds()
-                self._posterior = fit(_choices([r for r in self.rounds() if r.index in learned]),
+                self._posterior = fit(choices([r for r in self.rounds() if r.index in learned]),
                                       self.look_dim)
         return self._posterior
 
@@ -362,17 +346,8 @@ class Session:
         return look[: self.z_dim], scale
 
     def rounds(self) -> list[Round]:
-        result = []
-        for entry in self.state["rounds"]:
-            folder = self.store.path(entry["folder"])
-            z = self.store.read_tensors(f"{entry['folder']}/proposals.safetensors", required=("z",))["z"]
-            if z.ndim != 2 or z.shape[1] != self.look_dim:
-                raise SessionError(f"{self.store.path(entry['folder'])}/proposals.safetensors: damaged (looks of "
-                                   f"shape {tuple(z.shape)}, expected (n, {self.look_dim}))")
-            result.append(Round(entry["index"], folder, z,
-                                [folder / name for name in entry["candidates"]], folder / "sheet.png",
-                                entry.get("selection")))
-        return result
+        """Every round as stored (``rounds.load``)."""
+        return load_rounds(self.store, self.state, self.look_dim)
 
     def _commit(self, state: dict, event: dict, leaving: tuple[str, ...] = ()) -> None:
         """Write ``state`` (with the manifest of the files it uses; those under the folders ``leaving`` are about to go)
@@ -550,18 +525,18 @@ class Session:
             raise BadInput(f"round {entry['index']} has already been learned from: `styleprefs propose` a new "
                            "round, or `styleprefs refine --undo` to change its picks")
         folder = self.store.path(entry["folder"])
-        chosen, passed = _chosen_and_passed(folder, entry["candidates"], indices)
+        chosen, passed = chosen_and_passed(folder, entry["candidates"], indices)
         grams = gram_stats(self._loss_network(), self._learning_images(entry, indices), self.runtime,
                            self.settings.style_layers)
         # The picks' files go to a folder of their own, beside any earlier picks' (still the state's until the commit
         # below), so an interrupted select leaves the old picks whole. The passed-over candidates' Grams are left to
         # refine (a dozen more VGG passes, ~3 s here).
-        picks = f"{entry['folder']}/{_picks_folder(indices)}"
+        picks = f"{entry['folder']}/{picks_folder(indices)}"
         self.store.write_tensors(f"{picks}/chosen_grams.safetensors", grams)
         contrast = contrast_looks([looks(x) for x in chosen], [looks(x) for x in passed])
         self.store.write_json(f"{picks}/selection.json", {"round": entry["index"], "chosen": indices, "looks": contrast})
         rounds = [*self.state["rounds"][:-1], {**entry, "selection": indices}]
-        replaced = [p for p in folder.glob("picks-*") if p.name != _picks_folder(indices)]
+        replaced = [p for p in folder.glob("picks-*") if p.name != picks_folder(indices)]
         self._commit({**self.state, "rounds": rounds}, {"command": "select", "round": entry["index"], "chosen": indices},
                      leaving=tuple(f"{entry['folder']}/{p.name}/" for p in replaced))
         for earlier in replaced:
@@ -591,7 +566,7 @@ class Session:
         if not selected or all(r.index in consumed for r in selected):
             raise BadInput("no new selection to learn from: run `styleprefs propose`, then `styleprefs select N ...`")
         before = {**self.state, "training": None}
-        posterior = fit(_choices(selected), self.look_dim)
+        posterior = fit(choices(selected), self.look_dim)
         best, unrefined, _ = self._judged(self._best_look(posterior, selected))  # what apply gives without it
         style_grams = self.store.read_tensors("style_grams.safetensors")
         for r in selected:  # computed once per round, at its first refine
@@ -696,11 +671,8 @@ class Session:
                                         self.settings.preference_reach)
 
     def in_round(self, index: int, name: str) -> str:
-        """The store name of a file about round ``index``'s current picks: in their own folder (older sessions kept
-        them in the round's folder)."""
-        entry = self.state["rounds"][index - 1]
-        own = f"{entry['folder']}/{_picks_folder(entry['selection'] or [])}"
-        return f"{own}/{name}" if self.store.path(own).is_dir() else f"{entry['folder']}/{name}"
+        """The store name of a file about round ``index``'s current picks (``rounds.picks_file``)."""
+        return picks_file(self.store, self.state["rounds"][index - 1], name)
 
     def selection_file(self, r: Round) -> Path:
         """Where round ``r``'s picks and how they differ from the rest are written down (``selection.json``)."""
@@ -744,18 +716,7 @@ class Session:
         return self._pick(pick)[0]
 
     def _pick(self, pick: str) -> tuple[torch.Tensor, int]:
-        """The look of ``ROUND:INDEX`` and its round's index."""
-        try:
-            round_index, candidate = (int(part) for part in pick.split(":"))
-        except ValueError:
-            raise BadInput(f"a pick must look like ROUND:INDEX (e.g. 2:7), got {pick!r}", "pick") from None
-        rounds = self.rounds()
-        if not 1 <= round_index <= len(rounds):
-            raise BadInput(f"no round {round_index}: the session has {len(rounds)} round(s)")
-        z = rounds[round_index - 1].z
-        if not 1 <= candidate <= z.shape[0]:
-            raise BadInput(f"no candidate {candidate} in round {round_index}: choose from 1 to {z.shape[0]}")
-        return z[candidate - 1], round_index
+        return parse_pick(pick, self.rounds())
 
     def look_to_apply(self, pick: str | None = None) -> tuple[torch.Tensor, int]:
         """The look ``apply`` renders (``pick``'s, ``ROUND:INDEX``, else the learned one) and its working side."""
@@ -892,28 +853,11 @@ class Session:
         return [Path(s["path"]).stem for s in self.config["styles"]]
 
 
-def _choices(rounds: list[Round]) -> list[Choice]:
-    """The rounds with picks, as evidence for the choice model."""
-    return [Choice(r.z, [i - 1 for i in r.selection]) for r in rounds if r.selection]
-
-
-def _chosen_and_passed(folder: Path, candidates: list[str], chosen: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """A round's candidate images, split into the chosen (1-based ``chosen``, in that order) and the passed over."""
-    picked = [images.load_image(folder / candidates[i - 1]) for i in chosen]
-    passed = [images.load_image(folder / name) for i, name in enumerate(candidates, 1) if i not in chosen]
-    return picked, passed
-
-
 def _sheet_photo(path: Path, size: int, working: int) -> torch.Tensor:
     """The photo a sheet of ``size`` px is rendered from: sharp enough for the smallest strokes a look has (a working
     grid over the session's). From a smaller copy, those candidates were made from an enlarged photo and showed less
     detail than apply then gave."""
     return images.load_image(path, max_side=max(size, math.ceil(working / controls.SMALLEST_STROKES)))
-
-
-def _picks_folder(indices: list[int]) -> str:
-    """The folder, inside a round's, of the files about one set of picks."""
-    return "picks-" + "-".join(map(str, indices))
 
 
 __all__ = ["ApplyResult", "NoSession", "Round", "Session", "SessionError", "StyleprefsError"]
