@@ -238,7 +238,7 @@ def test_apply_with_the_dials_gives_the_photo_at_strength_0_and_its_colours_when
     photo = (images.load_image(EXAMPLES / "photos" / "skimage_coffee.png", max_side=96) * 255).round().byte()[None]
     look = session.rounds()[0].z[1]
     none = session.stylise_batch(photo, look, strength=0.0, as_bytes=True)
-    assert torch.equal(none, photo.contiguous(memory_format=torch.channels_last)) or (none.int() - photo.int()).abs().max() == 0
+    assert torch.equal(none, photo)  # at strength 0, the photo's own bytes
     full = session.stylise_batch(photo, look)
     half = session.stylise_batch(photo, look, strength=0.5)
     assert torch.allclose(half, (full + photo.float() / 255) / 2, atol=1e-5)

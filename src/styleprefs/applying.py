@@ -41,14 +41,18 @@ class ApplyResult:
 
 def check_stroke_scale(stroke_scale: float) -> None:
     if not MIN_STROKE_SCALE <= stroke_scale <= MAX_STROKE_SCALE:
-        raise BadInput(f"the stroke scale must be between {MIN_STROKE_SCALE} and {MAX_STROKE_SCALE}, got {stroke_scale}",
-                       "stroke_scale")
+        raise BadInput(f"the stroke scale must be between {MIN_STROKE_SCALE} and {MAX_STROKE_SCALE}, "
+                       f"got {stroke_scale}", "stroke_scale")
+
+
+def check_strength(strength: float) -> None:
+    if not 0.0 <= strength <= 1.0:  # also refuses NaN
+        raise BadInput(f"the strength must be between 0 and 1, got {strength}", "strength")
 
 
 def check_options(fmt: str, size: int | None, max_batch: int, stroke_scale: float, strength: float = 1.0) -> None:
     """Refuse bad ``apply`` options before anything is read."""
-    if not 0.0 <= strength <= 1.0:  # also refuses NaN
-        raise BadInput(f"the strength must be between 0 and 1, got {strength}", "strength")
+    check_strength(strength)
     if fmt not in ("png", "jpg"):
         raise BadInput(f"the format must be png or jpg, got {fmt!r}", "fmt")
     if size is not None and not images.MIN_SIDE <= size <= MAX_APPLY_SIDE:

@@ -18,7 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .config import DEFAULT_MAX_PIXELS, MAX_BATCH, MAX_POLISH_STEPS, POLISH_STEPS, ProposalSettings, TrainSettings
+from .config import (DEFAULT_MAX_PIXELS, MAX_BATCH, MAX_CANDIDATES, MAX_POLISH_STEPS, POLISH_STEPS, ProposalSettings,
+                     TrainSettings)
 from .errors import StyleprefsError
 
 app = typer.Typer(
@@ -168,7 +169,8 @@ def init(
 
 @app.command()
 def propose(
-    n: Annotated[int, typer.Option("--n", help="Number of candidates (1 to 64).")] = ProposalSettings().n,
+    n: Annotated[int, typer.Option("--n", help=f"Number of candidates (1 to {MAX_CANDIDATES}).")
+                 ] = ProposalSettings().n,
     sheet_size: Annotated[Optional[int], typer.Option("--sheet-size", help=f"Long side of each candidate on the sheet "
                                                       f"in px (default {ProposalSettings().size}); "
                                                      "the looks do not depend on it.", show_default=False)] = None,
@@ -290,7 +292,8 @@ def apply(
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist (cheap reruns).")] = False,
     shard: Annotated[Optional[str], typer.Option(help="Process only shard K of N (K/N), for parallel jobs.")] = None,
     batch: Annotated[int, typer.Option(help="Most photos of one size per forward pass (1: one at a time, which "
-                                            "gives the same bytes on every run whatever the folder holds).")] = MAX_BATCH,
+                                            "gives the same bytes on every run whatever the folder holds).")
+                     ] = MAX_BATCH,
     strength: Annotated[float, typer.Option(help="How much of the look over the photo, 0 to 1.")] = 1.0,
     keep_colours: Annotated[bool, typer.Option("--keep-colours", help="Keep the photo's own colours under the look's "
                                                "light and strokes.")] = False,
@@ -323,7 +326,8 @@ def apply(
 
             def step(k: int, total: int) -> None:
                 progress.update(polishing, total=total, completed=k)
-            r = s.apply(inputs, out, size=max_side if max_side is not None else size, pick=pick, stroke_scale=stroke_scale, fmt=fmt, skip_existing=skip_existing, shard=shard,
+            r = s.apply(inputs, out, size=max_side if max_side is not None else size, pick=pick,
+                        stroke_scale=stroke_scale, fmt=fmt, skip_existing=skip_existing, shard=shard,
                         max_pixels=max_pixels, max_batch=batch, on_progress=report, polish_steps=steps,
                         on_step=None if steps is None else step, strength=strength, keep_colours=keep_colours)
         return {"command": "apply", "outputs": [str(p) for p in r.outputs], "seconds": round(r.seconds, 2),
@@ -349,7 +353,8 @@ def export(
                                                      "instead of the learned one.", show_default=False)] = None,
     stroke_scale: Annotated[float, typer.Option(help="Strokes this many times larger or smaller, as apply's.")] = 1.0,
     strength: Annotated[float, typer.Option(help="How much of the look over the photo, 0 to 1, as apply's.")] = 1.0,
-    keep_colours: Annotated[bool, typer.Option("--keep-colours", help="Keep the photo's own colours, as apply's.")] = False,
+    keep_colours: Annotated[bool, typer.Option("--keep-colours", help="Keep the photo's own colours, as apply's.")
+                            ] = False,
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,

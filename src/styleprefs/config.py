@@ -24,8 +24,9 @@ MIN_WORKING_SIDE, MAX_WORKING_SIDE = 32, 2048  # the working sides a session may
 MIN_SHEET_SIDE, MAX_SHEET_SIDE = 32, 2048  # a contact sheet's candidates, long side in px
 MAX_CANDIDATES = 64  # candidates in a round, at most
 # Polish's style layers: training's and relu5_1, where a painting's largest forms show. The generator trains without
-# it (its loss network stops at relu4_1, a third cheaper); finishing one picture can afford it, and without it a polished
-# picture kept the photo's large-scale statistics (0.75–0.85 of the photo's relu5_1 distance to the painting, Gatys 0.25).
+# it (its loss network stops at relu4_1, a third cheaper); finishing one picture can afford it, and without it a
+# polished picture kept the photo's large-scale statistics (0.75–0.85 of the photo's relu5_1 distance to the painting,
+# Gatys 0.25).
 POLISH_STYLE_LAYERS = METRIC_STYLE_LAYERS
 # Outputs of up to this many times the working grid's pixels (a 256-px photo of any aspect up to 2.5:1) are polished at
 # their own size, from the generator's full-size picture; larger ones on the working grid, before the full-size

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from . import images, render
-from .applying import check_stroke_scale
+from .applying import check_strength, check_stroke_scale
 from .errors import BadInput
 from .networks import Generator, z_seed
 from .session import Session
@@ -187,8 +187,7 @@ def export(session: Session, fmt: str, out: Path, pick: str | None = None, strok
     if out.is_dir():
         raise BadInput(f"--out {out}: is a folder; name the file to write")
     check_stroke_scale(stroke_scale)
-    if not 0.0 <= strength <= 1.0:
-        raise BadInput(f"strength must be between 0 and 1, got {strength}")
+    check_strength(strength)
     if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
         raise BadInput('--format onnx needs the onnx package: pip install "styleprefs[export]"')
     look, side = session.look_to_apply(pick)

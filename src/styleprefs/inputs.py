@@ -45,13 +45,16 @@ def keep(store: Store, contents: list[torch.Tensor], styles: list[torch.Tensor],
     images.save_image(preview, store.path(PREVIEW))
 
 
-def load(store: Store, config: dict, settings: TrainSettings) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The session's training photos and paintings: its own copy, or (older sessions) the recorded files."""
+def load(store: Store, config: dict, settings: TrainSettings,
+         photos: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The session's training photos (none unless ``photos``) and paintings: its own copy, or (older sessions) the
+    recorded files."""
+    contents = config["contents"] if photos else []
     if store.path(KEPT).exists():
         kept = store.read_tensors(KEPT)
-        return ([_image(store, kept, f"content_{i:03d}") for i in range(len(config["contents"]))],
+        return ([_image(store, kept, f"content_{i:03d}") for i in range(len(contents))],
                 [_image(store, kept, f"style_{i:03d}") for i in range(len(config["styles"]))])
-    for item in [*config["contents"], *config["styles"]]:
+    for item in [*contents, *config["styles"]]:
         path = Path(item["path"])
         if not path.is_file():
             raise SessionError(f"{path}: gone since init (this session, made before sessions kept their own copy, "
@@ -59,21 +62,8 @@ def load(store: Store, config: dict, settings: TrainSettings) -> tuple[list[torc
         if "sha256" in item and sha256(path) != item["sha256"]:
             raise SessionError(f"{path}: changed since init (its SHA-256 differs from the one {store.path('config.json')} "
                                "recorded); put the original back")
-    return decode([Path(c["path"]) for c in config["contents"]], [Path(s["path"]) for s in config["styles"]],
+    return decode([Path(c["path"]) for c in contents], [Path(s["path"]) for s in config["styles"]],
                   settings, max_pixels=ACCEPTED)
-
-
-def paintings(store: Store, config: dict, settings: TrainSettings) -> list[torch.Tensor]:
-    """The session's paintings alone, as training saw them: its own copy, or (older sessions) the recorded files."""
-    if store.path(KEPT).exists():
-        kept = store.read_tensors(KEPT)
-        return [_image(store, kept, f"style_{i:03d}") for i in range(len(config["styles"]))]
-    for item in config["styles"]:
-        path = Path(item["path"])
-        if not path.is_file() or ("sha256" in item and sha256(path) != item["sha256"]):
-            raise SessionError(f"{path}: gone or changed since init (this session, made before sessions kept their own "
-                               "copy, needs its painting where it was)")
-    return decode([], [Path(s["path"]) for s in config["styles"]], settings, max_pixels=ACCEPTED)[1]
 
 
 def _image(store: Store, kept: dict[str, torch.Tensor], key: str) -> torch.Tensor:

@@ -20,7 +20,7 @@ so the cost is bounded whatever the photo's size.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -40,7 +40,8 @@ StepFn = Callable[[int, int], None]  # (step done, steps in all)
 def check_steps(steps: int) -> int:
     """``steps`` if it is a usable number of polish steps, else BadInput."""
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_POLISH_STEPS:
-        raise BadInput(f"polish steps must be a whole number from 1 to {MAX_POLISH_STEPS}, got {steps!r}", "polish_steps")
+        raise BadInput(f"polish steps must be a whole number from 1 to {MAX_POLISH_STEPS}, got {steps!r}",
+                       "polish_steps")
     return steps
 
 
@@ -98,9 +99,10 @@ def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: tor
         photo = runtime.images(photo.float().clone())
         with torch.no_grad(), runtime.autocast():
             content_target = net(photo, until=CONTENT_LAYER)[CONTENT_LAYER]
-        goal = Objective({k: v.to(runtime.device).clone() for k, v in goal.grams.items()},
-                         goal.layer_weights.to(runtime.device).clone(), goal.style, goal.content, goal.colour, goal.tv)
-        best = {"loss": float("inf"), "picture": start.float().clamp(EPSILON, 1 - EPSILON)}  # if no loss is finite
+        goal = replace(goal, grams={k: v.to(runtime.device).clone() for k, v in goal.grams.items()},
+                       layer_weights=goal.layer_weights.to(runtime.device).clone())
+        start = start.float().clamp(EPSILON, 1 - EPSILON)
+        best = {"loss": float("inf"), "picture": start}  # the start, if no loss is finite
         done = 0
 
         def evaluate(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,13 +116,13 @@ def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: tor
             value = loss(net, picture, photo, content_target, goal, runtime)
             value.backward()
             done += 1
-            if float(value.detach()) < best["loss"]:
-                best.update(loss=float(value.detach()), picture=picture.detach().clone())
+            if (now := float(value.detach())) < best["loss"]:
+                best.update(loss=now, picture=picture.detach().clone())
             if on_step:
                 on_step(done, steps)
             return value.detach(), logits.grad
 
-        pixels = torch.logit(start.float().clamp(EPSILON, 1 - EPSILON).to(runtime.device))
+        pixels = torch.logit(start.to(runtime.device))
         pixels = pixels.permute(0, 2, 3, 1).contiguous()  # contiguous, as L-BFGS needs its parameters
         try:
             first, gradient = evaluate(pixels)

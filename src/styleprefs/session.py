@@ -34,8 +34,8 @@ from . import (__version__, applying, checkpoints, controls, guard, images, inpu
                refining, render, reporting, schema, start, tiling)
 from .applying import MAX_APPLY_SIDE, ApplyResult
 from .checkpoints import Interrupted, ProgressFn
-from .config import (MAX_CANDIDATES, MAX_SHEET_SIDE, MAX_WORKING_SIDE, MIN_SHEET_SIDE, MIN_WORKING_SIDE, POLISH_MAX_PIXELS, POLISH_OWN_GRID, POLISH_STYLE_LAYERS,
-                     ProposalSettings, TrainSettings)
+from .config import (MAX_CANDIDATES, MAX_SHEET_SIDE, MAX_WORKING_SIDE, MIN_SHEET_SIDE, MIN_WORKING_SIDE,
+                     POLISH_MAX_PIXELS, POLISH_OWN_GRID, POLISH_STYLE_LAYERS, ProposalSettings, TrainSettings)
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
 from .guard import STYLISED, Guard, distance_to
@@ -45,7 +45,6 @@ from .rounds import (PASSED_GRAMS, Round, chosen_and_passed, choices, parse_pick
 from .rounds import load as load_rounds
 from .store import SCHEMA_VERSION, NoSession, SessionError, Store, create, remove_abandoned, restore, sha256
 from .training import CropSampler, Trainer, WeightsFn, blended_targets, content_sampler, gram_stats, loss_network
-
 
 
 def _inputs(paths: list[Path]) -> list[dict]:
@@ -743,19 +742,22 @@ class Session:
 
         ``polish_steps`` finishes each photo with that many steps of optimisation toward its look's loss
         (:mod:`styleprefs.polish`; ``config.POLISH_STEPS`` is the default of ``--polish``), reported to
-        ``on_step(step, steps)``; photos are then taken one at a time. ``strength`` (0–1: how much of the look over the photo) and
-        ``keep_colours`` (the photo's own colours under the look's strokes) are exact, on the full-size picture."""
+        ``on_step(step, steps)``; photos are then taken one at a time. ``strength`` (0–1: how much of the look over the
+        photo) and ``keep_colours`` (the photo's own colours under the look's strokes) are exact, on the full-size
+        picture."""
         applying.check_options(fmt, size, max_batch, stroke_scale, strength)
         if polish_steps is not None:
             polish.check_steps(polish_steps)
             max_batch = 1
         look, side = self.look_to_apply(pick)
-        longest = side / (self.split(look)[1] * stroke_scale)  # the longest working grid this look can have
-        if polish_steps is not None and longest * longest > POLISH_MAX_PIXELS:
-            raise BadInput(f"polish works on at most {POLISH_MAX_PIXELS} pixels at once; this look's strokes at stroke "
-                           f"scale {stroke_scale:g} need a grid up to {longest:.0f} px long: choose a larger stroke "
-                           "scale")
-        finish = None if polish_steps is None else (self.goal(look, learned=pick is None), polish_steps, on_step)
+        finish = None
+        if polish_steps is not None:
+            longest = side / (self.split(look)[1] * stroke_scale)  # the longest working grid this look can have
+            if longest * longest > POLISH_MAX_PIXELS:
+                raise BadInput(f"polish works on at most {POLISH_MAX_PIXELS} pixels at once; this look's strokes "
+                               f"at stroke scale {stroke_scale:g} need a grid up to {longest:.0f} px long: choose a "
+                               "larger stroke scale")
+            finish = (self.goal(look, learned=pick is None), polish_steps, on_step)
         return applying.run(outputs.plan(inputs, out, fmt, shard), skip_existing,
                             lambda todo: self.stylise_files(todo, look, side, stroke_scale, size, max_pixels, max_batch,
                                                             finish, strength, keep_colours),
@@ -765,12 +767,12 @@ class Session:
         """The loss ``look`` stands for (:func:`polish.objective`), over ``POLISH_STYLE_LAYERS``: toward the paintings
         blended as its z says, or for the learned look, once a refine has built one, toward the personal target of the
         picks (at the layers it was built for; the paintings' at the others)."""
-        self.check_files(["style_grams.safetensors", self.checkpoint, inputs.KEPT])
+        personal = f"{self.checkpoint}/personal_grams.safetensors"
+        self.check_files([inputs.KEPT, personal])  # what it reads (apply has checked the checkpoint itself)
         if self._polish_grams is None:
-            paintings = inputs.paintings(self.store, self.config, self.settings)
+            _, paintings = inputs.load(self.store, self.config, self.settings, photos=False)
             self._polish_grams = gram_stats(self._polish_network(), paintings, self.runtime, POLISH_STYLE_LAYERS)
         grams = dict(self._polish_grams)
-        personal = f"{self.checkpoint}/personal_grams.safetensors"
         if learned and self.store.path(personal).is_file():
             target = self.store.read_tensors(personal)
             for name in self.settings.style_layers:
