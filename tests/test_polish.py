@@ -45,7 +45,7 @@ def test_polishing_lowers_the_looks_own_loss_and_gives_a_picture(one_round):
         steps = []
         finished = polish.polish(net, rt, photo, start, goal, 8, on_step=lambda k, n: steps.append((k, n)))
     with torch.no_grad():
-        target = net(rt.images(photo))["relu4_1"]
+        target = net(polish.framed(rt.images(photo)))["relu4_1"]
         before = float(polish.loss(net, rt.images(start), rt.images(photo), target, goal, rt))
         after = float(polish.loss(net, rt.images(finished), rt.images(photo), target, goal, rt))
     assert after < 0.8 * before, (before, after)
@@ -238,3 +238,20 @@ def test_polish_works_whoever_built_the_loss_network_first(one_round):
         start = session.stylise_batch(photo, look)
         done = polish.polish(net, session.runtime, photo, start, session.goal(look), 3)
     assert torch.isfinite(done).all() and done.shape == photo.shape
+
+
+
+def test_the_loss_network_sees_the_picture_in_a_mirrored_frame_that_counts_each_pixel_once():
+    """The loss network pads with zeros, a black frame that pushed the edge pixels into a line; polish shows it the
+    picture inside a mirror of itself. The mirror is a constant: each pixel's gradient is its own, once."""
+    picture = torch.rand(1, 3, 40, 30, requires_grad=True)
+    framed = polish.framed(picture)
+    m = polish.MARGIN
+    assert framed.shape == (1, 3, 40 + 2 * m, 30 + 2 * m)
+    assert torch.equal(framed[..., m:-m, m:-m], picture)
+    assert torch.equal(framed[..., m - 1, m:-m], picture[..., 1, :])  # mirrored about the edge row
+    assert torch.equal(framed[..., m:-m, -m], picture[..., :, -2])
+    framed.sum().backward()
+    assert torch.equal(picture.grad, torch.ones_like(picture))
+    small = polish.framed(torch.rand(1, 3, 5, 9))  # a picture smaller than the margin: as much as it has
+    assert small.shape == (1, 3, 5 + 8, 9 + 8)
