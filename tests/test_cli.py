@@ -61,7 +61,7 @@ def test_init_creates_a_complete_session(trained):
                  "checkpoints/000/preference.safetensors"):
         assert (s / name).is_file(), name
     config = json.loads((s / "config.json").read_text())
-    assert config["schema_version"] == 1 and len(config["contents"]) == 2
+    assert config["schema_version"] == 2 and len(config["contents"]) == 2
     assert all(len(c["sha256"]) == 64 for c in config["contents"] + config["styles"])
     assert config["settings"]["steps"] == 3
     assert not [p for p in s.parent.iterdir() if p.name.startswith(".session")]  # no staging left
@@ -209,7 +209,8 @@ def test_a_folder_as_style_is_refused_not_searched(session, tmp_path):
     make_photo(folder / "sketch.png")
     result = run("init", "--style", folder, "--content", session["photos"], "--steps", 1, "--size", 48,
                  "--session", tmp_path / "new", expect=2)
-    assert f"--style {folder}: is a folder" in result.output and "its own --style" in result.output
+    assert f"{folder}: is a folder" in result.output and "name each painting on its own" in result.output
+    assert result.output.rstrip().endswith("(--style)")
     assert not (tmp_path / "new").exists()
 
 

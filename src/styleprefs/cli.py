@@ -45,7 +45,7 @@ DEFAULT_SESSION = Path("styleprefs-session")
 # command line adds what the user typed.
 FLAGS = {"n": "--n", "fmt": "--format", "max_batch": "--batch", "stroke_scale": "--stroke-scale",
          "strength": "--strength", "polish_steps": "--polish-steps", "steps": "--steps", "pick": "--pick",
-         "shard": "--shard"}
+         "shard": "--shard", "out": "--out", "styles": "--style"}
 DEBUG_ENV = "STYLEPREFS_DEBUG"  # set (to anything) to see the traceback of an unexpected error
 
 

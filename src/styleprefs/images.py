@@ -50,8 +50,8 @@ def find_paintings(paths: list[Path]) -> list[Path]:
     of z, so every image in a folder (sketches and thumbnails too) would silently become one more."""
     for path in map(Path, paths):
         if path.is_dir():
-            raise ImageError(f"--style {path}: is a folder; name each painting with its own --style "
-                             "(each one adds a blend axis to the looks)")
+            raise ImageError(f"{path}: is a folder; name each painting on its own (each one adds a blend axis to "
+                             "the looks)", "styles")
     return find_images(paths)
 
 

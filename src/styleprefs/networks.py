@@ -150,7 +150,7 @@ def z_noise(z: torch.Tensor, height: int, width: int) -> torch.Tensor:
 class Generator(nn.Module):
     """G(content, z) → stylised image of the same size; content and output are RGB in [0, 1]."""
 
-    def __init__(self, z_dim: int, width: int = 32, n_residual: int = 5, code_dim: int = 64):
+    def __init__(self, z_dim: int, width: int, n_residual: int, code_dim: int = 64):
         super().__init__()
         self.z_dim, self.code_dim = z_dim, code_dim
         self.mapping = nn.Sequential(nn.Linear(z_dim, code_dim), nn.ReLU(), nn.Linear(code_dim, code_dim), nn.ReLU())

@@ -30,15 +30,15 @@ def output_names(inputs: list[Path], out: Path, fmt: str) -> list[Job]:
         found = images.find_images([item])
         for source in found:
             if item.is_dir() and item.resolve() != root and source.resolve().is_relative_to(root):
-                continue  # earlier outputs in an --out inside an input folder are not inputs
+                continue  # earlier outputs in an output folder inside an input folder are not inputs
             relative = source.relative_to(item) if item.is_dir() else Path(source.name)
             pairs.append((source, out / relative.with_suffix(f".{fmt}")))
     sources = {p.resolve() for p, _ in pairs}
     for source, target in pairs:
         if target.resolve() in sources:
-            raise BadInput(f"--out {out} would write over the input {source}; choose another folder")
+            raise BadInput(f"the output folder {out} would write over the input {source}; choose another folder", "out")
         if not target.resolve().is_relative_to(root):  # e.g. a symlinked sub-folder pointing elsewhere
-            raise BadInput(f"the output for {source} would land outside --out {out} ({target.resolve()})")
+            raise BadInput(f"the output for {source} would land outside the output folder {out} ({target.resolve()})", "out")
     targets = [t.resolve() for _, t in pairs]
     if len(set(targets)) != len(targets):
         duplicate = next(t for t in targets if targets.count(t) > 1)
@@ -62,10 +62,10 @@ def select_shard(pairs: list[Job], shard: str | None) -> list[Job]:
 
 def check_writable(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out}: is not a folder")
+        raise BadInput(f"{out}: is not a folder", "out")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BadInput(f"--out {out}: cannot create the folder ({exc.strerror})") from None
+        raise BadInput(f"{out}: cannot create the folder ({exc.strerror})", "out") from None
     if not os.access(out, os.W_OK | os.X_OK):
-        raise BadInput(f"--out {out}: not writable")
+        raise BadInput(f"{out}: not writable", "out")
