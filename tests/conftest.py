@@ -59,13 +59,15 @@ def photos() -> list[Path]:
     return sorted((EXAMPLES / "photos").iterdir())
 
 
-def from_before_the_manifest(session_folder: Path) -> None:
-    """Make a copied session look as one written before state.json recorded its files (tests that remake older
-    sessions by editing files would otherwise, rightly, be refused as damaged)."""
+def record_files(session_folder: Path) -> None:
+    """Record a copied session's files as they are now in its manifest: a test's own edit of them (say, to a recorded
+    path), which the commands would otherwise, rightly, refuse as damage."""
     import json
+
+    from styleprefs.store import Store
     state_path = session_folder / "state.json"
     state = json.loads(state_path.read_text())
-    state.pop("files", None)
+    state["files"] = Store(session_folder).manifest()
     state_path.write_text(json.dumps(state))
 
 

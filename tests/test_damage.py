@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from styleprefs.cli import app
 from styleprefs.config import TrainSettings
 from styleprefs.session import Session
-from tests.conftest import from_before_the_manifest, make_photo
+from tests.conftest import make_photo, record_files
 
 TINY = TrainSettings(steps=2, size=48, batch=2, refine_steps=1)
 
@@ -108,16 +108,6 @@ def test_status_lists_each_damaged_or_missing_file_by_name(selected, tmp_path):
     assert "damaged: style_grams.safetensors (" in shown.output
 
 
-def test_a_session_from_before_the_manifest_opens_and_gets_one_at_its_next_command(selected, tmp_path):
-    folder = copy(selected, tmp_path)
-    state = json.loads((folder / "state.json").read_text())
-    del state["files"]
-    (folder / "state.json").write_text(json.dumps(state))
-    result = run("propose", "--n", "2", "--size", "48", "--session", folder)
-    assert result.exit_code == 0, result.output
-    assert "rounds/002/candidate-02.png" in json.loads((folder / "state.json").read_text())["files"]
-
-
 @pytest.mark.parametrize("name, keep", [("rounds/001/proposals.safetensors", "other"),
                                         ("checkpoints/000/preference.safetensors", "mean")])
 def test_a_tensor_file_without_the_tensor_it_needs_is_one_line_naming_it(selected, tmp_path, name, keep):
@@ -127,7 +117,7 @@ def test_a_tensor_file_without_the_tensor_it_needs_is_one_line_naming_it(selecte
     save_file({keep: next(iter(tensors.values()))}, folder / name)
     listed = run("status", "--json", "--session", folder)  # the manifest names it, and status goes on
     assert listed.exit_code == 0 and any(d.startswith(f"{name} (") for d in json.loads(listed.stdout)["damaged"])
-    from_before_the_manifest(folder)  # with nothing to compare against, reading it must still fail cleanly
+    record_files(folder)  # recorded as it is now, so only reading it can tell: that must fail cleanly too
     result = run("status", "--session", folder)
     assert result.exit_code == 1, result.output
     message = result.output.strip()

@@ -12,7 +12,7 @@ LAYERS = [
     {"cli", "server", "ray_apply", "export"},
     {"session"},
     {"reporting", "training", "checkpoints", "start", "preference", "refining", "guard", "render", "tiling", "applying",
-     "pipeline", "outputs", "page", "polish", "rounds"},
+     "pipeline", "outputs", "page", "polish", "rounds", "migrate"},
     {"store", "schema", "inputs"},
     {"networks", "kernels", "controls", "losses", "vgg"},
     {"images", "config", "device", "errors"},

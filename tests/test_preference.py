@@ -15,7 +15,7 @@ from styleprefs.config import TrainSettings
 from styleprefs.errors import BadInput
 from styleprefs.session import Session
 from styleprefs.training import gram_stats, loss_network
-from tests.conftest import from_before_the_manifest, make_photo
+from tests.conftest import make_photo
 from styleprefs.preference import (BOUND, MIN_DISTANCE, Choice, Posterior, contrast_looks, describe, describe_looks,
                                    features, fit, log_likelihood, looks, sobol_normal)
 
@@ -103,12 +103,11 @@ def test_first_round_spans_the_prior():
 
 def test_round_one_is_never_weaker_than_the_default_look_and_spreads_the_exact_dials_wider():
     design = sobol_normal(16, 6, seed=1)  # a two-painting look: stroke, strength, colour, blend1, blend2, scale
-    looks = controls.first_round(design, with_scale=True)
+    looks = controls.first_round(design)
     assert (looks[:, 1] >= 0).all() and torch.equal(looks[:, 1], design[:, 1].abs())  # the bold half only
     for dim in (0, 2, 5):  # stroke, colour, stroke scale: wider than the prior, in proportion
         torch.testing.assert_close(looks[:, dim], controls.FIRST_ROUND_SPREAD * design[:, dim])
     assert torch.equal(looks[:, 3:5], design[:, 3:5])  # the blend of the paintings as drawn
-    assert torch.equal(controls.first_round(design[:, :5], with_scale=False)[:, 3:5], design[:, 3:5])  # no scale dial
     assert torch.equal(design, sobol_normal(16, 6, seed=1))  # the design itself is not changed
 
 
@@ -203,7 +202,7 @@ def test_refine_stores_the_posterior_and_round_2_is_drawn_from_it(session):
     first = session.rounds()[0]
     assert torch.allclose(posterior.mean, fit([Choice(first.z, [1, 4])], session.look_dim).mean)
     # Round 1 was the first-round design: no candidate weaker than the default look.
-    assert torch.equal(first.z, controls.first_round(sobol_normal(6, session.look_dim, seed=3 * 1000 + 1), True))
+    assert torch.equal(first.z, controls.first_round(sobol_normal(6, session.look_dim, seed=3 * 1000 + 1)))
     # apply's look is one the user picked: of round 1's picks (2 and 5), the one the choice model rates higher ...
     picks = first.z[[1, 4]]
     assert torch.equal(session.preferred_z(), picks[int(posterior.utility(picks).argmax())])
@@ -248,22 +247,6 @@ def test_undo_returns_to_the_state_before_the_refine(session, learned):
     with pytest.raises(BadInput, match="nothing to undo"):
         again.undo()
         again.undo()
-
-
-def test_a_session_written_before_the_choice_model_still_opens(session):
-    # What today's sessions lack: the posterior files and the saved state before each refine.
-    expected, expected_look = session.preference(), session.preferred_z()
-    for name in ("checkpoints/000/preference.safetensors", "checkpoints/001/preference.safetensors",
-                 "checkpoints/001/state_before.json"):
-        session.store.path(name).unlink()
-    from_before_the_manifest(session.store.root)
-    old = Session.open(session.store.root, device="cpu")
-    assert torch.allclose(old.preference().mean, expected.mean)
-    assert torch.equal(old.preferred_z(), expected_look)
-    assert old.status()["taste"]["picks"] == 2
-    old.undo()
-    assert old.state["checkpoint"] == "checkpoints/000" and len(old.state["rounds"]) == 1
-    assert old.state["steps"]["refine"] == 0 and old.preference().picks == 0
 
 
 def test_cli_undo_and_status_in_words(session):

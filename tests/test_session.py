@@ -6,15 +6,14 @@ import stat
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 from styleprefs import images
 from styleprefs.applying import MAX_APPLY_SIDE
-from styleprefs.config import LEGACY_STYLE_LAYERS, STYLE_LAYERS, ConfigError, ProposalSettings, TrainSettings
+from styleprefs.config import ConfigError, ProposalSettings, TrainSettings
 from styleprefs.errors import BadInput
 from styleprefs.session import Session
 from styleprefs.store import SessionError
-from tests.conftest import from_before_the_manifest, make_photo
+from tests.conftest import make_photo, record_files
 
 TINY = TrainSettings(steps=2, size=48, batch=2, refine_steps=1)
 
@@ -120,33 +119,8 @@ def test_settings_this_version_does_not_know_are_ignored(made, tmp_path):
     config["proposal_settings"]["extra"] = {}  # a field an earlier build wrote
     config["settings"]["retired_knob"] = 3
     (copy / "config.json").write_text(json.dumps(config))
-    from_before_the_manifest(copy)
+    record_files(copy)
     assert Session.open(copy, device="cpu").settings == TINY
-
-
-def test_a_session_from_before_style_layers_were_a_setting_keeps_its_four(made, tmp_path):
-    import shutil
-    root, s, _, _ = made
-    assert json.loads((root / "s" / "config.json").read_text())["settings"]["style_layers"] == list(STYLE_LAYERS)
-    copy = tmp_path / "older"
-    shutil.copytree(root / "s", copy)
-    config = json.loads((copy / "config.json").read_text())
-    del config["settings"]["style_layers"]
-    (copy / "config.json").write_text(json.dumps(config))
-    from_before_the_manifest(copy)
-    grams = load_file(copy / "style_grams.safetensors")  # an older version stored these four layers' only
-    save_file({k: v for k, v in grams.items() if k in LEGACY_STYLE_LAYERS}, copy / "style_grams.safetensors")
-    older = Session.open(copy, device="cpu")
-    assert older.settings.style_layers == LEGACY_STYLE_LAYERS
-    photo = torch.rand(3, 40, 40)
-    assert torch.equal(older.stylise(photo), s.stylise(photo))
-    # and it still learns: its stored Grams, the chosen ones' and refine's loss all use its four layers
-    older.propose(n=3, size=48)
-    older.select([2])
-    chosen = older.selection_file(older.rounds()[0]).parent / "chosen_grams.safetensors"
-    assert set(load_file(chosen)) == set(LEGACY_STYLE_LAYERS)
-    older.refine(steps=1)
-    assert Session.open(copy, device="cpu").state["refines"][0]["steps"] == 1
 
 
 def test_style_layers_must_be_vgg_relus():
@@ -198,33 +172,6 @@ def test_a_working_side_chosen_at_init_is_kept_and_used_by_every_command(made, t
     assert off.mean() < 0.2 * (got.float() - elsewhere.float()).abs().mean()
     # fp32 gives the same bytes every time; bf16 autocast's kernels need not (a CPU with AMX picks it).
     assert torch.equal(got, expected) if not s.runtime.bf16 else off.max() <= 4, how_far
-
-
-def test_a_session_from_before_the_stroke_scale_keeps_z_alone(made, tmp_path):
-    import shutil
-    from styleprefs.preference import Posterior
-    root, s, photo, _ = made
-    copy = tmp_path / "no-scale"
-    shutil.copytree(root / "s", copy)
-    config = json.loads((copy / "config.json").read_text())
-    config["z_names"] = ["stroke", "strength", "colour"]
-    (copy / "config.json").write_text(json.dumps(config))
-    from_before_the_manifest(copy)
-    save_file(Posterior.prior(3).to_tensors(), copy / "checkpoints" / "000" / "preference.safetensors")
-    old = Session.open(copy, device="cpu")
-    assert old.look_dim == 3 and old.preferred_z().shape == (3,)
-    image = torch.rand(3, 40, 40)
-    assert torch.equal(old.stylise(image), s.stylise(image, torch.zeros(4)))  # scale 1
-    r = old.propose(n=3, size=48)
-    assert r.z.shape == (3, 3)
-    old.select([2])
-    old.refine(steps=1)
-    assert old.apply([photo], tmp_path / "out", pick="1:2").outputs
-    config["z_names"] = ["stroke", "blend1"]
-    (copy / "config.json").write_text(json.dumps(config))
-    from_before_the_manifest(copy)
-    with pytest.raises(SessionError, match="z_names"):
-        Session.open(copy, device="cpu")
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ The modules, top to bottom (each imports only from its own line or those below i
   ``tiling`` (large grids in bounded memory), ``applying``, ``pipeline`` and ``outputs`` (apply's options, its
   threaded decode → stylise → write, its output names), ``page`` (the picking page), ``rounds`` (the rounds as
   stored, their picks' files, ``ROUND:INDEX``), ``reporting`` (a snapshot of the session in words, for ``status`` and
-  ``history``);
+  ``history``), ``migrate`` (an older session's files upgraded once, when it is opened);
 - the session on disk: ``store`` (atomic writes, the lock), ``schema`` (its JSON checked when read), ``inputs`` (the
   photos and paintings kept inside it);
 - the models: ``networks`` (G and D), ``kernels`` (their faster CPU routes), ``controls`` (what z means),

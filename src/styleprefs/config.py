@@ -8,8 +8,6 @@ from pathlib import Path
 from .errors import BadInput
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-# The style layers of sessions saved before ``style_layers`` was a setting (their settings lack the key).
-LEGACY_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 # relu4_1 rather than relu4_2: it is already computed for the style loss, so the loss network can be
 # truncated there (about a third cheaper than running on to relu4_2/relu5_1), and AdaIN-style work
 # shows it keeps the photo's layout while leaving room for strokes.
@@ -112,8 +110,7 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainSettings:
-        # Keys added since the first schema: a session saved without them was made the old way.
-        return _from_dict(cls, {"style_layers": LEGACY_STYLE_LAYERS, "start": "scratch", "colour_centre": 0.0, **data})
+        return _from_dict(cls, data)
 
     def to_dict(self) -> dict:
         return asdict(self)

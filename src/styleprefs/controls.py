@@ -12,8 +12,7 @@ and z becomes the dial the user explores:
 z ~ N(0, I) is the prior; every dimension passes through a bounded squashing, so any z is valid.
 
 A *look*, what a candidate is and what the choice model learns over, is z plus one exact dial that needs no
-training: ``scale``, the size of the strokes relative to the image (the working resolution of ``render``). Sessions
-made before it have looks that are z alone, at scale 1.
+training: ``scale``, the size of the strokes relative to the image (the working resolution of ``render``).
 """
 
 from __future__ import annotations
@@ -54,19 +53,17 @@ def stroke_scale(value: float) -> float:
 FIRST_ROUND_SPREAD = 1.5  # round 1's stroke, colour and stroke-scale dials, in the prior's standard deviations
 
 
-def first_round(looks: torch.Tensor, with_scale: bool) -> torch.Tensor:
+def first_round(looks: torch.Tensor) -> torch.Tensor:
     """Round 1's looks from an N(0, I) design (B, look_dim): pictures worth hanging that differ. Strength is folded
     onto the bold half, so no candidate is weaker than the default look (on the example session the subtle half were
     tinted photos on the sheet: 0.65–0.71 of the photo's style distance to the painting, against 0.47–0.60); the
-    stroke and colour dials and the stroke scale (the last coordinate when ``with_scale``) spread 1.5× wider, which
-    gives back the variety the weak half had (docs/benchmarks.md, *Round 1's design*). Blend coordinates stay as
-    drawn."""
+    stroke and colour dials and the stroke scale (the last coordinate) spread 1.5× wider, which gives back the variety
+    the weak half had (docs/benchmarks.md, *Round 1's design*). Blend coordinates stay as drawn."""
     looks = looks.clone()
     strength, spread = NAMED_DIMS.index("strength"), [NAMED_DIMS.index("stroke"), NAMED_DIMS.index("colour")]
     looks[:, strength] = looks[:, strength].abs()
     looks[:, spread] *= FIRST_ROUND_SPREAD
-    if with_scale:
-        looks[:, -1] *= FIRST_ROUND_SPREAD
+    looks[:, -1] *= FIRST_ROUND_SPREAD  # the stroke scale
     return looks
 
 

@@ -2,8 +2,7 @@
 
 ``init`` decodes them once and keeps them as training uses them (``inputs.safetensors``), with the first photo at a
 size any contact sheet can use (``preview.png``). A session folder copied to another machine then refines, proposes
-and applies with no access to the original files. Sessions made before this kept only the files' paths and
-SHA-256s: for them the files are read again, and only while they are the ones the session was made from.
+and applies with no access to the original files.
 """
 
 from __future__ import annotations
@@ -14,12 +13,11 @@ import torch
 
 from . import images
 from .config import TrainSettings
-from .store import SessionError, Store, sha256
+from .store import SessionError, Store
 
 KEPT = "inputs.safetensors"  # content_000, …, style_000, …: (3, H, W) uint8
 PREVIEW = "preview.png"      # the first photo, for contact sheets
 PREVIEW_SIDE = 2048          # the largest contact sheet's long side
-ACCEPTED = 2**62             # a recorded photo whose SHA-256 matches passed the pixel limit at init
 
 
 def decode(content_paths: list[Path], style_paths: list[Path], settings: TrainSettings,
@@ -45,25 +43,11 @@ def keep(store: Store, contents: list[torch.Tensor], styles: list[torch.Tensor],
     images.save_image(preview, store.path(PREVIEW))
 
 
-def load(store: Store, config: dict, settings: TrainSettings,
-         photos: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The session's training photos (none unless ``photos``) and paintings: its own copy, or (older sessions) the
-    recorded files."""
-    contents = config["contents"] if photos else []
-    if store.path(KEPT).exists():
-        kept = store.read_tensors(KEPT)
-        return ([_image(store, kept, f"content_{i:03d}") for i in range(len(contents))],
-                [_image(store, kept, f"style_{i:03d}") for i in range(len(config["styles"]))])
-    for item in [*contents, *config["styles"]]:
-        path = Path(item["path"])
-        if not path.is_file():
-            raise SessionError(f"{path}: gone since init (this session, made before sessions kept their own copy, "
-                               "needs its training photos where they were)")
-        if "sha256" in item and sha256(path) != item["sha256"]:
-            raise SessionError(f"{path}: changed since init (its SHA-256 differs from the one {store.path('config.json')} "
-                               "recorded); put the original back")
-    return decode([Path(c["path"]) for c in contents], [Path(s["path"]) for s in config["styles"]],
-                  settings, max_pixels=ACCEPTED)
+def load(store: Store, config: dict, photos: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The session's own copy of its training photos (none unless ``photos``) and paintings."""
+    kept = store.read_tensors(KEPT)
+    return ([_image(store, kept, f"content_{i:03d}") for i in range(len(config["contents"]) if photos else 0)],
+            [_image(store, kept, f"style_{i:03d}") for i in range(len(config["styles"]))])
 
 
 def _image(store: Store, kept: dict[str, torch.Tensor], key: str) -> torch.Tensor:
@@ -73,7 +57,6 @@ def _image(store: Store, kept: dict[str, torch.Tensor], key: str) -> torch.Tenso
     return x.float() / 255
 
 
-def default_preview(store: Store, config: dict) -> Path:
-    """The photo contact sheets show unless told otherwise: the session's own copy, else the first recorded photo."""
-    kept = store.path(PREVIEW)
-    return kept if kept.is_file() else Path(config["contents"][0]["path"])
+def default_preview(store: Store) -> Path:
+    """The photo contact sheets show unless told otherwise: the session's own copy of the first photo."""
+    return store.path(PREVIEW)

@@ -125,14 +125,14 @@ class Posterior:
         return float(self.cov.diagonal().sqrt().mean())
 
     def best_z(self) -> torch.Tensor:
-        """argmax over |z_i| ≤ BOUND of the posterior mean utility (exact: it is a quadratic in each t_i)."""
+        """argmax over |z_i| ≤ BOUND of the posterior mean utility (exact: it is a quadratic in each t_i). A dial the
+        picks say nothing of (both its weights 0) stays at its centre."""
         if self.picks == 0:
             return torch.zeros(self.dim)
         a, b = self.mean[: self.dim], self.mean[self.dim :]
         edge = math.tanh(BOUND / 2)
-        options = [torch.full_like(a, -edge), torch.full_like(a, edge)]
         vertex = torch.where(b < 0, -a / (2 * b).clamp(max=-1e-12), torch.zeros_like(a))
-        options.append(vertex.clamp(-edge, edge))
+        options = [vertex.clamp(-edge, edge), torch.full_like(a, -edge), torch.full_like(a, edge)]  # ties: the first
         t = torch.stack(options)                         # (3, D) candidate t per dimension
         value = a * t + b * t * t
         best = t.gather(0, value.argmax(0, keepdim=True))[0]

@@ -38,7 +38,7 @@ def status(snap: Snapshot) -> dict:
         "session": str(snap.root),
         "round": len(rounds),
         "proposals": sum(r["n"] for r in rounds),
-        "selections": {r["index"]: r["selection"] for r in rounds if r.get("selection")},
+        "selections": {r["index"]: r["selection"] for r in rounds if r["selection"]},
         "refines": len(state["refines"]),
         "steps": state["steps"],
         "device": snap.device,
@@ -65,9 +65,8 @@ def history(snap: Snapshot) -> list[dict]:
         folder = snap.root / entry["folder"]
         refine = after.get(entry["index"])
         rows.append({"round": entry["index"], "candidates": entry["n"], "sheet": str(folder / "sheet.png"),
-                     "page": str(folder / page.PAGE) if (folder / page.PAGE).is_file() else None,
-                     "picks": entry.get("selection"), "refine": refine and {
+                     "page": str(folder / page.PAGE), "picks": entry["selection"], "refine": refine and {
                          "checkpoint": refine["checkpoint"], "steps": refine["steps"],
-                         "fine_tuning_kept": refine.get("fine_tuning_kept", True),
-                         "taste": snap.tastes_after.get(refine["checkpoint"], "not recorded")}})
+                         "fine_tuning_kept": refine["fine_tuning_kept"],
+                         "taste": snap.tastes_after[refine["checkpoint"]]}})
     return rows

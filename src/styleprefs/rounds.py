@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import images, inputs
+from . import images
 from .errors import BadInput
 from .preference import Choice
 from .store import SessionError, Store
@@ -44,7 +44,7 @@ def load(store: Store, state: dict, look_dim: int) -> list[Round]:
             raise SessionError(f"{folder}/proposals.safetensors: damaged (looks of shape {tuple(z.shape)}, expected "
                                f"(n, {look_dim}))")
         result.append(Round(entry["index"], folder, z, [folder / name for name in entry["candidates"]],
-                            folder / "sheet.png", entry.get("selection")))
+                            folder / "sheet.png", entry["selection"]))
     return result
 
 
@@ -53,20 +53,14 @@ def picks_folder(indices: list[int]) -> str:
     return "picks-" + "-".join(map(str, indices))
 
 
-def picks_file(store: Store, entry: dict, name: str) -> str:
-    """The store name of a file about round ``entry``'s current picks: in their own folder (older sessions kept them
-    in the round's folder)."""
-    own = f"{entry['folder']}/{picks_folder(entry['selection'] or [])}"
-    return f"{own}/{name}" if store.path(own).is_dir() else f"{entry['folder']}/{name}"
+def picks_file(entry: dict, name: str) -> str:
+    """The store name of a file about round ``entry``'s current picks, in their own folder."""
+    return f"{entry['folder']}/{picks_folder(entry['selection'] or [])}/{name}"
 
 
-def preview_of(store: Store, config: dict, entry: dict) -> Path:
-    """The photo a round's sheet shows: kept in its folder, or where it was for rounds from before that; the session's
-    default preview before any round."""
-    recorded = entry.get("preview")
-    if not recorded:
-        return inputs.default_preview(store, config)
-    return Path(recorded) if Path(recorded).is_absolute() else store.path(recorded)
+def preview_of(store: Store, entry: dict) -> Path:
+    """The photo a round's sheet shows, kept in the session."""
+    return store.path(entry["preview"])
 
 
 def chosen_and_passed(folder: Path, candidates: list[str],

@@ -4,6 +4,9 @@ A session someone hands you is data, not code. ``state.json`` names the folders 
 delete through, and numbers that index lists; each is checked here before any command uses it. A wrong type, a
 missing key, or a path that is absolute, climbs out with ``..`` or leads outside the session through a link is
 refused with one line that names the file.
+
+``legacy=True`` reads a version-1 file as the upgrade (``migrate.py``) finds it: without the keys version 1 added
+over time, and with round previews outside the session.
 """
 
 from __future__ import annotations
@@ -59,8 +62,8 @@ class _Reader:
         return value
 
 
-def state(store: Store, name: str = "state.json") -> dict:
-    """``state.json`` (or a refine's ``state_before.json``), checked."""
+def state(store: Store, name: str = "state.json", legacy: bool = False) -> dict:
+    """``state.json`` (or a refine's ``state_before.json``, whose manifest undo replaces), checked."""
     r = _Reader(store, name)
     data = store.read_json(name)
     checkpoint = r.get(data, "checkpoint", (str, type(None)))
@@ -69,25 +72,27 @@ def state(store: Store, name: str = "state.json") -> dict:
     steps = r.get(data, "steps", dict)
     for key in ("init", "refine"):
         r.count(steps, key, 0, 10**9, "'steps'.")
-    training = r.get(data, "training", (dict, type(None)), optional=True)
+    training = r.get(data, "training", (dict, type(None)), optional=legacy)
     if training is not None:
         if r.get(training, "phase", str, "'training'.") not in PHASES:
             r.fail(f"'training'.'phase' is not one of {', '.join(PHASES)}")
         r.count(training, "steps", 0, 10**9, "'training'.")
-    files = r.get(data, "files", dict, optional=True) or {}  # the manifest: name → size and SHA-256
-    for name, recorded in files.items():
-        r.inside(name, "recorded file")
-        r.count(recorded, "size", 0, 2**62, f"file {name!r}'s ")
-        r.get(recorded, "sha256", str, f"file {name!r}'s ")
+    # the manifest: name → size and SHA-256
+    files = r.get(data, "files", dict, optional=legacy or name != "state.json") or {}
+    for file, recorded in files.items():
+        r.inside(file, "recorded file")
+        r.count(recorded, "size", 0, 2**62, f"file {file!r}'s ")
+        r.get(recorded, "sha256", str, f"file {file!r}'s ")
     rounds = r.get(data, "rounds", list)
     for i, entry in enumerate(rounds, 1):
-        _round(r, entry, i)
+        _round(r, entry, i, legacy)
     for i, refine in enumerate(r.get(data, "refines", list), 1):
         where = f"refine {i}'s "
         r.inside(r.get(refine, "checkpoint", str, where), f"{where}checkpoint")
-        previous = r.get(refine, "previous", (str, type(None)), where, optional=True)
+        previous = r.get(refine, "previous", str, where, optional=legacy)
         if previous is not None:
             r.inside(previous, f"{where}previous checkpoint")
+        r.get(refine, "fine_tuning_kept", bool, where, optional=legacy)
         r.count(refine, "steps", 0, 10**9, where)
         learned = r.get(refine, "rounds", list, where)
         if not all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= len(rounds) for k in learned):
@@ -95,7 +100,7 @@ def state(store: Store, name: str = "state.json") -> dict:
     return data
 
 
-def _round(r: _Reader, entry: Any, index: int) -> None:
+def _round(r: _Reader, entry: Any, index: int, legacy: bool) -> None:
     where = f"round {index}'s "
     if r.get(entry, "index", int, where) != index:
         r.fail(f"{where}'index' is not {index}")
@@ -109,26 +114,28 @@ def _round(r: _Reader, entry: Any, index: int) -> None:
     if n != len(candidates):
         r.fail(f"{where}'n' is {n} but it lists {len(candidates)} candidates")
     r.count(entry, "size", MIN_SHEET_SIDE, MAX_SHEET_SIDE, where)
-    r.count(entry, "working_side", MIN_WORKING_SIDE, MAX_WORKING_SIDE, where, optional=True)
-    preview = r.get(entry, "preview", str, where, optional=True)
-    if preview and not PurePosixPath(preview).is_absolute():  # kept in the round's folder (older rounds: absolute)
+    r.count(entry, "working_side", MIN_WORKING_SIDE, MAX_WORKING_SIDE, where, optional=legacy)
+    preview = r.get(entry, "preview", str, where, optional=legacy)
+    if preview is not None and not (legacy and PurePosixPath(preview).is_absolute()):  # version 1: a photo's path
         r.inside(preview, f"{where}preview")
-    checkpoint = r.get(entry, "checkpoint", (str, type(None)), where, optional=True)
+    checkpoint = r.get(entry, "checkpoint", (str, type(None)), where, optional=legacy)
     if checkpoint is not None:
         r.inside(checkpoint, f"{where}checkpoint")
-    selection = r.get(entry, "selection", (list, type(None)), where, optional=True)
+    selection = r.get(entry, "selection", (list, type(None)), where, optional=legacy)
     if selection is not None and (
             len(set(map(str, selection))) != len(selection)
             or not all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= n for k in selection)):
         r.fail(f"{where}'selection' is not distinct candidate numbers from 1 to {n}")
 
 
-def config(store: Store) -> dict:
+def config(store: Store, legacy: bool = False) -> dict:
     """``config.json``, checked."""
     r = _Reader(store, "config.json")
     data = store.read_json("config.json")
     r.get(data, "settings", dict)
-    r.get(data, "proposal_settings", (dict, type(None)), optional=True)
+    proposals = r.get(data, "proposal_settings", (dict, type(None)) if legacy else dict, optional=legacy)
+    if proposals is not None:
+        r.count(proposals, "working_side", MIN_WORKING_SIDE, MAX_WORKING_SIDE, "'proposal_settings'.", optional=True)
     r.get(data, "seed", int)
     if not all(isinstance(n, str) for n in r.get(data, "z_names", list)):
         r.fail("'z_names' holds a non-name")
@@ -138,8 +145,18 @@ def config(store: Store) -> dict:
             r.fail(f"{key!r} is empty")
         for i, item in enumerate(inputs, 1):
             r.get(item, "path", str, f"{key} {i}'s ")
-            r.get(item, "sha256", str, f"{key} {i}'s ", optional=True)
+            r.get(item, "sha256", str, f"{key} {i}'s ")
     return data
 
 
-__all__ = ["config", "state"]
+def selection(store: Store, name: str) -> dict:
+    """A round's ``selection.json``: the picks, and how they look against the rest (look → difference in sd)."""
+    r = _Reader(store, name)
+    data = store.read_json(name)
+    looks = r.get(data, "looks", dict)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in looks.values()):
+        r.fail("'looks' holds a non-number")
+    return data
+
+
+__all__ = ["config", "selection", "state"]

@@ -79,7 +79,7 @@ class Picker:
         """What the page polls: the latest round, its picks, the job; the token the page's actions carry."""
         job = asdict(self.job)  # before the round: a job that has finished has committed its round
         entry = self.latest()
-        return {"round": entry["index"], "n": entry["n"], "selection": entry.get("selection"),
+        return {"round": entry["index"], "n": entry["n"], "selection": entry["selection"],
                 "page": f"/{entry['folder']}/{page.PAGE}", "job": job, "token": self.token}
 
     def select(self, picks: list[int]) -> dict:
@@ -232,8 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, target.read_bytes(), TYPES[target.suffix])
 
     def _page(self, folder: str) -> None:
-        """A round's page, written afresh (the session may have moved since ``propose`` wrote it; older rounds have
-        none)."""
+        """A round's page, written afresh (the session may have moved since ``propose`` wrote it)."""
         entry = next((r for r in Session.open(self.picker.root, "cpu").state["rounds"]
                       if r["folder"] == f"rounds/{folder}"), None)
         if entry is None:

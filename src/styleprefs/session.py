@@ -30,12 +30,12 @@ from pathlib import Path
 
 import torch
 
-from . import (__version__, applying, checkpoints, controls, guard, images, inputs, outputs, page, pipeline, polish,
-               refining, render, reporting, schema, start, tiling)
+from . import (__version__, applying, checkpoints, controls, guard, images, inputs, migrate, outputs, page, pipeline,
+               polish, refining, render, reporting, schema, start, tiling)
 from .applying import MAX_APPLY_SIDE, ApplyResult
 from .checkpoints import Interrupted, ProgressFn
-from .config import (MAX_CANDIDATES, MAX_SHEET_SIDE, MAX_WORKING_SIDE, MIN_SHEET_SIDE, MIN_WORKING_SIDE,
-                     POLISH_MAX_PIXELS, POLISH_OWN_GRID, POLISH_STYLE_LAYERS, ProposalSettings, TrainSettings)
+from .config import (MAX_CANDIDATES, MAX_SHEET_SIDE, MIN_SHEET_SIDE, POLISH_MAX_PIXELS, POLISH_OWN_GRID,
+                     POLISH_STYLE_LAYERS, ProposalSettings, TrainSettings)
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
 from .guard import STYLISED, Guard, distance_to
@@ -51,6 +51,14 @@ def _inputs(paths: list[Path]) -> list[dict]:
     return [{"path": str(p.resolve()), "sha256": sha256(p)} for p in paths]
 
 
+def _opened(path: Path, wait: float = 30.0) -> Store:
+    """The session folder at ``path``, checked; upgraded first (under its lock) if an older styleprefs wrote it."""
+    store = Store(Path(path))
+    store.check()
+    migrate.upgrade(store, wait)
+    return store
+
+
 class Session:
     """A styleprefs session folder, loaded: its settings, state and networks."""
 
@@ -59,12 +67,12 @@ class Session:
         self.config = schema.config(store)
         self.state = schema.state(store)
         self.settings = TrainSettings.from_dict(self.config["settings"])
-        self.proposal_settings = ProposalSettings.from_dict(self.config.get("proposal_settings") or {})
+        self.proposal_settings = ProposalSettings.from_dict(self.config["proposal_settings"])
         self.n_styles = len(self.config["styles"])
         self.z_dim = controls.z_dim(self.n_styles)
-        # A look is z, plus the stroke scale in sessions made since it was a dial.
-        if self.config["z_names"] not in (controls.dim_names(self.n_styles), controls.look_names(self.n_styles)):
-            raise SessionError(f"{store.path('config.json')}: damaged ('z_names' does not fit {self.n_styles} painting(s))")
+        if self.config["z_names"] != controls.look_names(self.n_styles):  # a look is z, then the stroke scale
+            raise SessionError(f"{store.path('config.json')}: damaged ('z_names' does not fit {self.n_styles} "
+                               "painting(s))")
         self.look_dim = len(self.config["z_names"])
         self._generator: Generator | None = None
         self._posterior: Posterior | None = None
@@ -75,9 +83,7 @@ class Session:
     @classmethod
     def open(cls, path: Path, device: str = "auto", precision: str = "auto") -> Session:
         """The session at ``path``, its networks to run on ``device`` in ``precision`` (``device.resolve``)."""
-        store = Store(Path(path))
-        store.check()
-        return cls(store, resolve(device, precision))
+        return cls(_opened(path), resolve(device, precision))
 
     @classmethod
     @contextmanager
@@ -85,8 +91,7 @@ class Session:
                 precision: str = "auto") -> Iterator[Session]:
         """Open the session for a command that changes it: the state is read under the session's lock (waiting up
         to ``wait`` seconds for another command to let go of it)."""
-        store = Store(Path(path))
-        store.check()
+        store = _opened(path, wait)
         with store.lock(wait):
             session = cls(store, resolve(device, precision))
             session.check_files()
@@ -107,7 +112,7 @@ class Session:
         root = Path(path)
         if resume:
             with cls.editing(root, device, precision=precision) as session:
-                if (session.state.get("training") or {}).get("phase") != "init":
+                if (session.state["training"] or {}).get("phase") != "init":
                     raise BadInput(f"nothing to resume: the init of {root} has finished")
                 session.check_resumable(styles, settings)
                 session._train_init(None, on_progress)
@@ -144,7 +149,7 @@ class Session:
             new.write_tensors("style_grams.safetensors", style_grams)
             inputs.keep(new, content_images, style_images, preview)
             new.write_json("state.json", {"checkpoint": None, "rounds": [], "refines": [],
-                                          "steps": {"init": 0, "refine": 0},
+                                          "steps": {"init": 0, "refine": 0}, "files": new.manifest(),
                                           "training": {"phase": "init", "steps": settings.steps}})
 
         replaced = create(root, write, force)  # a session it replaces is aside until the new one has trained
@@ -200,10 +205,10 @@ class Session:
         checkpoints.finished(self.store)
 
     def _decode_inputs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        return inputs.load(self.store, self.config, self.settings)
+        return inputs.load(self.store, self.config)
 
     def _preview_of(self, entry: dict) -> Path:
-        return preview_of(self.store, self.config, entry)
+        return preview_of(self.store, entry)
 
     def _train(self, trainer: Trainer, phase: str, steps: int, content: CropSampler, real: CropSampler,
                sample_z, targets, rng: torch.Generator, on_progress: ProgressFn | None,
@@ -223,8 +228,8 @@ class Session:
 
     def check_files(self, names: list[str] | None = None) -> None:
         """Refuse to build on damage: the recorded files (those under ``names``, default all) must be as the last
-        command left them. Sessions from before the manifest have none to check."""
-        damage = self.store.damage(self.state.get("files") or {}, names)
+        command left them."""
+        damage = self.store.damage(self.state["files"], names)
         if damage:
             raise SessionError(f"{self.store.root}: damaged session files: {', '.join(damage)}; restore them from a "
                                "copy of the session")
@@ -249,20 +254,14 @@ class Session:
         return loss_network(self.runtime, self.settings.style_layers)
 
     def preference(self) -> Posterior:
-        """The choice model's posterior as of the current checkpoint. Sessions written before it was
-        stored (schema 1 without ``preference.safetensors``) get it fitted from the rounds refined so far."""
+        """The choice model's posterior as of the current checkpoint."""
         if self._posterior is None:
             name = f"{self.checkpoint}/preference.safetensors"
-            if self.store.path(name).exists():
-                tensors = self.store.read_tensors(name, required=("mean", "cov", "picks"))
-                dim = tensors["mean"].numel() // 2
-                if tensors["mean"].shape != (2 * self.look_dim,) or tensors["cov"].shape != (2 * dim, 2 * dim):
-                    raise SessionError(f"{self.store.path(name)}: damaged (a choice model of the wrong shape)")
-                self._posterior = Posterior.from_tensors(tensors)
-            else:
-                learned = self.learned_rounds()
-                self._posterior = fit(choices([r for r in self.rounds() if r.index in learned]),
-                                      self.look_dim)
+            tensors = self.store.read_tensors(name, required=("mean", "cov", "picks"))
+            dim = tensors["mean"].numel() // 2
+            if tensors["mean"].shape != (2 * self.look_dim,) or tensors["cov"].shape != (2 * dim, 2 * dim):
+                raise SessionError(f"{self.store.path(name)}: damaged (a choice model of the wrong shape)")
+            self._posterior = Posterior.from_tensors(tensors)
         return self._posterior
 
     def learned_rounds(self) -> set[int]:
@@ -298,12 +297,10 @@ class Session:
     def stylised(self, look: torch.Tensor, remember: bool = True) -> torch.Tensor:
         """``look``, or the nearest look toward the centre whose picture is a stylisation (failing that, the one whose
         picture is nearest the painting), judged as the latest round's sheet shows it (the session's preview photo
-        before any round); unjudged when that photo has gone. The verdict is recalled from the user's cache folder
+        before any round). The verdict is recalled from the user's cache folder
         (``guard.recall``) and, with ``remember``, kept there for the next process while nothing it depends on changes:
         the look, the generator, the paintings, the photo, the sizes and the runtime."""
         preview, size, working = self._judged_on()
-        if not preview.is_file():
-            return look
         key = guard.verdict_key(look, [self.store.path(f"{self.checkpoint}/generator.safetensors"),
                                        self.store.path("style_grams.safetensors"), preview],
                                 {"size": size, "working": working, "device": self.runtime.device.type,
@@ -321,15 +318,13 @@ class Session:
         """Where a look is judged: the photo of the latest round's sheet (the session's preview photo before any
         round), the sheet's size and its working side."""
         entry = self.state["rounds"][-1] if self.state["rounds"] else {
-            "index": None, "size": self.proposal_settings.size}
+            "index": None, "size": self.proposal_settings.size, "preview": inputs.PREVIEW}
         return self._preview_of(entry), entry["size"], self.working_side(entry["index"])
 
-    def _judged(self, look: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    def _judged(self, look: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """The look :meth:`stylised` gives (judged now), its picture as the sheet shows it and that picture's distance
-        to the painting over the photo's (None and 0 when unjudged)."""
+        to the painting over the photo's."""
         preview, size, working = self._judged_on()
-        if not preview.is_file():
-            return look, None, 0.0
         photo = _sheet_photo(preview, size, working)
         judge = self._guard(images.shrink(photo, size))
         look, picture = judge.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
@@ -337,7 +332,7 @@ class Session:
         return look, picture, judge.ratio(picture)
 
     def split(self, look: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """A look → the generator's z and the stroke scale (1 for a look that is z alone, as in older sessions)."""
+        """A look → the generator's z and the stroke scale (1 for a z given alone)."""
         look = look.reshape(-1)
         if look.numel() not in (self.z_dim, self.look_dim):
             raise BadInput(f"a look of this session has {self.look_dim} numbers, got {look.numel()}")
@@ -414,14 +409,12 @@ class Session:
 
     def working_side(self, round_index: int | None = None) -> int:
         """The long side (px) the generator works at: where round ``round_index`` (1-based; default the latest) was
-        rendered, so its picks look as they did on its sheet; before any round (or for a round recorded without it),
-        the session's ``working_side`` setting."""
+        rendered, so its picks look as they did on its sheet; before any round, the session's ``working_side``
+        setting."""
         rounds = self.state["rounds"]
-        entry = rounds[-1 if round_index is None else round_index - 1] if rounds else {}
-        side = entry.get("working_side", self.proposal_settings.working_side)
-        if not isinstance(side, int) or not MIN_WORKING_SIDE <= side <= MAX_WORKING_SIDE:
-            raise SessionError(f"{self.store.path('state.json')}: damaged (round {entry.get('index')}'s working side)")
-        return side
+        if not rounds:
+            return self.proposal_settings.working_side
+        return rounds[-1 if round_index is None else round_index - 1]["working_side"]
 
     def preview(self, photo: torch.Tensor, look: torch.Tensor, size: int, working: int) -> torch.Tensor:
         """A candidate as the sheet shows it: ``photo`` rendered with ``look`` at the working side ``working``, then
@@ -443,7 +436,7 @@ class Session:
             raise BadInput(f"the sheet's size must be between {MIN_SHEET_SIDE} and {MAX_SHEET_SIDE} px, got {size}",
                            "size")
         self.check_files()  # a new round must not be built on damage
-        preview_path = Path(preview) if preview else inputs.default_preview(self.store, self.config)
+        preview_path = Path(preview) if preview else inputs.default_preview(self.store)
         working = self.proposal_settings.working_side
         photo = _sheet_photo(preview_path, size, working)
         checkpoint, expected = self.checkpoint, len(self.state["rounds"]) + 1
@@ -498,7 +491,7 @@ class Session:
         posterior = self.preference()
         proposed = posterior.propose(n, seed=self.config["seed"] * 1000 + index)
         if posterior.picks == 0:
-            proposed = controls.first_round(proposed, with_scale=self.look_dim > self.z_dim)
+            proposed = controls.first_round(proposed)
         judge = self._guard(images.shrink(photo, size))
         shown = []
         for i, look in enumerate(proposed):
@@ -550,7 +543,7 @@ class Session:
         ``resume=True`` continues an interrupted refine from its last checkpoint; a fresh refine
         discards such a partial one."""
         self._require_init()
-        training = self.state.get("training") or {}
+        training = self.state["training"] or {}
         if resume:
             if training.get("phase") != "refine":
                 raise BadInput("nothing to resume: no refine was interrupted")
@@ -603,7 +596,7 @@ class Session:
         # (benchmarks/preference.py: warm −2.7 σ, subtle −1.1 σ against the choice model alone).
         nearer = None  # the picture's style distance to the personal target, before and after the fine-tuning
         kept = True
-        if steps and unrefined is not None:
+        if steps:
             _, refined, ratio = self._judged(self._best_look(posterior, selected))
             net = self._loss_network()
             nearer = {"before": round(distance_to(net, self.runtime, unrefined, personal), 4),
@@ -634,21 +627,14 @@ class Session:
         proposed after that refine leave the state, and the picks of the rounds it learned from can
         be changed again with ``select``."""
         self._require_init()
-        if (self.state.get("training") or {}).get("phase") == "refine":
+        if (self.state["training"] or {}).get("phase") == "refine":
             checkpoints.finished(self.store)
             self._commit({**self.state, "training": None}, {"command": "undo", "undone": "interrupted refine"})
             return {"undone": "interrupted refine", "checkpoint": self.checkpoint, "rounds": len(self.state["rounds"])}
         if not self.state["refines"]:
             raise BadInput("nothing to undo: no refine has been made")
         last = self.state["refines"][-1]
-        saved = f"{last['checkpoint']}/state_before.json"
-        if self.store.path(saved).exists():
-            before = schema.state(self.store, saved)
-        else:  # a refine from before undo existed: rebuild the state it started from
-            learned = max(last["rounds"])
-            before = {**self.state, "checkpoint": last["previous"], "refines": self.state["refines"][:-1],
-                      "rounds": [r for r in self.state["rounds"] if r["index"] <= learned], "training": None,
-                      "steps": {**self.state["steps"], "refine": self.state["steps"]["refine"] - last["steps"]}}
+        before = schema.state(self.store, f"{last['checkpoint']}/state_before.json")
         self._commit(before, {"command": "undo", "undone": last["checkpoint"], "checkpoint": before["checkpoint"]})
         self._generator, self._posterior, self._preferred = None, None, None
         return {"undone": last["checkpoint"], "checkpoint": before["checkpoint"], "rounds": len(before["rounds"])}
@@ -661,17 +647,15 @@ class Session:
         latest = self.state["rounds"][selected[-1].index - 1]
         preview = self._preview_of(latest)
         chosen = [self.store.read_tensors(self.in_round(r.index, "chosen_grams.safetensors")) for r in selected]
-        if preview.is_file():  # as the sheet would show it, like the picks' Grams (``_learning_images``)
-            look = gram_stats(net, self._on_sheet(latest, preview, [z]), self.runtime, self.settings.style_layers)
-        else:  # the preview photo has gone: the latest picks stand in for the current look
-            look = chosen[-1]
+        # as the sheet would show it, like the picks' Grams (``_learning_images``)
+        look = gram_stats(net, self._on_sheet(latest, preview, [z]), self.runtime, self.settings.style_layers)
         return refining.personal_target(look, chosen, [self._passed_grams(r) for r in selected],
                                         self.settings.style_layers, self.settings.preference_step,
                                         self.settings.preference_reach)
 
     def in_round(self, index: int, name: str) -> str:
         """The store name of a file about round ``index``'s current picks (``rounds.picks_file``)."""
-        return picks_file(self.store, self.state["rounds"][index - 1], name)
+        return picks_file(self.state["rounds"][index - 1], name)
 
     def selection_file(self, r: Round) -> Path:
         """Where round ``r``'s picks and how they differ from the rest are written down (``selection.json``)."""
@@ -695,14 +679,13 @@ class Session:
         scale 1 as the sheet would have shown it. The scale is applied exactly at render time; learnt into G as well,
         a taste for small strokes was applied twice (benchmarks/preference.py: beats random on 3 of 5 tastes, against
         4 this way). Measured on the working grid instead, fine-tuning moved G much further and the outputs stopped
-        being stylisations (2 of 5). The candidate images themselves where the renders cannot be reproduced: sessions
-        without the dial, a preview photo that has gone, or a round proposed from another checkpoint."""
+        being stylisations (2 of 5). The candidate images themselves where the renders cannot be reproduced: a round
+        proposed from another checkpoint, or rendered by an earlier version (its ``checkpoint`` is null)."""
         folder = self.store.path(entry["folder"])
-        preview = self._preview_of(entry) if entry.get("preview") else Path("")
-        if self.look_dim == self.z_dim or entry.get("checkpoint") != self.checkpoint or not preview.is_file():
+        if entry["checkpoint"] != self.checkpoint:
             return [images.load_image(folder / entry["candidates"][i - 1]) for i in indices]
         looks = self.store.read_tensors(f"{entry['folder']}/proposals.safetensors", required=("z",))["z"]
-        return self._on_sheet(entry, preview, [self.split(looks[i - 1])[0] for i in indices])
+        return self._on_sheet(entry, self._preview_of(entry), [self.split(looks[i - 1])[0] for i in indices])
 
     def _on_sheet(self, entry: dict, preview: Path, looks: list[torch.Tensor]) -> list[torch.Tensor]:
         """``looks`` rendered on ``preview`` as round ``entry``'s sheet shows a candidate (its working side and size)."""
@@ -719,8 +702,10 @@ class Session:
 
     def look_to_apply(self, pick: str | None = None) -> tuple[torch.Tensor, int]:
         """The look ``apply`` renders (``pick``'s, ``ROUND:INDEX``, else the learned one) and its working side."""
-        # What it reads: the settings, the paintings' Grams (the guard), the current checkpoint; a pick's round.
-        self.check_files(["config.json", "style_grams.safetensors", self.checkpoint, *(["rounds"] if pick else [])])
+        # What it reads: the settings, the paintings' Grams, the current checkpoint; a pick's round, or the photo the
+        # guard judges the learned look on.
+        reads = ["rounds"] if pick else [self._judged_on()[0].relative_to(self.store.root).as_posix()]
+        self.check_files(["config.json", "style_grams.safetensors", self.checkpoint, *reads])
         look, round_index = self._pick(pick) if pick else (self.preferred_z(), None)
         return look, self.working_side(round_index)
 
@@ -770,7 +755,7 @@ class Session:
         personal = f"{self.checkpoint}/personal_grams.safetensors"
         self.check_files([inputs.KEPT, personal])  # what it reads (apply has checked the checkpoint itself)
         if self._polish_grams is None:
-            _, paintings = inputs.load(self.store, self.config, self.settings, photos=False)
+            _, paintings = inputs.load(self.store, self.config, photos=False)
             self._polish_grams = gram_stats(self._polish_network(), paintings, self.runtime, POLISH_STYLE_LAYERS)
         grams = dict(self._polish_grams)
         if learned and self.store.path(personal).is_file():
@@ -805,7 +790,7 @@ class Session:
 
     def training_progress(self) -> dict | None:
         """The unfinished init or refine, if any: its phase, the steps saved so far, and the total."""
-        training = self.state.get("training")
+        training = self.state["training"]
         if not training:
             return None
         return {**training, "completed": checkpoints.saved_steps(self.store), "resume": f"styleprefs {training['phase']} --resume"}
@@ -820,7 +805,7 @@ class Session:
 
     def snapshot(self, with_history: bool = False) -> reporting.Snapshot:
         """What ``status`` (and with ``with_history``, ``history``) shows, read from the session as plain data."""
-        damaged = self.store.damage(self.state.get("files") or {})
+        damaged = self.store.damage(self.state["files"])
         usable = bool(self.state["checkpoint"]) and not damaged
         look = self.preferred_z(remember=False) if usable else None  # a read: nothing written, not even to the cache
         scale = None if look is None else self.split(look)[1]
@@ -838,13 +823,11 @@ class Session:
         candidates (saved by ``select``)."""
         learned = self.learned_rounds() if learned is None else learned
         saved = [self.in_round(r.index, "selection.json") for r in self.rounds() if r.index in learned]
-        return [self.store.read_json(name).get("looks") or {} for name in saved if self.store.path(name).exists()]
+        return [schema.selection(self.store, name)["looks"] for name in saved]
 
     def _taste_after(self, refine: dict) -> dict:
         """The taste an earlier refine had learned, in words: its choice model's best look."""
         name = f"{refine['checkpoint']}/preference.safetensors"
-        if not self.store.path(name).exists():  # a refine from before the choice model was stored
-            return {"summary": "not recorded"}
         posterior = Posterior.from_tensors(self.store.read_tensors(name, required=("mean", "cov", "picks")))
         z = posterior.best_z()
         return describe_taste(posterior, z, self._style_names(), self.learned_looks(set(refine["rounds"])),

@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 from .errors import BadInput, StyleprefsError
 from .images import alive, atomic_write, plain_mode
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+OLDER_SCHEMAS = (1,)  # read only to be upgraded to SCHEMA_VERSION when opened (migrate.py)
 CONFIG = "config.json"
 # Not in the manifest: the state that holds it, the log written after it, and training's own resumable file.
 UNRECORDED = frozenset({"state.json", "history.json", "training.safetensors"})
@@ -61,15 +62,22 @@ class Store:
         return self.path(CONFIG).is_file()
 
     def check(self) -> None:
-        """Refuse a folder that is not a styleprefs session, or one from a newer schema."""
+        """Refuse a folder that is not a styleprefs session, or one of a schema this styleprefs does not read."""
         if self.root.exists() and not self.root.is_dir():
             raise NoSession(f"{self.root}: is a file, not a session folder")
         if not self.exists():
             raise NoSession(f"no session at {self.root} (run `styleprefs init` first, or pass --session)")
-        version = self.read_json(CONFIG).get("schema_version")
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        version = self.version()
+        if type(version) is int and version > SCHEMA_VERSION:
             raise SessionError(f"{self.path(CONFIG)}: schema version {version!r} is newer than this "
                                f"styleprefs understands ({SCHEMA_VERSION}); upgrade styleprefs")
+        if type(version) is not int or version not in (*OLDER_SCHEMAS, SCHEMA_VERSION):  # JSON's true is no number
+            raise SessionError(f"{self.path(CONFIG)}: damaged (schema version {version!r} is not one styleprefs "
+                               "has written)")
+
+    def version(self) -> object:
+        """``config.json``'s schema version, as found."""
+        return self.read_json(CONFIG).get("schema_version")
 
     def read_json(self, name: str) -> dict:
         path = self.path(name)

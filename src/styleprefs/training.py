@@ -137,8 +137,8 @@ def diff_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 def content_sampler(images: list[torch.Tensor], settings: TrainSettings,
                     working_side: int) -> CropSampler | WorkingScaleSampler:
-    """G's training photos: ``content_crop`` px crops at the working scale, or (0, sessions made before it) ``size``
-    px crops of the photos at up to twice that short side, resized."""
+    """G's training photos: ``content_crop`` px crops at the working scale, or (0, the default) ``size`` px crops of
+    the photos at up to twice that short side, resized."""
     if settings.content_crop:
         return WorkingScaleSampler(images, settings.content_crop, working_side)
     return CropSampler(images, settings.size)
