@@ -1,13 +1,12 @@
-"""export: the look as an ONNX or TorchScript file gives what apply gives, at any size, without styleprefs."""
-
-import random
+"""export: the look as an ONNX, torch.export or TorchScript file gives what apply gives, at any size, without
+styleprefs."""
 
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from styleprefs import export, images, render
+from styleprefs import export, images
 from styleprefs.cli import app
 from styleprefs.device import resolve
 from styleprefs.networks import z_noise
@@ -15,45 +14,40 @@ from styleprefs.session import Session
 from styleprefs.store import Store
 from tests.conftest import make_photo
 
+# apply runs in fp32 here too, so what differs is the order of sums (the resizes as matrix products, the composition
+# in one piece rather than in bands): some 1e-5, under a quarter of an 8-bit level.
 TOLERANCE = 1e-3
-# (width, height): a photo smaller than the working grid (rendered larger, then shrunk), a landscape and a portrait
-# one larger than it (guided upsampling), and a strip whose short side is the working grid's minimum.
+# (width, height), none of them the size traced (export.TRACE_SIZE): a photo smaller than the working grid (rendered
+# larger, then shrunk), a landscape and a portrait one larger than it (guided upsampling), and a strip whose short
+# side is the working grid's minimum.
 SIZES = [(96, 72), (420, 300), (230, 410), (900, 60)]
+FILES = {"torchscript": "look.pt", "pt2": "look.pt2", "onnx": "look.onnx"}
 
 
 def test_noise_map_is_z_noise_at_every_size():
     z = torch.randn(1, 7)
     normals, uniforms = export.noise_tables(z, 48 * 48)
     for height, width in [(8, 8), (8, 9), (9, 13), (17, 23), (31, 48), (48, 48)]:
-        rebuilt = export.noise_map(normals, uniforms, torch.tensor(height), torch.tensor(width))
-        assert torch.allclose(rebuilt, z_noise(z, height, width), atol=1e-5), (height, width)
-
-
-def test_working_size_and_resample_match_render():
-    rng = random.Random(0)
-    for _ in range(500):
-        height, width, side, scale = rng.randint(1, 6000), rng.randint(1, 6000), rng.choice([64, 320, 1000]), \
-            rng.uniform(0.1, 3)
-        got = export.working_size(torch.tensor(height), torch.tensor(width), side, scale)
-        assert (int(got[0]), int(got[1])) == render.working_size(height, width, side, scale)
-    for source, size in [((100, 80), (50, 40)), ((57, 91), (40, 101)), ((30, 40), (90, 120)), ((64, 64), (64, 64))]:
-        batch = torch.rand(2, 3, *source)
-        got = export.resample(batch, torch.tensor(size[0]), torch.tensor(size[1]))
-        assert (got - render.resample(batch, size)).abs().max() < 1e-4
+        for size in (int, torch.tensor):  # as numbers, and as a trace's tensors
+            rebuilt = export.noise_map(normals, uniforms, size(height), size(width))
+            assert torch.allclose(rebuilt, z_noise(z, height, width), atol=1e-5), (height, width)
 
 
 @pytest.fixture(scope="module")
 def exported(proposed_session, tmp_path_factory):
-    """Both files for pick 1:2 of the shared session, and what apply computes for photos of every SIZES, in fp32."""
+    """Every format's file for pick 1:2 of the shared session, written by the command line, and what apply computes
+    for photos of every SIZES, in fp32."""
     root = tmp_path_factory.mktemp("export")
     runner = CliRunner()
     files = {}
-    for fmt, name in [("torchscript", "look.pt"), ("onnx", "look.onnx")]:
+    for fmt, name in FILES.items():
         if fmt == "onnx" and not _has("onnx"):
             continue
         result = runner.invoke(app, ["export", "--format", fmt, "--out", str(root / name), "--pick", "1:2",
                                      "--session", str(proposed_session)])
         assert result.exit_code == 0, result.output
+        megabytes = (root / name).stat().st_size / 1e6
+        assert "".join(result.output.split()) == f"wrote{root / name}({fmt},{megabytes:.1f}MB)", result.output
         files[fmt] = root / name
     session = Session(Store(proposed_session), resolve("cpu", "fp32"))
     look, side = session.look_to_apply("1:2")
@@ -67,16 +61,29 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def test_torchscript_gives_what_apply_gives(exported):
-    model = torch.jit.load(str(exported["files"]["torchscript"]))
+def gives_what_apply_gives(run, exported):
+    """``run`` (a float32 batch → the styled batch) gives apply's picture for every photo of SIZES, and for a batch
+    of two of one size, both for a photo smaller than the working grid and a larger one."""
     for photo, applied in zip(exported["photos"], exported["applied"]):
-        with torch.no_grad():
-            styled = model(photo[None])[0]
+        styled = run(photo[None])[0]
         assert styled.shape == photo.shape and styled.dtype == torch.float32
         assert (styled - applied).abs().max() < TOLERANCE, photo.shape
-    with torch.no_grad():  # a batch of one size
-        both = model(torch.stack([exported["photos"][1]] * 2))
-    assert (both - exported["applied"][1]).abs().max() < TOLERANCE
+    for k in (0, 1):
+        both = run(torch.stack([exported["photos"][k]] * 2))
+        assert both.shape == (2, *exported["photos"][k].shape)
+        assert (both - exported["applied"][k]).abs().max() < TOLERANCE, k
+
+
+def test_torchscript_gives_what_apply_gives(exported):
+    model = torch.jit.load(str(exported["files"]["torchscript"]))
+    with torch.no_grad():
+        gives_what_apply_gives(model, exported)
+
+
+def test_torch_export_archive_gives_what_apply_gives(exported):
+    model = torch.export.load(exported["files"]["pt2"]).module()
+    with torch.no_grad():
+        gives_what_apply_gives(model, exported)
 
 
 def test_onnx_in_onnxruntime_gives_what_apply_gives(exported):
@@ -84,10 +91,12 @@ def test_onnx_in_onnxruntime_gives_what_apply_gives(exported):
     if "onnx" not in exported["files"]:
         pytest.skip("onnx is not installed (pip install -e '.[export]')")
     model = ort.InferenceSession(str(exported["files"]["onnx"]), providers=["CPUExecutionProvider"])
-    for photo, applied in zip(exported["photos"], exported["applied"]):
-        (styled,) = model.run(None, {"photo": photo[None].numpy().astype(np.float32)})
-        assert styled.shape == (1, *photo.shape) and styled.dtype == np.float32
-        assert np.abs(styled[0] - applied.numpy()).max() < TOLERANCE, photo.shape
+
+    def run(batch):
+        (styled,) = model.run(None, {"photo": batch.numpy()})
+        assert isinstance(styled, np.ndarray) and styled.dtype == np.float32
+        return torch.from_numpy(styled)
+    gives_what_apply_gives(run, exported)
 
 
 def test_the_file_is_written_whole_and_alone(exported):
@@ -100,7 +109,7 @@ def test_export_refuses_bad_input_in_one_line(one_round, tmp_path):
     runner = CliRunner()
     for args, message in [
         (["--format", "tflite", "--out", str(tmp_path / "x")],
-         "the format must be onnx or torchscript, got 'tflite' (--format)"),
+         "the format must be onnx, pt2 or torchscript, got 'tflite' (--format)"),
         (["--format", "torchscript", "--out", str(tmp_path)], "is a folder"),
         (["--format", "torchscript", "--out", str(tmp_path / "x.pt"), "--pick", "9:1"], "no round 9"),
         (["--format", "torchscript", "--out", str(tmp_path / "x.pt"), "--pick", "1:99"], "no candidate 99"),

@@ -2,6 +2,7 @@
 fine detail kept sharp; the working resolution follows the preview and ``stroke_scale``."""
 
 import itertools
+import random
 
 import pytest
 import torch
@@ -65,6 +66,36 @@ def test_working_size_keeps_the_aspect_and_follows_the_stroke_scale():
     assert render.working_size(3000, 4000, 256, stroke_scale=0.015) == (3000, 4000)
     # ... or, for a photo smaller than that, at the smallest strokes a look has
     assert render.working_size(375, 500, 256, stroke_scale=0.015) == (442, 589)
+
+
+def test_working_size_on_a_trace_s_sizes_is_the_same():
+    """Export computes the working grid from the photo's sizes as int64 scalar tensors: the grid must be apply's for
+    every size (the same float64 arithmetic, the same rounding of halves to even)."""
+    rng = random.Random(0)
+    for _ in range(500):
+        height, width = rng.randint(1, 6000), rng.randint(1, 6000)
+        side, scale = rng.choice([64, 320, 1000]), rng.uniform(0.1, 3)
+        got = render.working_size(torch.tensor(height), torch.tensor(width), side, scale)
+        assert all(size.dtype == torch.int64 for size in got)
+        assert (int(got[0]), int(got[1])) == render.working_size(height, width, side, scale)
+
+
+def test_the_exportable_resample_is_resample():
+    for source, size in [((100, 80), (50, 40)), ((57, 91), (40, 101)), ((30, 40), (90, 120)), ((64, 64), (64, 64))]:
+        batch = torch.rand(2, 3, *source)
+        assert (render.resample_exportable(batch, *size) - render.resample(batch, size)).abs().max() < 1e-4
+
+
+def test_the_composition_in_one_piece_is_the_banded_one():
+    """Export composes a batch in one piece, from the same planes and per-pixel maths as the bands."""
+    torch.manual_seed(1)
+    photo = F.avg_pool2d(torch.rand(2, 3, 301, 205), 3, 1, 1)
+    small = render.resample(photo, (61, 41))
+    styled = torch.sigmoid(F.avg_pool2d(torch.randn(2, 3, 61, 41), 3, 1, 1) * 3)
+    planes = F.interpolate(render.guided_planes(small, styled), size=(301, 205), mode="bicubic", align_corners=False)
+    whole = render.compose(planes, photo)
+    for k in range(2):
+        assert (whole[k] - render.guided_upsample(photo[k], small[k], styled[k])).abs().max() < 1e-5
 
 
 def test_a_large_photo_becomes_the_candidate_that_was_picked(generator, cat):

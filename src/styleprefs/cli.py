@@ -347,7 +347,8 @@ def apply(
 
 @app.command()
 def export(
-    fmt: Annotated[str, typer.Option("--format", help="onnx (for onnxruntime) or torchscript (for torch.jit.load).")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx (for onnxruntime), pt2 (for torch.export.load) or "
+                                                      "torchscript (for torch.jit.load).")],
     out: Annotated[Path, typer.Option("--out", help="The file to write.")],
     pick: Annotated[Optional[str], typer.Option(help="Export one candidate's look, ROUND:INDEX as on its sheet, "
                                                      "instead of the learned one.", show_default=False)] = None,

@@ -1,15 +1,15 @@
-"""Export: one look as a file that runs without styleprefs (ONNX for onnxruntime, TorchScript for PyTorch).
+"""Export: one look as a file that runs without styleprefs: ONNX for onnxruntime; for PyTorch, a torch.export
+archive (pt2, for ``torch.export.load``) or TorchScript.
 
-The file holds the whole full-size path of :mod:`styleprefs.render` for one fixed look (z and stroke scale): the
-photo resized to the working grid, G at that z, and the guided upsampling back to the photo's size (or, for a photo
-smaller than the working grid, the plain shrink). In and out: float32 RGB, NCHW, values in [0, 1]; any height,
-width and batch size (one size per batch, as ``apply`` batches).
+The file holds the whole full-size path of :mod:`styleprefs.render` for one fixed look (z and stroke scale), made of
+render's own functions: the working size, the photo resized to the working grid, G at that z, and the guided
+composition back to the photo's size (or, for a photo smaller than the working grid, the plain shrink). In and out:
+float32 RGB, NCHW, values in [0, 1]; any height, width and batch size (one size per batch, as ``apply`` batches).
 
-Every step is written here in tensor operations whose sizes come from the input's shape, so one trace serves
-every size: the working size is computed as :func:`render.working_size` does (in float64, rounding half to even
-as Python's ``round``); the resizes are matrices built from the sizes (the bicubic and antialiased-bicubic weights
-``F.interpolate`` uses; ONNX's Resize has neither the antialiased kernel nor its normalisation); the branch for
-small photos runs on the part of the batch that takes it (all or none), so no branch is traced into a constant.
+One model serves the three exporters, and one trace every size: the sizes come from the input's shape, which each
+exporter keeps symbolic (:data:`render.Size`), and the branch for small photos is a count, not a condition, so no
+branch is traced into a constant: the first images of the batch (all or none) take the shrink, the rest the guided
+composition.
 
 G's noise map is z's: :func:`networks.z_noise` draws it with PyTorch's CPU generator seeded by z's bytes, and
 ``torch.randn`` of n numbers is, apart from its last 16 when n is not a multiple of 16, the first n of a longer
@@ -19,8 +19,8 @@ grid needs, and the graph takes the first n and remakes the last 16 for each siz
 
 What differs from ``apply``: G runs in fp32 in one pass, where ``apply`` uses bf16 on CPUs and GPUs that have it
 and tiles working grids over ``tiling.TILE_ABOVE`` pixels (only looks whose working side, ÷ the stroke scale, is
-over 2048 px); the full-size composition is not banded, so memory grows with the photo (several full-size fp32 tensors);
-decoding, EXIF orientation, alpha and the 8-bit rounding of the written file are the caller's.
+over 2048 px); the full-size composition is not banded, so memory grows with the photo (several full-size fp32
+tensors); decoding, EXIF orientation, alpha and the 8-bit rounding of the written file are the caller's.
 """
 
 from __future__ import annotations
@@ -32,94 +32,26 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import images, render
 from .applying import check_strength, check_stroke_scale
 from .errors import BadInput
-from .networks import Generator, z_seed
+from .networks import Generator, z_noise, z_seed
 from .session import Session
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "pt2", "torchscript")
 OPSET = 17
 MAX_EXPORT_GRID = 8192  # the longest working grid a file is made for (its noise tables grow with its square)
-TRACE_SIZE = (96, 128)   # the photo traced: smaller than every working grid, any size would do
+TRACE_SIZE = (2, 3, 96, 128)  # the photos traced, any size: two, as torch.export would take a batch of one for a rule
 BLOCK = 16               # torch.randn's Box–Muller block on the CPU
-
-
-def _sizes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Height and width of (B, C, H, W) as int64 scalars that a trace keeps symbolic."""
-    shape = torch._shape_as_tensor(x)
-    return shape[2], shape[3]
-
-
-def working_size(height: torch.Tensor, width: torch.Tensor, side: int,
-                 stroke_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`render.working_size` on int64 scalars: the same float64 arithmetic, rounding half to even."""
-    height, width = height.double(), width.double()
-    longest = torch.maximum(height, width)
-    long_side = torch.clamp(torch.clamp(longest, min=render.MAX_ENLARGEMENT * side), max=side / stroke_scale)
-    scale = long_side / longest
-    return (torch.clamp(torch.round(height * scale), min=render.MIN_WORKING_SIDE).long(),
-            torch.clamp(torch.round(width * scale), min=render.MIN_WORKING_SIDE).long())
-
-
-def bicubic_matrix(source: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-    """The (length, source) matrix of :func:`render.bicubic_taps`."""
-    taps, weights = render.bicubic_taps(source, length)
-    hits = (taps[:, :, None] == torch.arange(source)[None, None, :]).float()
-    return (hits * weights[:, :, None]).sum(1)
-
-
-def antialiased_matrix(source: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-    """The (length, source) matrix of ``F.interpolate(mode="bicubic", antialias=True)``: Keys' kernel with a = −0.5
-    (as Pillow), stretched by the shrink factor when shrinking, each row normalised to sum to 1."""
-    scale = source.double() / length.double()
-    stretch = torch.clamp(scale, min=1.0)
-    center = (torch.arange(length, dtype=torch.float64) + 0.5) * scale
-    x = (torch.arange(source, dtype=torch.float64)[None, :] - center[:, None] + 0.5) / stretch
-    weights = render._cubic(x, a=-0.5)
-    return (weights / weights.sum(1, keepdim=True)).float()
-
-
-def resample(batch: torch.Tensor, height: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
-    """:func:`render.resample` with sizes from a trace: (B, C, H, W) to (B, C, height, width), antialiased on both
-    axes when either shrinks; dense matrices, rows first (the cheaper order for a large photo)."""
-    source_h, source_w = _sizes(batch)
-    shrink = (height < source_h) | (width < source_w)
-    rows = torch.where(shrink, antialiased_matrix(source_h, height), bicubic_matrix(source_h, height))
-    cols = torch.where(shrink, antialiased_matrix(source_w, width), bicubic_matrix(source_w, width))
-    return torch.matmul(torch.matmul(rows, batch), cols.t()).clamp(0, 1)
-
-
-def _upsample(x: torch.Tensor, height: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
-    """Bicubic (B, C, h, w) → (B, C, height, width) by four taps along each axis: ``guided_upsample``'s
-    interpolation (which takes the rows' taps in matrix products)."""
-    source_h, source_w = _sizes(x)
-    taps, weights = render.bicubic_taps(source_w, width)
-    x = sum(x.index_select(3, taps[:, k]) * weights[:, k] for k in range(4))
-    taps, weights = render.bicubic_taps(source_h, height)
-    return sum(x.index_select(2, taps[:, k]) * weights[:, k, None] for k in range(4))
-
-
-def guided_upsample(photo: torch.Tensor, small: torch.Tensor, styled: torch.Tensor) -> torch.Tensor:
-    """:func:`render.guided_upsample` for a batch, in one piece rather than in bands."""
-    height, width = _sizes(photo)
-    guide_small = render.luminance(small)
-    a, _ = render.guided_coefficients(guide_small, styled)
-    offset = styled - a * guide_small
-    up = _upsample(torch.cat([a, offset, guide_small], 1), height, width)
-    slope, offset, guide_up = up[:, 0:3], up[:, 3:6], up[:, 6:7]
-    guide = render.luminance(photo)
-    luma = torch.tensor(render.LUMA).view(1, 3, 1, 1)
-    boost = (render.DETAIL - (luma * slope).sum(1, keepdim=True)).clamp(min=0)
-    return (offset + slope * guide + boost * (guide - guide_up)).clamp(0, 1)
 
 
 def noise_tables(z: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``length`` (a multiple of BLOCK) normals of z's noise draw, and the first ``length`` + BLOCK
     uniforms of the same generator, from which a ragged end is redrawn."""
-    return (torch.randn(length, generator=torch.Generator().manual_seed(z_seed(z))),
+    return (z_noise(z.reshape(1, -1), 1, length).reshape(-1),
             torch.rand(length + BLOCK, generator=torch.Generator().manual_seed(z_seed(z))))
 
 
@@ -130,15 +62,16 @@ def box_muller(uniforms: torch.Tensor) -> torch.Tensor:
     return torch.cat([radius * torch.cos(theta), radius * torch.sin(theta)])
 
 
-def noise_map(normals: torch.Tensor, uniforms: torch.Tensor, height: torch.Tensor,
-              width: torch.Tensor) -> torch.Tensor:
+def noise_map(normals: torch.Tensor, uniforms: torch.Tensor, height: render.Size, width: render.Size) -> torch.Tensor:
     """``z_noise(z, height, width)`` for one z, (1, 1, height, width), from its :func:`noise_tables`."""
     n = height * width
     index = torch.arange(n)
-    start = n - BLOCK  # the maps here have at least 8 × 8 entries (MIN_WORKING_SIDE / 4)
-    tail = box_muller(uniforms.index_select(0, n + torch.arange(BLOCK)))
-    redrawn = (index >= start) & (n % BLOCK != 0)
-    flat = torch.where(redrawn, tail.index_select(0, torch.clamp(index - start, min=0)), normals.index_select(0, index))
+    # The last BLOCK numbers are redrawn when n is not a multiple of BLOCK: from n − BLOCK on, else from n (none).
+    # The maps here have at least 8 × 8 entries (MIN_WORKING_SIDE / 4).
+    start = n - BLOCK * ((n % BLOCK + BLOCK - 1) // BLOCK)
+    tail = box_muller(uniforms.index_select(0, torch.arange(BLOCK) + n))
+    flat = torch.where(index >= start, tail.index_select(0, torch.clamp(index - start, min=0)),
+                       normals.index_select(0, index))
     return flat.reshape(1, 1, height, width)
 
 
@@ -150,6 +83,7 @@ class LookModel(nn.Module):
         super().__init__()
         self.strength, self.keep_colours = strength, keep_colours
         self.generator = copy.deepcopy(generator).float().to("cpu", memory_format=torch.contiguous_format).eval()
+        self.generator.requires_grad_(False)
         self.side, self.stroke_scale = side, stroke_scale
         self.register_buffer("z", z.detach().float().reshape(1, -1).cpu().clone())
         longest = max(render.MIN_WORKING_SIDE, math.ceil(side / stroke_scale))
@@ -159,19 +93,27 @@ class LookModel(nn.Module):
         self.register_buffer("uniforms", uniforms)
 
     def forward(self, photo: torch.Tensor) -> torch.Tensor:
-        height, width = _sizes(photo)
-        batch = photo.shape[0]
-        h, w = working_size(height, width, self.side, self.stroke_scale)
-        small = resample(photo, h, w)
+        batch, _, height, width = photo.shape
+        # The working grid in tensor arithmetic, which every exporter keeps. Outside torch.jit.trace (and so ONNX) it
+        # becomes numbers: under torch.export, sizes of their own, known to be at least MIN_WORKING_SIDE (its symbolic
+        # arithmetic would carry the working-size formula into every shape after it, and cannot save a round).
+        h, w = render.working_size(torch.full((), height), torch.full((), width), self.side, self.stroke_scale)
+        if not torch.jit.is_tracing():
+            h, w = h.item(), w.item()
+            torch._check(h >= render.MIN_WORKING_SIDE)
+            torch._check(w >= render.MIN_WORKING_SIDE)
+        small = render.resample_exportable(photo, h, w)
         noise = noise_map(self.normals, self.uniforms, (h + 3) // 4, (w + 3) // 4)
         styled = self.generator(small, self.z.expand(batch, -1), noise=noise.expand(batch, -1, -1, -1))
         # A photo no larger than its working grid is the rendering shrunk (render.render); a larger one, guided.
-        # The batch is of one size, so all of it goes one way: each branch runs on its part, the other on none.
-        shrunk = torch.arange(batch * (h * w >= height * width).long())
+        # times ≥ 1 when the grid has at least the photo's pixels; 2·times // (times + 1) is then 1, else 0.
+        times = (h * w) // (height * width)
+        shrunk = torch.arange(batch * (2 * times // (times + 1)))
         guided = torch.arange(shrunk.shape[0], batch)
-        out = torch.cat([resample(styled.index_select(0, shrunk), height, width),
-                         guided_upsample(photo.index_select(0, guided), small.index_select(0, guided),
-                                         styled.index_select(0, guided))])
+        planes = render.guided_planes(small.index_select(0, guided), styled.index_select(0, guided))
+        out = torch.cat([render.resample_exportable(styled.index_select(0, shrunk), height, width),
+                         render.compose(F.interpolate(planes, size=(height, width), mode="bicubic",
+                                                      align_corners=False), photo.index_select(0, guided))])
         if self.strength == 1.0 and not self.keep_colours:
             return out
         return render.adjusted(out, photo, self.strength, self.keep_colours)
@@ -183,7 +125,7 @@ def export(session: Session, fmt: str, out: Path, pick: str | None = None, strok
     with apply's ``strength`` and ``keep_colours``) to ``out`` as ``fmt``; what was written, as the CLI reports it."""
     out = Path(out)
     if fmt not in FORMATS:
-        raise BadInput(f"the format must be onnx or torchscript, got {fmt!r}", "fmt")
+        raise BadInput(f"the format must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}, got {fmt!r}", "fmt")
     if out.is_dir():
         raise BadInput(f"--out {out}: is a folder; name the file to write")
     check_stroke_scale(stroke_scale)
@@ -206,20 +148,37 @@ def export(session: Session, fmt: str, out: Path, pick: str | None = None, strok
 @torch.inference_mode(False)
 def write(model: LookModel, fmt: str, out: Path) -> int:
     """Trace ``model`` and write it to ``out`` atomically; returns the file's size in bytes."""
-    example = torch.rand(1, 3, *TRACE_SIZE, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad(), warnings.catch_warnings():
+    example = torch.rand(*TRACE_SIZE, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
         # Expected, and not the user's to act on: the look's constants are meant to be baked in, the exporter cannot
-        # fold the slices of the noise tables, and PyTorch marks TorchScript and this exporter as deprecated.
+        # fold the slices of the noise tables, and PyTorch marks TorchScript and the ONNX exporter as deprecated.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", "Constant folding", UserWarning)
-        if fmt == "torchscript":
-            traced = torch.jit.trace(model, example, check_trace=False)
+        if fmt == "pt2":
+            # With gradients on, G's layers take their plain route, as under a trace (kernels.cpu_inference); the
+            # look's weights need none. The program is then lowered to ATen operations: the norms' autocast blocks
+            # would otherwise stay, and torch.export.save cannot write them.
+            dynamic = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+            with torch.enable_grad():
+                program = torch.export.export(model, (example,), dynamic_shapes=(dynamic,)).run_decompositions({})
+            images.atomic_write(out, lambda tmp: _save(program, tmp))
+        elif fmt == "torchscript":
+            with torch.no_grad():
+                traced = torch.jit.trace(model, example, check_trace=False)
             images.atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp)))
         else:
-            images.atomic_write(out, lambda tmp: torch.onnx.export(
-                model, (example,), str(tmp), input_names=["photo"], output_names=["styled"], opset_version=OPSET,
-                dynamic_axes={"photo": {0: "batch", 2: "height", 3: "width"},
-                              "styled": {0: "batch", 2: "height", 3: "width"}}, dynamo=False))
+            with torch.no_grad():
+                images.atomic_write(out, lambda tmp: torch.onnx.export(
+                    model, (example,), str(tmp), input_names=["photo"], output_names=["styled"],
+                    opset_version=OPSET, dynamic_axes={"photo": {0: "batch", 2: "height", 3: "width"},
+                                                       "styled": {0: "batch", 2: "height", 3: "width"}},
+                    dynamo=False))
     return out.stat().st_size
+
+
+def _save(program: torch.export.ExportedProgram, path: Path) -> None:
+    """torch.export.save to ``path`` through a file object: given a name, it warns unless the name ends in .pt2."""
+    with open(path, "wb") as f:
+        torch.export.save(program, f)

@@ -15,6 +15,10 @@ as the painting shades them. What the fit misses (brush texture that does not fo
 added back, so shrunk to the sheet's size the output is what the sheet showed.
 
 Memory stays bounded by the full-size output itself: the full-size composition runs in bands of rows.
+
+:mod:`styleprefs.export` traces this path into a model file, in one piece rather than in bands, with the functions
+here: :func:`working_size` and :func:`resample_exportable` on the sizes a trace keeps (:data:`Size`), and the
+composition the bands run, :func:`guided_planes` and :func:`compose`.
 """
 
 from __future__ import annotations
@@ -36,18 +40,50 @@ ROWS_AT_ONCE = 16       # ... interpolated from the working grid in one matrix p
 LUMA = (0.299, 0.587, 0.114)
 
 Stylise = Callable[[torch.Tensor], torch.Tensor]
+# A size: an int, or a trace's, which Python's own max, min and round would fix as a constant: an int64 scalar tensor
+# (torch.jit.trace, and so ONNX) or a symbolic int (torch.export).
+Size = int | torch.Tensor | torch.SymInt
 
 
-def working_size(height: int, width: int, side: int, stroke_scale: float = 1.0) -> tuple[int, int]:
+def working_size(height: int | torch.Tensor, width: int | torch.Tensor, side: int,
+                 stroke_scale: float = 1.0) -> tuple[int, int] | tuple[torch.Tensor, torch.Tensor]:
     """The grid the generator runs on for an image of ``height``×``width``: long side ``side / stroke_scale``,
     same aspect; the short side at least MIN_WORKING_SIDE. Strokes finer than the image's own pixels are not
     drawn: the long side is at most the image's, or MAX_ENLARGEMENT × ``side`` for images smaller than that
-    (without the cap, ``--stroke-scale 0.015`` on a 500-px photo asked for a 21000-px grid)."""
+    (without the cap, ``--stroke-scale 0.015`` on a 500-px photo asked for a 21000-px grid). The sizes may be int64
+    scalar tensors, as a trace keeps them: the same float64 arithmetic, rounding half to even."""
     if stroke_scale <= 0:
         raise ValueError(f"stroke scale must be positive, got {stroke_scale}")
-    long_side = min(side / stroke_scale, max(height, width, MAX_ENLARGEMENT * side))
-    scale = long_side / max(height, width)
-    return max(MIN_WORKING_SIDE, round(height * scale)), max(MIN_WORKING_SIDE, round(width * scale))
+    longest = _max(height, width)
+    long_side = _min(side / stroke_scale, _max(longest, MAX_ENLARGEMENT * side))
+    scale = long_side / longest
+    # Rounded last (the same as max(MIN_WORKING_SIDE, round(·))), so that a trace's sizes come back as integers too.
+    return _round(_max(MIN_WORKING_SIDE, height * scale)), _round(_max(MIN_WORKING_SIDE, width * scale))
+
+
+def _max(a: int | float | torch.Tensor, b: int | float | torch.Tensor) -> int | float | torch.Tensor:
+    """max(a, b) of numbers, or of a trace's int64 scalar tensors, compared in float64 (as Python compares an int
+    with a float)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.maximum(_float64(a), _float64(b))
+    return max(a, b)
+
+
+def _min(a: int | float | torch.Tensor, b: int | float | torch.Tensor) -> int | float | torch.Tensor:
+    """min(a, b), as :func:`_max`."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.minimum(_float64(a), _float64(b))
+    return min(a, b)
+
+
+def _round(x: float | torch.Tensor) -> int | torch.Tensor:
+    """round(x), half to even: a float64 scalar tensor to an int64 one."""
+    return torch.round(x).long() if isinstance(x, torch.Tensor) else round(x)
+
+
+def _float64(size: Size | float) -> torch.Tensor:
+    """A size as a float64 scalar tensor that stays a trace's (``torch.tensor`` would make it a constant)."""
+    return torch.full((), size, dtype=torch.float64)
 
 
 def resample(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -64,7 +100,7 @@ def resample(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(batch.shape[-2:]) == tuple(size):
         return batch
     shrink = size[0] < batch.shape[-2] or size[1] < batch.shape[-1]
-    if not shrink:  # enlarged one channel at a time: 1.7× faster than channels last (a decoded photo's), the same values
+    if not shrink:  # enlarged one channel at a time: 1.7× faster than channels last (a decoded photo's), same values
         batch = batch.contiguous()
     return F.interpolate(batch, size=size, mode="bicubic", antialias=shrink, align_corners=False).clamp_(0, 1)
 
@@ -128,8 +164,8 @@ def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
 
 def guided_coefficients(guide: torch.Tensor, styled: torch.Tensor, radius: int = RADIUS,
                         eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per pixel of the working grid, a and b (each (3, h, w), or (B, 3, h, w) for a batch) with styled ≈ a·guide + b in every window around
-    it, averaged over the windows that cover the pixel (He et al., guided filter)."""
+    """Per pixel of the working grid, a and b (each (3, h, w), or (B, 3, h, w) for a batch) with styled ≈ a·guide + b
+    in every window around it, averaged over the windows that cover the pixel (He et al., guided filter)."""
     mean_i, mean_p = _box(guide, radius), _box(styled, radius)
     cov = _box(guide * styled, radius) - mean_i * mean_p
     var = _box(guide * guide, radius) - mean_i * mean_i
@@ -146,16 +182,36 @@ def _cubic(t: torch.Tensor, a: float = -0.75) -> torch.Tensor:
     return torch.where(t <= 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
 
 
-def bicubic_taps(source: int | torch.Tensor, length: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def bicubic_taps(source: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``F.interpolate(mode="bicubic", align_corners=False)`` from ``source`` to ``length`` samples: for each output
-    sample its four source samples (edge samples repeated), (length, 4), and their weights, (length, 4). Sizes may be
-    a trace's tensors (:mod:`styleprefs.export`)."""
-    source, length = torch.as_tensor(source), torch.as_tensor(length)
-    position = (torch.arange(length, dtype=torch.float64) + 0.5) * (source.double() / length.double()) - 0.5
+    sample its four source samples (edge samples repeated), (length, 4), and their weights, (length, 4)."""
+    position = (torch.arange(length, dtype=torch.float64) + 0.5) * (source / length) - 0.5
     first = position.floor()
     offsets = torch.arange(-1, 3, dtype=torch.float64)
     weights = _cubic(position[:, None] - (first[:, None] + offsets)).float()
     return torch.clamp(first[:, None].long() + offsets.long(), min=0, max=source - 1), weights
+
+
+def antialiased_matrix(source: Size, length: Size) -> torch.Tensor:
+    """The (length, source) matrix of ``F.interpolate(mode="bicubic", antialias=True)`` along one axis: Keys' kernel
+    with a = −0.5 (as Pillow), stretched by the shrink factor when shrinking, each row normalised to sum to 1."""
+    scale = _float64(source) / length
+    stretch = torch.clamp(scale, min=1.0)
+    center = (torch.arange(length, dtype=torch.float64) + 0.5) * scale
+    x = (torch.arange(source, dtype=torch.float64)[None, :] - center[:, None] + 0.5) / stretch
+    weights = _cubic(x, a=-0.5)
+    return (weights / weights.sum(1, keepdim=True)).float()
+
+
+def resample_exportable(batch: torch.Tensor, height: Size, width: Size) -> torch.Tensor:
+    """:func:`resample` for (B, C, H, W) floats in operations every exporter keeps, to sizes that may be a trace's:
+    antialiased on both axes when either shrinks, by matrix products (ONNX's Resize has no antialiasing); both
+    results are made (the plain one is as small as the working grid) and the trace picks one."""
+    source_h, source_w = batch.shape[-2:]
+    plain = F.interpolate(batch, size=(height, width), mode="bicubic", align_corners=False)
+    smooth = antialiased_matrix(source_h, height) @ batch @ antialiased_matrix(source_w, width).t()
+    shrink = (_float64(height) < source_h) | (_float64(width) < source_w)
+    return torch.where(shrink, smooth, plain).clamp(0, 1)
 
 
 def _interpolated_rows(coefficients: torch.Tensor, taps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -173,6 +229,27 @@ def _interpolated_rows(coefficients: torch.Tensor, taps: torch.Tensor, weights: 
     return rows.view(len(taps), *coefficients.shape[1:])
 
 
+def guided_planes(small: torch.Tensor, styled: torch.Tensor) -> torch.Tensor:
+    """The seven planes, (…, 7, h, w), that bring ``styled``, the generator's output for ``small`` (…, 3, h, w), to
+    full size: the guided filter's slope a (3), the offset (3) with styled = a·L + offset exactly on the working grid,
+    and the working grid's luminance L (1). The offset is the fit's b plus what the fit misses (brush texture that
+    does not follow L), both brought up at their own scale."""
+    guide_small = luminance(small)
+    a, _ = guided_coefficients(guide_small, styled)
+    return torch.cat([a, styled - a * guide_small, guide_small], dim=-3)
+
+
+def compose(planes: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    """The full-size picture, (…, 3, n, W) in [0, 1], from :func:`guided_planes` interpolated to the photo's size
+    (…, 7, n, W) and the photo (…, 3, n, W) in [0, 1]: a·L + offset with the photo's own luminance L, plus L finer than
+    the working grid, kept at least at its own contrast where the painting's slope is lower."""
+    guide = luminance(photo)
+    slope = planes[..., 0:3, :, :]
+    boost = (DETAIL - torch.einsum("c,...cnw->...nw", torch.tensor(LUMA), slope).unsqueeze(-3)).clamp_(min=0)
+    band = torch.addcmul(planes[..., 3:6, :, :], slope, guide).addcmul_(boost, guide - planes[..., 6:7, :, :])
+    return band.clamp_(0, 1)
+
+
 @torch.inference_mode()
 def guided_upsample(photo: torch.Tensor, small: torch.Tensor, styled: torch.Tensor,
                     out: torch.Tensor | None = None) -> torch.Tensor:
@@ -180,28 +257,17 @@ def guided_upsample(photo: torch.Tensor, small: torch.Tensor, styled: torch.Tens
     output for ``small`` (the photo at the working resolution), written into ``out`` if given (fp32 in [0, 1], or
     uint8, rounded). Composed in bands of BAND rows."""
     height, width = photo.shape[-2:]
-    guide_small = luminance(small)
-    a, _ = guided_coefficients(guide_small, styled)
-    # styled = a·L + offset exactly on the working grid: offset is the fit's b plus what the fit misses (brush texture
-    # that does not follow L), both brought up at their own scale.
-    offset = styled - a * guide_small
+    planes = guided_planes(small, styled)
     # Interpolate along the width once (h × W is small), then each band along the height. Stored (h, 7, W): each
     # source row's seven planes, which a band's rows take in matrix products (_interpolated_rows).
-    coefficients = F.interpolate(torch.cat([a, offset, guide_small])[None], size=(a.shape[-2], width),
-                                 mode="bicubic", align_corners=False)[0].transpose(0, 1).contiguous()
-    luma = torch.tensor(LUMA)
+    coefficients = F.interpolate(planes[None], size=(planes.shape[-2], width), mode="bicubic",
+                                 align_corners=False)[0].transpose(0, 1).contiguous()
     out = torch.empty(3, height, width) if out is None else out
     scale = 1 / 255 if photo.dtype == torch.uint8 else 1.0
-    taps, weights = bicubic_taps(a.shape[-2], height)
+    taps, weights = bicubic_taps(planes.shape[-2], height)
     for start in range(0, height, BAND):
         end = min(start + BAND, height)
         rows = _interpolated_rows(coefficients, taps[start:end], weights[start:end]).transpose(0, 1)  # (7, n, W)
-        guide = luminance(photo[:, start:end].float().mul_(scale))
-        slope = rows[0:3]
-        # The photo's luminance finer than the working grid, kept at least at its own contrast where the painting's
-        # slope is lower.
-        boost = (DETAIL - torch.einsum("c,cnw->nw", luma, slope)[None]).clamp_(min=0)
-        band = torch.addcmul(rows[3:6], slope, guide).addcmul_(boost, guide - rows[6:7])
-        band.clamp_(0, 1)
+        band = compose(rows, photo[:, start:end].float().mul_(scale))
         out[:, start:end] = band.mul_(255).round_() if out.dtype == torch.uint8 else band
     return out
