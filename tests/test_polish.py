@@ -45,7 +45,7 @@ def test_polishing_lowers_the_looks_own_loss_and_gives_a_picture(one_round):
         steps = []
         finished = polish.polish(net, rt, photo, start, goal, 8, on_step=lambda k, n: steps.append((k, n)))
     with torch.no_grad():
-        target = net(polish.framed(rt.images(photo)))["relu4_1"]
+        target = polish.inside(net(polish.framed(rt.images(photo))))["relu4_1"]
         before = float(polish.loss(net, rt.images(start), rt.images(photo), target, goal, rt))
         after = float(polish.loss(net, rt.images(finished), rt.images(photo), target, goal, rt))
     assert after < 0.8 * before, (before, after)
@@ -241,17 +241,18 @@ def test_polish_works_whoever_built_the_loss_network_first(one_round):
 
 
 
-def test_the_loss_network_sees_the_picture_in_a_mirrored_frame_that_counts_each_pixel_once():
+def test_the_loss_network_sees_the_picture_in_a_mirrored_frame_and_keeps_the_pictures_own_positions():
     """The loss network pads with zeros, a black frame that pushed the edge pixels into a line; polish shows it the
-    picture inside a mirror of itself. The mirror is a constant: each pixel's gradient is its own, once."""
-    picture = torch.rand(1, 3, 40, 30, requires_grad=True)
+    picture inside a mirror of itself, and keeps the features at the picture's own positions, each pixel once."""
+    picture = torch.rand(1, 3, 48, 32)
     framed = polish.framed(picture)
     m = polish.MARGIN
-    assert framed.shape == (1, 3, 40 + 2 * m, 30 + 2 * m)
+    assert framed.shape == (1, 3, 48 + 2 * m, 32 + 2 * m)
     assert torch.equal(framed[..., m:-m, m:-m], picture)
     assert torch.equal(framed[..., m - 1, m:-m], picture[..., 1, :])  # mirrored about the edge row
     assert torch.equal(framed[..., m:-m, -m], picture[..., :, -2])
-    framed.sum().backward()
-    assert torch.equal(picture.grad, torch.ones_like(picture))
-    small = polish.framed(torch.rand(1, 3, 5, 9))  # a picture smaller than the margin: as much as it has
-    assert small.shape == (1, 3, 5 + 8, 9 + 8)
+    pooled = {f"relu{n}_1": torch.nn.functional.avg_pool2d(framed, 2 ** (n - 1)) for n in range(1, 6)}
+    for n, (name, x) in enumerate(polish.inside(pooled).items(), start=1):  # a position of reluN_k is 2^(N−1) px
+        assert torch.equal(x, torch.nn.functional.avg_pool2d(picture, 2 ** (n - 1))), name
+    tiny = torch.rand(1, 3, 5, 9)  # smaller than the margin: its edges repeated, its own positions kept
+    assert torch.equal(polish.inside({"relu1_1": polish.framed(tiny)})["relu1_1"], tiny)

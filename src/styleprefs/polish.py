@@ -33,7 +33,7 @@ from .vgg import VGG19Features
 FIRST_STEP = 0.5  # the root mean square of the first step, in logits (a level of 8 bits is 0.016 at mid-grey)
 HISTORY = 20       # L-BFGS's curvature pairs kept
 EPSILON = 0.01  # the start is squeezed into [ε, 1 − ε]: its pure black and white stay off the sigmoid's flat tails
-MARGIN = 16     # px of the picture mirrored around it before the loss network sees it (see ``framed``)
+MARGIN = 16     # px of the picture mirrored around it for the loss network (``framed``): a position of relu5_1
 
 StepFn = Callable[[int, int], None]  # (step done, steps in all)
 
@@ -71,23 +71,32 @@ def objective(z: torch.Tensor, grams: dict[str, torch.Tensor], settings: TrainSe
 
 
 def framed(picture: torch.Tensor) -> torch.Tensor:
-    """``picture`` (1, 3, h, w) inside a frame of MARGIN px (less where it is smaller) mirrored from it. The loss
-    network pads each convolution with zeros, so at the picture's edge its features see a black frame; optimised
-    against them, the outermost pixels were pushed into a light or dark line along every edge. In the mirrored frame
-    the edge pixels sit inside the picture as the loss network sees it. The frame is a constant copy: mirrored with
-    its gradient, the pixels near an edge were counted twice and grew a speckled strip."""
-    margin = min(MARGIN, picture.shape[-2] - 1, picture.shape[-1] - 1)
-    frame = torch.nn.functional.pad(picture.detach(), (margin,) * 4, mode="reflect")
-    frame[..., margin:margin + picture.shape[-2], margin:margin + picture.shape[-1]] = picture
-    return frame
+    """``picture`` (1, 3, h, w) inside a frame of MARGIN px mirrored from it. The loss network pads each convolution
+    with zeros, a black frame around any picture; optimised against it, the outermost pixels were pushed into a light
+    or dark line along every edge. Inside the mirror, the edge pixels have neighbours like those of any other pixel.
+    (A picture too small to mirror that far has its edge pixels repeated instead.)"""
+    mode = "reflect" if min(picture.shape[-2:]) > MARGIN else "replicate"
+    return torch.nn.functional.pad(picture, (MARGIN,) * 4, mode=mode)
+
+
+def inside(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The loss network's features of a :func:`framed` picture, at the picture's own positions: the frame's are
+    dropped, so the statistics are the picture's, each pixel counted once (counted with its mirror images, the pixels
+    near an edge weighed double in the Grams and grew a speckled strip). ``reluN_k`` is 2^(N−1) px a position."""
+    out = {}
+    for name, x in features.items():
+        cut = MARGIN >> (int(name[4]) - 1)
+        out[name] = x[..., cut:x.shape[-2] - cut, cut:x.shape[-1] - cut]
+    return out
 
 
 def loss(net: VGG19Features, picture: torch.Tensor, photo: torch.Tensor, content_target: torch.Tensor,
          goal: Objective, runtime: Runtime) -> torch.Tensor:
-    """The objective at ``picture`` (1, 3, h, w) in [0, 1], for ``photo`` whose content features (of the photo
-    :func:`framed`) are ``content_target``: the training loss of :class:`styleprefs.training.Trainer` without its adversarial term."""
+    """The objective at ``picture`` (1, 3, h, w) in [0, 1], for ``photo`` whose content features (``inside`` the
+    photo ``framed``) are ``content_target``: the training loss of :class:`styleprefs.training.Trainer` without its
+    adversarial term."""
     with runtime.autocast():
-        features = net(framed(picture))
+        features = inside(net(framed(picture)))
     grams = {name: target[None] for name, target in goal.grams.items()}
     total = (goal.content * losses.content_loss(features[CONTENT_LAYER], content_target)
              + goal.style * losses.style_loss(features, grams, goal.layer_weights[None])
@@ -111,7 +120,7 @@ def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: tor
     with torch.inference_mode(False), torch.enable_grad():
         photo = runtime.images(photo.float().clone())
         with torch.no_grad(), runtime.autocast():
-            content_target = net(framed(photo), until=CONTENT_LAYER)[CONTENT_LAYER]
+            content_target = inside(net(framed(photo), until=CONTENT_LAYER))[CONTENT_LAYER]
         goal = replace(goal, grams={k: v.to(runtime.device).clone() for k, v in goal.grams.items()},
                        layer_weights=goal.layer_weights.to(runtime.device).clone())
         start = start.float().clamp(EPSILON, 1 - EPSILON)
