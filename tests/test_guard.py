@@ -117,7 +117,7 @@ def test_refine_keeps_its_fine_tuning_only_while_the_learned_look_is_a_stylisati
     folder = tmp_path / "s"
     shutil.copytree(session.store.root, folder)
     Session.open(folder, "cpu").propose(n=4, size=256, preview=cat)
-    monkeypatch.setattr("styleprefs.session.STYLISED", bar)  # 0.05: a bar no picture of this generator clears
+    monkeypatch.setattr("styleprefs.refining.STYLISED", bar)  # 0.05: a bar no picture of this generator clears
     monkeypatch.setattr("styleprefs.guard.STYLISED", bar)
     with Session.editing(folder, "cpu") as s:
         s.select([1, 2])

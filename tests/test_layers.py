@@ -11,8 +11,8 @@ PACKAGE = Path(styleprefs.__file__).parent
 LAYERS = [
     {"cli", "server", "ray_apply", "export"},
     {"session"},
-    {"reporting", "training", "checkpoints", "start", "preference", "refining", "guard", "render", "tiling", "applying",
-     "pipeline", "outputs", "page", "polish", "rounds", "migrate"},
+    {"creating", "looks", "reporting", "training", "checkpoints", "start", "preference", "refining", "guard", "render",
+     "tiling", "applying", "pipeline", "outputs", "page", "polish", "rounds", "migrate"},
     {"store", "schema", "inputs"},
     {"networks", "kernels", "controls", "losses", "vgg"},
     {"images", "config", "device", "errors"},

@@ -171,7 +171,7 @@ def _guard_out_of_the_way():
     looks of these two-step generators, which are not yet stylisations, and discard their fine-tuning."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("styleprefs.guard.STYLISED", float("inf"))
-        patch.setattr("styleprefs.session.STYLISED", float("inf"))
+        patch.setattr("styleprefs.refining.STYLISED", float("inf"))
         yield
 
 
@@ -269,8 +269,8 @@ def test_refine_keeps_the_mean_grams_of_the_passed_over_candidates(session):
     # round was proposed with (the scale is exact at render time and is not learnt into G a second time).
     at_proposal = Session.open(session.store.root, device="cpu")
     at_proposal.state = {**at_proposal.state, "checkpoint": session.state["rounds"][0]["checkpoint"]}
-    renders = at_proposal._learning_images(session.state["rounds"][0],
-                                           [i for i in range(1, 7) if i not in first.selection])
+    renders = at_proposal.looks().learning_images(session.state["rounds"][0],
+                                                  [i for i in range(1, 7) if i not in first.selection])
     net = loss_network(session.runtime, STYLE_LAYERS)
     expected = gram_stats(net, renders, session.runtime, STYLE_LAYERS)
     shown = gram_stats(net, passed, session.runtime, STYLE_LAYERS)

@@ -6,14 +6,17 @@ The modules, top to bottom (each imports only from its own line or those below i
   ``export`` (apply on a Ray cluster; one look as an ONNX or TorchScript file);
 - ``session``: the ``Session`` and its commands, init / propose / select / refine / apply / status, each a short
   story of calls into the rooms below;
-- what the commands do: ``training`` (the init and refine loops) and ``checkpoints`` (their files, resumable),
-  ``start`` (G's start from the shipped pretrained generator), ``preference`` (the choice model and the proposals
-  drawn from it), ``refining`` (the personal style target), ``guard`` (every look a stylisation), ``polish`` (a
-  picture finished by optimisation toward its look's loss), ``render`` (any photo size as the picked candidate),
-  ``tiling`` (large grids in bounded memory), ``applying``, ``pipeline`` and ``outputs`` (apply's options, its
-  threaded decode → stylise → write, its output names), ``page`` (the picking page), ``rounds`` (the rounds as
-  stored, their picks' files, ``ROUND:INDEX``), ``reporting`` (a snapshot of the session in words, for ``status`` and
-  ``history``), ``migrate`` (an older session's files upgraded once, when it is opened);
+- what the commands do: ``creating`` (init: a new session folder, whole or not at all, and its base networks
+  trained), ``training`` (the init and refine loops) and ``checkpoints`` (their files, resumable), ``start`` (G's
+  start from the shipped pretrained generator), ``preference`` (the choice model and the proposals drawn from it),
+  ``looks`` (the looks as a sheet shows them: drawn for a round, judged, learned from), ``guard`` (every look a
+  stylisation), ``refining`` (refine's plan: the rounds it learns from, the personal style target, whether the
+  fine-tuning is kept), ``polish`` (a picture finished by optimisation toward its look's loss), ``render`` (any photo
+  size as the picked candidate), ``tiling`` (large grids in bounded memory), ``applying``, ``pipeline`` and
+  ``outputs`` (apply's options and polish goal, its threaded decode → stylise → write, its output names), ``page``
+  (the picking page), ``rounds`` (the rounds as stored: their folders, their picks' files, ``ROUND:INDEX``),
+  ``reporting`` (a snapshot of the session in words, for ``status`` and ``history``), ``migrate`` (an older session's
+  files upgraded once, when it is opened);
 - the session on disk: ``store`` (atomic writes, the lock), ``schema`` (its JSON checked when read), ``inputs`` (the
   photos and paintings kept inside it);
 - the models: ``networks`` (G and D), ``kernels`` (their faster CPU routes), ``controls`` (what z means),

@@ -13,11 +13,13 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from .config import TrainSettings
+from .device import Runtime
 from .errors import StyleprefsError
 from .networks import Discriminator, Generator
 from .preference import Posterior
 from .store import SessionError, Store
-from .training import Progress, StopSignals, Trainer
+from .training import CropSampler, Progress, StopSignals, TargetFn, Trainer, WeightsFn, ZSampler
 
 TRAINING = "training.safetensors"  # the resumable mid-training state of an unfinished init or refine
 
@@ -65,6 +67,17 @@ def run_phase(store: Store, phase: str, steps: int, run: Callable[[int], Iterato
     return time.perf_counter() - started
 
 
+def train(store: Store, trainer: Trainer, phase: str, steps: int, content: CropSampler, real: CropSampler,
+          sample_z: ZSampler, targets: TargetFn, rng: torch.Generator, on_progress: ProgressFn | None,
+          checkpoint_seconds: float, weights: WeightsFn | None = None, norms_only_steps: int = 0) -> float:
+    """``trainer`` through a training phase of ``steps`` (:meth:`Trainer.run`), resumable (:func:`run_phase`); its
+    seconds."""
+    return run_phase(store, phase, steps,
+                     lambda first: trainer.run(phase, steps, content, real, sample_z, targets, rng, first_step=first,
+                                               weights=weights, norms_only_steps=norms_only_steps),
+                     trainer, rng, on_progress, checkpoint_seconds)
+
+
 def saved_steps(store: Store) -> int:
     """The steps an unfinished phase has saved (0 before its first save)."""
     if not store.path(TRAINING).exists():
@@ -91,3 +104,22 @@ def load(module: torch.nn.Module, store: Store, name: str) -> None:
         module.load_state_dict(tensors)
     except RuntimeError as exc:
         raise SessionError(f"{store.path(name)}: does not match the network ({str(exc).splitlines()[0]})") from None
+
+
+def load_generator(store: Store, name: str, z_dim: int, settings: TrainSettings, runtime: Runtime) -> Generator:
+    """Checkpoint ``name``'s generator, on ``runtime``'s device, in eval mode. Built outside inference mode whoever asks
+    first, so that ``refine`` can train the same object."""
+    with torch.inference_mode(False):
+        generator = Generator(z_dim, settings.generator_width, settings.generator_blocks)
+        load(generator, store, f"{name}/generator.safetensors")
+        return runtime.module(generator).eval()
+
+
+def load_posterior(store: Store, name: str, look_dim: int) -> Posterior:
+    """Checkpoint ``name``'s choice model, checked to be over looks of ``look_dim`` numbers."""
+    file = f"{name}/preference.safetensors"
+    tensors = store.read_tensors(file, required=("mean", "cov", "picks"))
+    dim = tensors["mean"].numel() // 2
+    if tensors["mean"].shape != (2 * look_dim,) or tensors["cov"].shape != (2 * dim, 2 * dim):
+        raise SessionError(f"{store.path(file)}: damaged (a choice model of the wrong shape)")
+    return Posterior.from_tensors(tensors)

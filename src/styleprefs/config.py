@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from numbers import Integral
 from pathlib import Path
 
 from .errors import BadInput
@@ -20,7 +21,7 @@ MAX_BATCH = 8  # the most photos of one size in one forward of apply (pipeline.p
 DEFAULT_MAX_PIXELS = 100_000_000  # images larger than this are refused before decoding (decompression bombs)
 MIN_WORKING_SIDE, MAX_WORKING_SIDE = 32, 2048  # the working sides a session may have, px
 MIN_SHEET_SIDE, MAX_SHEET_SIDE = 32, 2048  # a contact sheet's candidates, long side in px
-MAX_CANDIDATES = 64  # candidates in a round, at most
+MIN_CANDIDATES, MAX_CANDIDATES = 1, 64  # candidates in a round
 # Polish's style layers: training's and relu5_1, where a painting's largest forms show. The generator trains without
 # it (its loss network stops at relu4_1, a third cheaper); finishing one picture can afford it, and without it a
 # polished picture kept the photo's large-scale statistics (0.75–0.85 of the photo's relu5_1 distance to the painting,
@@ -48,6 +49,28 @@ class ConfigError(BadInput):
     """A setting out of range: reported to the user as bad input."""
 
 
+def _check_range(value: int, low: int, high: int, what: str, option: str | None, unit: str = "") -> int:
+    """``value``, refused unless it is a whole number from ``low`` to ``high``; ``option`` names the argument."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or not low <= value <= high:
+        raise ConfigError(f"{what} must be between {low} and {high}{unit}, got {value}", option)
+    return value
+
+
+def check_candidates(n: int, option: str | None = "n") -> int:
+    """A round's number of candidates."""
+    return _check_range(n, MIN_CANDIDATES, MAX_CANDIDATES, "the number of candidates", option)
+
+
+def check_sheet_side(size: int, option: str | None = "size") -> int:
+    """The long side of a contact sheet's candidates."""
+    return _check_range(size, MIN_SHEET_SIDE, MAX_SHEET_SIDE, "the sheet's size", option, " px")
+
+
+def check_working_side(side: int, option: str | None = "working_side") -> int:
+    """The long side the generator works at."""
+    return _check_range(side, MIN_WORKING_SIDE, MAX_WORKING_SIDE, "the working side", option, " px")
+
+
 @dataclass
 class TrainSettings:
     """How the generator is trained by ``init`` and fine-tuned by ``refine``."""
@@ -62,7 +85,7 @@ class TrainSettings:
     refine_lr: float = 5e-4
     content_weight: float = 1.0    # λ_c
     style_weight: float = 1.0      # λ_s, multiplied by each sample's strength from z
-    colour_weight: float = 50.0    # λ_col, × each sample's colour from z (200 held strokes back: a GPU sweep, see README)
+    colour_weight: float = 50.0    # λ_col, × each sample's colour from z (200 held strokes back: a GPU sweep, README)
     colour_centre: float = 1.5     # z's colour dial pulls to the photo's colours half-way here: z = 0 keeps the
                                    # painting's palette (at 0, the old centre, the default look was a tinted photo)
     content_crop: int = 0          # G's training crops: 0, ``size`` px crops of the photos resized; N, crops of up to
@@ -97,7 +120,8 @@ class TrainSettings:
         if not 32 <= self.style_size <= 2048:
             raise ConfigError(f"style size must be between 32 and 2048 px, got {self.style_size}")
         if self.start not in ("pretrained", "scratch") and not Path(self.start).is_file():
-            raise ConfigError(f"start must be 'pretrained', 'scratch' or a pretrained generator's file, got {self.start!r}")
+            raise ConfigError(f"start must be 'pretrained', 'scratch' or a pretrained generator's file, "
+                              f"got {self.start!r}")
         unknown = [name for name in self.style_layers if name not in VGG_RELUS]
         if not self.style_layers or unknown or len(set(self.style_layers)) != len(self.style_layers):
             raise ConfigError(f"style layers must be distinct VGG19 relu layers (relu1_1 … relu5_4), got "
@@ -127,9 +151,9 @@ class ProposalSettings:
                              # quality benchmark's photos and lost fine texture; at 384 round 1 spans fewer looks)
 
     def validate(self) -> ProposalSettings:
-        if not isinstance(self.working_side, int) or not MIN_WORKING_SIDE <= self.working_side <= MAX_WORKING_SIDE:
-            raise ConfigError(f"working side must be between {MIN_WORKING_SIDE} and {MAX_WORKING_SIDE} px, "
-                              f"got {self.working_side}")
+        check_candidates(self.n)
+        check_sheet_side(self.size)
+        check_working_side(self.working_side)
         return self
 
     @classmethod

@@ -35,6 +35,14 @@ PICKS_FILES = ("selection.json", "chosen_grams.safetensors", PASSED_GRAMS)
 ACCEPTED = 2**62  # a recorded photo whose SHA-256 matches passed the pixel limit at init
 
 
+def opened(path: Path, wait: float = 30.0) -> Store:
+    """The session folder at ``path``, checked; upgraded first (under its lock) if an older styleprefs wrote it."""
+    store = Store(Path(path))
+    store.check()
+    upgrade(store, wait)
+    return store
+
+
 def upgrade(store: Store, wait: float = 30.0) -> bool:
     """Bring the session to ``SCHEMA_VERSION`` in place if an older styleprefs wrote it, under its lock (waiting up to
     ``wait`` seconds for it); whether this call did. ``store.check`` has refused versions it does not know."""

@@ -1,5 +1,7 @@
 """The session in words: what ``status`` and ``history`` show, from a :class:`Snapshot` of plain data that
-``Session.snapshot`` reads (this module knows nothing of the Session, and changes nothing).
+``Session.snapshot`` reads, with the pieces of it that come from the session's files: the taste learned (now and
+after each refine), the looks of each round's picks, an unfinished init or refine. This module knows nothing of the
+Session, and changes nothing.
 """
 
 from __future__ import annotations
@@ -9,7 +11,12 @@ from pathlib import Path
 
 import torch
 
-from . import page
+from . import checkpoints, controls, page, schema
+from .looks import split
+from .preference import Posterior, describe_taste
+from .rounds import learned, picks_file
+from .rounds import load as load_rounds
+from .store import Store
 
 
 @dataclass(frozen=True)
@@ -22,7 +29,7 @@ class Snapshot:
     device: str
     bf16: bool
     damaged: list[str]            # damaged or missing files, as ``Store.damage`` words them
-    unfinished: dict | None       # an interrupted init or refine (``Session.training_progress``)
+    unfinished: dict | None       # an interrupted init or refine (:func:`unfinished`)
     taste: dict                   # what was learned, in words (``preference.describe_taste``)
     look: torch.Tensor | None     # the look apply uses; None when the session cannot give one
     stroke_scale: float | None
@@ -70,3 +77,55 @@ def history(snap: Snapshot) -> list[dict]:
                          "fine_tuning_kept": refine["fine_tuning_kept"],
                          "taste": snap.tastes_after[refine["checkpoint"]]}})
     return rows
+
+
+def unfinished(store: Store, state: dict) -> dict | None:
+    """The unfinished init or refine, if any: its phase, the steps saved so far, and the total."""
+    training = state["training"]
+    if not training:
+        return None
+    return {**training, "completed": checkpoints.saved_steps(store),
+            "resume": f"styleprefs {training['phase']} --resume"}
+
+
+def taste(store: Store, state: dict, config: dict, posterior: Posterior | None, look: torch.Tensor | None) -> dict:
+    """The taste in words (``preference.describe_taste``): the choice model's ``posterior`` and the ``look`` apply
+    gives, with the looks of the picks it has learned from. Both are None where the session cannot give a look."""
+    scale = None if look is None else _stroke_scale(config, look)
+    return describe_taste(posterior, look, style_names(config),
+                          learned_looks(store, state, config) if posterior is not None else [], scale)
+
+
+def tastes_after(store: Store, state: dict, config: dict, current: dict) -> dict[str, str]:
+    """Each refine's checkpoint → the taste it had learned, in words (``current``'s, the taste now, for the current
+    checkpoint's)."""
+    return {refine["checkpoint"]: (current if refine["checkpoint"] == state["checkpoint"] else
+                                   taste_after(store, state, config, refine))["summary"]
+            for refine in state["refines"]}
+
+
+def taste_after(store: Store, state: dict, config: dict, refine: dict) -> dict:
+    """The taste an earlier refine had learned, in words: its choice model's best look."""
+    name = f"{refine['checkpoint']}/preference.safetensors"
+    posterior = Posterior.from_tensors(store.read_tensors(name, required=("mean", "cov", "picks")))
+    z = posterior.best_z()
+    return describe_taste(posterior, z, style_names(config), learned_looks(store, state, config, set(refine["rounds"])),
+                          _stroke_scale(config, z))
+
+
+def learned_looks(store: Store, state: dict, config: dict, rounds: set[int] | None = None) -> list[dict[str, float]]:
+    """For each round a refine has learned from (or each of ``rounds``), how its picks differ from the passed-over
+    candidates (saved by ``select``)."""
+    rounds = learned(state) if rounds is None else rounds
+    saved = [picks_file(state["rounds"][r.index - 1], "selection.json")
+             for r in load_rounds(store, state, len(config["z_names"])) if r.index in rounds]
+    return [schema.selection(store, name)["looks"] for name in saved]
+
+
+def style_names(config: dict) -> list[str]:
+    """The paintings' names, as the taste words them."""
+    return [Path(s["path"]).stem for s in config["styles"]]
+
+
+def _stroke_scale(config: dict, look: torch.Tensor) -> float:
+    return split(look, controls.z_dim(len(config["styles"])), len(config["z_names"]))[1]

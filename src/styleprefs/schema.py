@@ -3,7 +3,8 @@
 A session someone hands you is data, not code. ``state.json`` names the folders and files that commands write and
 delete through, and numbers that index lists; each is checked here before any command uses it. A wrong type, a
 missing key, or a path that is absolute, climbs out with ``..`` or leads outside the session through a link is
-refused with one line that names the file.
+refused with one line that names the file. Numbers are held to the bounds that ``config``'s checks hold the settings
+and the commands' arguments to (``check_candidates``, ``check_sheet_side``, ``check_working_side``), worded as damage.
 
 ``legacy=True`` reads a version-1 file as the upgrade (``migrate.py``) finds it: without the keys version 1 added
 over time, and with round previews outside the session.
@@ -14,7 +15,9 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
-from .config import MAX_CANDIDATES, MAX_SHEET_SIDE, MAX_WORKING_SIDE, MIN_SHEET_SIDE, MIN_WORKING_SIDE
+from .config import (MAX_CANDIDATES, MAX_SHEET_SIDE, MAX_WORKING_SIDE, MIN_CANDIDATES, MIN_SHEET_SIDE,
+                     MIN_WORKING_SIDE)
+from . import controls
 from .store import SessionError, Store
 
 PHASES = ("init", "refine")
@@ -110,7 +113,7 @@ def _round(r: _Reader, entry: Any, index: int, legacy: bool) -> None:
         if not isinstance(name, str):
             r.fail(f"{where}'candidates' holds a non-name")
         r.inside(name, f"{where}candidate", plain=True)
-    n = r.count(entry, "n", 1, MAX_CANDIDATES, where)
+    n = r.count(entry, "n", MIN_CANDIDATES, MAX_CANDIDATES, where)
     if n != len(candidates):
         r.fail(f"{where}'n' is {n} but it lists {len(candidates)} candidates")
     r.count(entry, "size", MIN_SHEET_SIDE, MAX_SHEET_SIDE, where)
@@ -146,6 +149,9 @@ def config(store: Store, legacy: bool = False) -> dict:
         for i, item in enumerate(inputs, 1):
             r.get(item, "path", str, f"{key} {i}'s ")
             r.get(item, "sha256", str, f"{key} {i}'s ")
+    n_styles = len(data["styles"])
+    if not legacy and data["z_names"] != controls.look_names(n_styles):  # a look is z, then the stroke scale
+        r.fail(f"'z_names' does not fit {n_styles} painting(s)")
     return data
 
 

@@ -140,6 +140,15 @@ class Store:
                 found.append(f"{name} (content changed)")
         return found
 
+    def commit(self, state: dict, event: dict, leaving: tuple[str, ...] = ()) -> dict:
+        """Write ``state`` with the manifest of the files it uses (those under the folders ``leaving`` are about to
+        go) as ``state.json``, atomically and after every file it names, then log ``event``; the state written."""
+        files = {name: f for name, f in self.manifest().items() if not name.startswith(leaving)}
+        state = {**state, "files": files}  # committed with the state it describes
+        self.write_json("state.json", state)
+        self.append_history(event)
+        return state
+
     def append_history(self, entry: dict) -> None:
         history = self.read_json("history.json") if self.path("history.json").exists() else {"events": []}
         if not isinstance(history.get("events"), list):

@@ -35,6 +35,16 @@ def needs_tiles(height: int, width: int) -> bool:
     return height * width > TILE_ABOVE
 
 
+def generate(generator: Generator, batch: torch.Tensor, z: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """``generator`` with one ``z`` on (B, 3, H, W) at its own grid, fp32 on the CPU; over ``TILE_ABOVE`` pixels in
+    tiles, in bounded memory."""
+    if needs_tiles(*batch.shape[-2:]):
+        return torch.stack([stylise_tiled(generator, image, z, runtime) for image in batch])
+    with runtime.autocast():
+        z = z.reshape(1, -1).expand(len(batch), -1).to(runtime.device)
+        return generator(runtime.images(batch), z).float().cpu()
+
+
 @torch.inference_mode()
 def receptive_radius(generator: Generator, runtime: Runtime, probe: int = 320) -> int:
     """How far (px) a change in the input reaches in the output, with the norm statistics fixed; measured
