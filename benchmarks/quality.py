@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from styleprefs import polish
 from styleprefs.config import CONTENT_LAYER, POLISH_STEPS, ProposalSettings, TrainSettings
 from styleprefs.images import find_images, load_image, save_image, to_pil
 from styleprefs.losses import content_distance, style_distance
@@ -250,6 +251,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="score the pretrained starting point itself at z = 0, before any fine-tuning")
     p.add_argument("--polish-steps", type=int, default=POLISH_STEPS,
                    help=f"steps of the polished column (default {POLISH_STEPS}, apply --polish's; 0: no such column)")
+    p.add_argument("--polish-margin", type=int,
+                   help="px mirrored around a picture for polish's loss network (default polish.MARGIN, 16; 0: VGG19's "
+                        "zero padding alone, as Gatys and the style distance have it)")
     p.add_argument("--reuse-sessions", action="store_true",
                    help="keep a session already in OUT/sessions that was trained with these settings")
     p.add_argument("--quick", action="store_true", help="a tiny smoke run: 1 painting, 2+1 photos, few steps, 64 px")
@@ -273,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.polish_margin is not None:
+        polish.MARGIN = args.polish_margin
     load = os.getloadavg()[0]
     if load > 0.5:
         # Measured here: with 2 threads on 2 busy cores, stylise at 64 px took 0.93 s instead of 0.02 s.
@@ -302,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "settings": {"paintings": [p.stem for p in paintings], "size": args.size, "gatys_steps": args.gatys_steps,
                      "repeats": args.repeats, "seed": args.seed, "train": settings.to_dict(), "quick": args.quick,
-                     "working_side": proposals.working_side},
+                     "working_side": proposals.working_side, "polish_steps": args.polish_steps,
+                     "polish_margin": polish.MARGIN},
         "train_photos": [p.name for p in train_photos], "eval_photos": [p.name for p in eval_photos],
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), **cpu_report(),
                         "commit": commit(), "date": time.strftime("%Y-%m-%d"),
