@@ -1,9 +1,10 @@
-"""What ``refine`` learns and trains toward: the rounds it learns from, the personal style target built from their
-picks, the batch plan that trains half of every batch near the preferred look (toward that target) and half from the
-prior (toward the paintings), so the rest of z's space is not forgotten, and whether the fine-tuning is kept.
+"""What ``refine`` learns and how: the rounds it learns from, the personal style target built from their picks, the
+batch plan that trains half of every batch near the preferred look (toward that target) and half from the prior
+(toward the paintings), so the rest of z's space is not forgotten; the fine-tuning, whether it is kept, the checkpoint
+it leaves, and the state ``undo`` goes back to.
 
-:func:`personal_target` and :class:`BatchPlan` are pure functions of tensors; :func:`target_of` gathers the Grams
-they need from the session's rounds, as their sheets show them (``looks``). ``Session.refine`` runs the training.
+:func:`personal_target` and :class:`BatchPlan` are pure functions of tensors; the rest reads and writes the session's
+files, with its rounds seen as their sheets show them (``looks``). ``Session.refine`` tells the story.
 """
 
 from __future__ import annotations
@@ -91,23 +92,6 @@ def target_of(store: Store, looks: Looks, rounds: list[Round], z: torch.Tensor, 
                            layers, settings.preference_step, settings.preference_reach)
 
 
-def keeps_fine_tuning(unrefined: torch.Tensor, refined: torch.Tensor, ratio: float, personal: Grams,
-                      runtime: Runtime, layers: tuple[str, ...]) -> tuple[bool, dict[str, float]]:
-    """Whether the fine-tuning is kept, and the picture's style distance to the ``personal`` target before and after
-    it (``unrefined``, ``refined``: what apply gives, as the sheet shows it; ``ratio``: the refined picture's distance
-    to the painting over the photo's).
-
-    It is kept only while the look it serves is still a stylisation, and only if what apply then gives is nearer the
-    personal target than what it gave before. Tastes that want what the painting lacks (warm against a blue painting,
-    "subtle") drove the generator toward the edge of the stylisations; the guard then pulled the look back, and the
-    user got a picture further from their picks than with no fine-tuning at all (benchmarks/preference.py: warm
-    −2.7 σ, subtle −1.1 σ against the choice model alone)."""
-    net = loss_network(runtime, layers)
-    nearer = {"before": round(distance_to(net, runtime, unrefined, personal), 4),
-              "after": round(distance_to(net, runtime, refined, personal), 4)}
-    return ratio <= STYLISED and nearer["after"] < nearer["before"], nearer
-
-
 def personal_target(look: Grams, chosen: Sequence[Grams], passed: Sequence[Grams | None], layers: tuple[str, ...],
                     step: float, reach: float) -> Grams:
     """Per layer, the current look's Grams moved by ``step`` (γ) along the direction the user has been choosing,
@@ -190,6 +174,23 @@ def fine_tune(store: Store, config: dict, state: dict, settings: TrainSettings, 
                                 CropSampler(styles + chosen, s.size), plan.sample_z, plan.targets, rng, on_progress,
                                 s.checkpoint_seconds, plan.loss_weights)
     return discriminator, seconds
+
+
+def keeps_fine_tuning(unrefined: torch.Tensor, refined: torch.Tensor, ratio: float, personal: Grams,
+                      runtime: Runtime, layers: tuple[str, ...]) -> tuple[bool, dict[str, float]]:
+    """Whether the fine-tuning is kept, and the picture's style distance to the ``personal`` target before and after
+    it (``unrefined``, ``refined``: what apply gives, as the sheet shows it; ``ratio``: the refined picture's distance
+    to the painting over the photo's).
+
+    It is kept only while the look it serves is still a stylisation, and only if what apply then gives is nearer the
+    personal target than what it gave before. Tastes that want what the painting lacks (warm against a blue painting,
+    "subtle") drove the generator toward the edge of the stylisations; the guard then pulled the look back, and the
+    user got a picture further from their picks than with no fine-tuning at all (benchmarks/preference.py: warm
+    −2.7 σ, subtle −1.1 σ against the choice model alone)."""
+    net = loss_network(runtime, layers)
+    nearer = {"before": round(distance_to(net, runtime, unrefined, personal), 4),
+              "after": round(distance_to(net, runtime, refined, personal), 4)}
+    return ratio <= STYLISED and nearer["after"] < nearer["before"], nearer
 
 
 def save(store: Store, state: dict, before: dict, generator: Generator, discriminator: Discriminator,
