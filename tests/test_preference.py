@@ -232,7 +232,8 @@ def test_undo_returns_to_the_state_before_the_refine(session, learned):
     def unrecorded(state):  # the manifest describes the files now on disk, undone refine's included
         return {k: v for k, v in state.items() if k != "files"}
 
-    assert unrecorded(again.state) == unrecorded(before) and torch.equal(again.preferred_z(), torch.zeros(again.look_dim))
+    assert unrecorded(again.state) == unrecorded(before)
+    assert torch.equal(again.preferred_z(), torch.zeros(again.look_dim))
     # The generator of init again: its weights, and (where the refine kept its fine-tuning) not the refined outputs.
     init_weights = load_file(learned / "checkpoints/000/generator.safetensors")
     assert all(torch.equal(v, init_weights[k]) for k, v in again.generator().state_dict().items())
@@ -291,7 +292,8 @@ def test_a_new_choice_drops_passed_over_grams_of_an_earlier_one(session):
     # Round 2 is proposed but not learned from; a file left by an earlier choice must not outlive a new one.
     session.select([2, 5])
     earlier = session.selection_file(session.rounds()[1]).parent
-    session.store.write_tensors(f"rounds/002/{earlier.name}/passed_grams.safetensors", {"relu1_1": torch.zeros(1, 64, 64)})
+    session.store.write_tensors(f"rounds/002/{earlier.name}/passed_grams.safetensors",
+                                {"relu1_1": torch.zeros(1, 64, 64)})
     session.select([1, 6])
     assert not earlier.exists()
     assert json.loads(session.selection_file(session.rounds()[1]).read_text())["chosen"] == [1, 6]
