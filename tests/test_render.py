@@ -65,7 +65,7 @@ def test_working_size_keeps_the_aspect_and_follows_the_stroke_scale():
     # strokes finer than the photo's pixels are not drawn: a tiny scale stops at the photo's own grid ...
     assert render.working_size(3000, 4000, 256, stroke_scale=0.015) == (3000, 4000)
     # ... or, for a photo smaller than that, at the smallest strokes a look has
-    assert render.working_size(375, 500, 256, stroke_scale=0.015) == (442, 589)
+    assert render.working_size(375, 500, 256, stroke_scale=0.015) == (441, 588)  # 256 px ÷ SMALLEST_STROKES
 
 
 def test_working_size_on_a_trace_s_sizes_is_the_same():

@@ -41,7 +41,7 @@ def look_names(n_styles: int) -> list[str]:
     return [*dim_names(n_styles), SCALE]
 
 
-SMALLEST_STROKES = 2.0 ** -1.2  # the least ``stroke_scale`` gives: its working grid is the largest, 2.3× the session's
+SMALLEST_STROKES = 2.0 ** -1.2  # the least ``stroke_scale`` gives: its working grid is the largest, 2.297× the session's
 
 
 def stroke_scale(value: float) -> float:

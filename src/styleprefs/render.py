@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from .config import MIN_WORKING_SIDE  # also the generator's smallest input side worth running
+from .controls import SMALLEST_STROKES
 
-MAX_ENLARGEMENT = 2.3   # a working side over the session's by at most this (the smallest strokes a look has)
+MAX_ENLARGEMENT = 1 / SMALLEST_STROKES  # a working side over the session's by at most this: the smallest strokes
 RADIUS = 1              # guided filter window radius, in working-resolution px
 EPS = 1e-3              # guided filter regulariser (variance units of L in [0, 1]): flat areas keep the painting's
                         # texture instead of amplifying the photo's noise
