@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -110,7 +111,7 @@ class StartingPoint:
         self.generator.eval()
 
     @torch.inference_mode()
-    def stylise(self, photo: torch.Tensor) -> torch.Tensor:
+    def stylise(self, photo: torch.Tensor, look: None = None) -> torch.Tensor:
         return self.generator(photo[None], torch.zeros(1, 3))[0]
 
 
@@ -254,6 +255,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--polish-margin", type=int,
                    help="px mirrored around a picture for polish's loss network (default polish.MARGIN, 16; 0: VGG19's "
                         "zero padding alone, as Gatys and the style distance have it)")
+    p.add_argument("--look-strength", type=float,
+                   help="score the default look made this many times as strong (its style weight; 0.2–4.9)")
     p.add_argument("--reuse-sessions", action="store_true",
                    help="keep a session already in OUT/sessions that was trained with these settings")
     p.add_argument("--quick", action="store_true", help="a tiny smoke run: 1 painting, 2+1 photos, few steps, 64 px")
@@ -309,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"paintings": [p.stem for p in paintings], "size": args.size, "gatys_steps": args.gatys_steps,
                      "repeats": args.repeats, "seed": args.seed, "train": settings.to_dict(), "quick": args.quick,
                      "working_side": proposals.working_side, "polish_steps": args.polish_steps,
-                     "polish_margin": polish.MARGIN},
+                     "polish_margin": polish.MARGIN,
+                     "look_strength": args.look_strength},
         "train_photos": [p.name for p in train_photos], "eval_photos": [p.name for p in eval_photos],
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), **cpu_report(),
                         "commit": commit(), "date": time.strftime("%Y-%m-%d"),
@@ -333,12 +337,15 @@ def main(argv: list[str] | None = None) -> int:
         # The painting as training saw it: the same long side, so strokes have the same scale.
         style = load_image(painting, max_side=settings.style_size)
         look = None if args.start_only else session.preferred_z()
+        if look is not None and args.look_strength:  # the strength coordinate whose weight is that many times 1
+            look = look.clone()
+            look[1] = math.atanh(math.log(args.look_strength) / 1.6)
         goal = None if args.start_only or not args.polish_steps else session.goal(look, learned=True)
         rows = []
         for k, (name, photo) in enumerate(photos.items(), start=1):
             console.print(f"{painting.stem} × {name} ({k}/{len(photos)})", end=" ")
             style_grams, content_target = targets(net, photo, style)
-            applied, apply_seconds = median_seconds(lambda photo=photo: session.stylise(photo), args.repeats)
+            applied, apply_seconds = median_seconds(lambda photo=photo: session.stylise(photo, look), args.repeats)
             apply_scores = score(net, applied, style_grams, content_target)
             row = {"painting": painting.stem, "image": name,
                    "photo": {**score(net, photo, style_grams, content_target), "seconds": 0.0},
