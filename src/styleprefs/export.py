@@ -127,11 +127,11 @@ def export(session: Session, fmt: str, out: Path, pick: str | None = None, strok
     if fmt not in FORMATS:
         raise BadInput(f"the format must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}, got {fmt!r}", "fmt")
     if out.is_dir():
-        raise BadInput(f"--out {out}: is a folder; name the file to write")
+        raise BadInput(f"{out}: is a folder; name the file to write", "out")
     check_stroke_scale(stroke_scale)
     check_strength(strength)
     if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
-        raise BadInput('--format onnx needs the onnx package: pip install "styleprefs[export]"')
+        raise BadInput('the onnx format needs the onnx package: pip install "styleprefs[export]"', "fmt")
     look, side = session.look_to_apply(pick)
     z, scale = session.split(look)
     scale *= stroke_scale
