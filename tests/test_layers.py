@@ -9,7 +9,7 @@ import styleprefs
 
 PACKAGE = Path(styleprefs.__file__).parent
 LAYERS = [
-    {"cli", "server", "ray_apply", "export"},
+    {"cli", "terminal", "server", "ray_apply", "export"},
     {"session"},
     {"creating", "looks", "reporting", "training", "checkpoints", "start", "preference", "refining", "guard", "render",
      "tiling", "applying", "pipeline", "outputs", "page", "polish", "rounds", "migrate"},

@@ -2,8 +2,9 @@
 
 The modules, top to bottom (each imports only from its own line or those below it):
 
-- the front doors: ``cli`` (Typer commands), ``server`` (``styleprefs pick``'s loopback page), ``ray_apply`` and
-  ``export`` (apply on a Ray cluster; one look as an ONNX or TorchScript file);
+- the front doors: ``cli`` (Typer commands) and ``terminal`` (what they show: progress bars, results in words),
+  ``server`` (``styleprefs pick``'s loopback page), ``ray_apply`` and ``export`` (apply on a Ray cluster; one look as
+  an ONNX or TorchScript file);
 - ``session``: the ``Session`` and its commands, init / propose / select / refine / apply / status, each a short
   story of calls into the rooms below;
 - what the commands do: ``creating`` (init: a new session folder, whole or not at all, and its base networks

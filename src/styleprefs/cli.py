@@ -1,4 +1,4 @@
-"""The command line: parse options, call the Session, render progress and results with rich."""
+"""The command line: parse options, call the Session, render progress and results with rich (``terminal``)."""
 
 from __future__ import annotations
 
@@ -7,39 +7,54 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
-from . import __version__
+from . import __version__, terminal
 from .config import (DEFAULT_MAX_PIXELS, MAX_BATCH, MAX_CANDIDATES, MAX_POLISH_STEPS, POLISH_STEPS, ProposalSettings,
                      TrainSettings)
-from .errors import StyleprefsError
+from .errors import BadInput, StyleprefsError
+from .terminal import err, say
 
 app = typer.Typer(
     help="Learn your own version of a painting's style from the candidates you pick, then stylise folders with it.",
     no_args_is_help=True, pretty_exceptions_enable=False)
-# stdout carries what was asked for: --json's object, or what status and history show (so `styleprefs status > f`
-# works); errors, warnings, progress and hints go to stderr. All consoles honour NO_COLOR.
-out = Console()             # what status / history were asked to show
-err = Console(stderr=True)  # errors and warnings
-say = Console(stderr=True)  # progress, confirmations and hints: silenced by --quiet
 
 SessionOpt = Annotated[Path, typer.Option(
-    "--session", envvar="STYLEPREFS_SESSION", help="Session folder (default: $STYLEPREFS_SESSION, else ./styleprefs-session).")]
+    "--session", envvar="STYLEPREFS_SESSION",
+    help="Session folder (default: $STYLEPREFS_SESSION, else ./styleprefs-session).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object describing what was done on stdout.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu or cuda.")]
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="auto (bf16 where the GPU or CPU has bf16 units, else fp32), fp32 (full precision, "
                         "slower where bf16 units are) or bf16.")]
-MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse larger images, from their header, before decoding.")]
+MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels",
+                                           help="Refuse larger images, from their header, before decoding.")]
+OldSizeOpt = Annotated[Optional[int], typer.Option("--size", hidden=True)]  # the old name of a size option
+# apply's options that take more than a line to explain (export words the look's options its own way)
+MaxSideOpt = Annotated[Optional[int], typer.Option(
+    "--max-side", help="Shrink larger photos to this long side in px (default: each photo's own size, up to 8192). "
+                       "The look is the same at any size.", show_default=False)]
+PickOpt = Annotated[Optional[str], typer.Option(help="Use one candidate's look, ROUND:INDEX as on its sheet (e.g. "
+                                                     "2:7), instead of the learned one.", show_default=False)]
+StrokeScaleOpt = Annotated[float, typer.Option(help="Strokes this many times larger (2) or smaller (0.5) relative to "
+                                                    "the image than on the contact sheet.")]
+KeepColoursOpt = Annotated[bool, typer.Option("--keep-colours", help="Keep the photo's own colours under the look's "
+                                              "light and strokes.")]
+SkipExistingOpt = Annotated[bool, typer.Option("--skip-existing",
+                                               help="Leave outputs that already exist (cheap reruns).")]
+BatchOpt = Annotated[int, typer.Option(help="Most photos of one size per forward pass (1: one at a time, which gives "
+                                            "the same bytes on every run whatever the folder holds).")]
+PolishOpt = Annotated[bool, typer.Option("--polish", help=f"Finish every photo with {POLISH_STEPS} steps of "
+                                         "optimisation toward its look: painterly as a slow per-photo method, "
+                                         "seconds a photo on a CPU.")]
+PolishStepsOpt = Annotated[Optional[int], typer.Option(
+    "--polish-steps", help=f"Steps of --polish (implies it; 1 to {MAX_POLISH_STEPS}; more: nearer the painting, "
+                           "slower).", show_default=False)]
 DEFAULT_SESSION = Path("styleprefs-session")
 # The flag of each argument the core names when it refuses one (``BadInput.option``): the core speaks of values, the
 # command line adds what the user typed.
@@ -47,7 +62,6 @@ FLAGS = {"n": "--n", "fmt": "--format", "max_batch": "--batch", "stroke_scale": 
          "strength": "--strength", "polish_steps": "--polish-steps", "steps": "--steps", "pick": "--pick",
          "shard": "--shard", "out": "--out", "styles": "--style"}
 DEBUG_ENV = "STYLEPREFS_DEBUG"  # set (to anything) to see the traceback of an unexpected error
-
 
 
 def _run(as_json: bool, debug: bool, work: Callable[[], dict], human: Callable[[dict], None],
@@ -88,45 +102,22 @@ def _what_failed(exc: Exception) -> str:
     return " ".join(str(exc).split()) or "an unexpected error"
 
 
-@contextmanager
-def _progress():
-    """Live progress bars on a terminal; nothing when stderr is a log file or a pipe."""
-    # The info is losses or a file name, and a name may hold "[...]": printed as it is, not read as markup.
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False)]
-    with Progress(*columns, console=say, disable=not say.is_terminal or say.quiet, transient=True) as progress:
-        yield progress
-
-
-def _training_reporter(progress: Progress, description: str):
-    task = None
-
-    def report(p) -> None:
-        nonlocal task
-        if task is None:
-            task = progress.add_task(description, total=p.total, completed=p.step - 1, info="")
-        info = "  ".join(f"{k} {v:.3f}" for k, v in p.losses.items() if k in ("content", "style", "colour", "adv"))
-        progress.update(task, completed=p.step, info=info)
-    return report
-
-
-def _next(text: str) -> None:
-    say.print(f"next: [bold cyan]{text}[/]")
-
-
 @app.command()
 def init(
-    style: Annotated[Optional[list[Path]], typer.Option("--style", help="A painting file (repeat for a blend of several; a folder is refused).")] = None,
-    content: Annotated[Optional[list[Path]], typer.Option("--content", help="Photos: files or folders (searched recursively).")] = None,
+    style: Annotated[Optional[list[Path]], typer.Option(
+        "--style", help="A painting file (repeat for a blend of several; a folder is refused).")] = None,
+    content: Annotated[Optional[list[Path]], typer.Option(
+        "--content", help="Photos: files or folders (searched recursively).")] = None,
     steps: Annotated[Optional[int], typer.Option(help=f"Training steps (default {TrainSettings().steps}; more: "
                                                       "sharper looks, longer).", show_default=False)] = None,
     crop: Annotated[Optional[int], typer.Option("--crop", help=f"Side of the training crops in px (default "
                                                 f"{TrainSettings().size}).", show_default=False)] = None,
-    size: Annotated[Optional[int], typer.Option("--size", hidden=True)] = None,  # the old name of --crop
+    size: OldSizeOpt = None,  # the old name of --crop
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same session).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing session.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted init from its last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted init from its last checkpoint.")] = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     precision: PrecisionOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
@@ -134,37 +125,35 @@ def init(
     debug: DebugOpt = False,
 ) -> None:
     """Create a session: learn a whole family of looks of your painting(s) on your photos (minutes on a CPU)."""
-    from .errors import BadInput
     from .session import Session
 
-    size = crop if crop is not None else size
-
     def work() -> dict:
-        if not resume and (not style or not content):
-            raise BadInput("init needs --style PAINTING and --content PHOTOS (or --resume)")
-        if resume and (content or size is not None):
-            raise BadInput("init --resume continues with the photos and crop size it started with; "
-                           "--content and --crop cannot change them (start again with --force)")
-        defaults = TrainSettings()
-        if resume:  # what the interrupted init was started with, unless asked otherwise (and then refused)
-            settings = None if steps is None else TrainSettings(steps=steps)
-        else:
-            settings = TrainSettings(steps=steps if steps is not None else defaults.steps,
-                                     size=size if size is not None else defaults.size)
+        settings = _init_settings(style, content, steps, crop if crop is not None else size, resume)
         started = time.perf_counter()
-        with _progress() as progress:
+        with terminal.progress_bars() as progress:
             s = Session.init(session, style or [], content or [], settings, device=device, seed=seed, force=force,
-                             resume=resume, max_pixels=max_pixels, on_progress=_training_reporter(progress, "init"),
-                             precision=precision)
+                             resume=resume, max_pixels=max_pixels,
+                             on_progress=terminal.training_reporter(progress, "init"), precision=precision)
         return {"command": "init", "session": str(s.store.root.resolve()), "steps": s.settings.steps,
                 "seconds": round(time.perf_counter() - started, 1), "device": s.runtime.name, "bf16": s.runtime.bf16,
                 "styles": [x["path"] for x in s.config["styles"]], "contents": len(s.config["contents"])}
+    _run(as_json, debug, work, terminal.show_init)
 
-    def human(r: dict) -> None:
-        say.print(f"trained {r['steps']} steps in {r['seconds']} s on {r['device']}; "
-                  f"session at {escape(r['session'])}")
-        _next("styleprefs propose")
-    _run(as_json, debug, work, human)
+
+def _init_settings(style: list[Path] | None, content: list[Path] | None, steps: int | None, size: int | None,
+                   resume: bool) -> TrainSettings | None:
+    """init's training settings, from the defaults; on --resume, those the interrupted init started with (None),
+    unless other steps are asked for (and then refused)."""
+    if not resume and (not style or not content):
+        raise BadInput("init needs --style PAINTING and --content PHOTOS (or --resume)")
+    if resume and (content or size is not None):
+        raise BadInput("init --resume continues with the photos and crop size it started with; "
+                       "--content and --crop cannot change them (start again with --force)")
+    if resume:
+        return None if steps is None else TrainSettings(steps=steps)
+    defaults = TrainSettings()
+    return TrainSettings(steps=steps if steps is not None else defaults.steps,
+                         size=size if size is not None else defaults.size)
 
 
 @app.command()
@@ -173,9 +162,10 @@ def propose(
                  ] = ProposalSettings().n,
     sheet_size: Annotated[Optional[int], typer.Option("--sheet-size", help=f"Long side of each candidate on the sheet "
                                                       f"in px (default {ProposalSettings().size}); "
-                                                     "the looks do not depend on it.", show_default=False)] = None,
-    size: Annotated[Optional[int], typer.Option("--size", hidden=True)] = None,  # the old name of --sheet-size
-    preview: Annotated[Optional[Path], typer.Option(help="Photo to render the candidates on (default: the first content photo).")] = None,
+                                                      "the looks do not depend on it.", show_default=False)] = None,
+    size: OldSizeOpt = None,  # the old name of --sheet-size
+    preview: Annotated[Optional[Path], typer.Option(
+        help="Photo to render the candidates on (default: the first content photo).")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
@@ -188,61 +178,56 @@ def propose(
 
     def work() -> dict:
         started = time.perf_counter()
-        with _progress() as progress:
+        with terminal.progress_bars() as progress:
             task = progress.add_task("propose", total=None, info="")
             r = Session.open(session, device, precision).propose(
                 n=n, size=sheet_size if sheet_size is not None else size, preview=preview,
                 on_progress=lambda k, total: progress.update(task, completed=k, total=total, info="candidates"))
         return {"command": "propose", "round": r.index, "candidates": [str(p) for p in r.candidates],
                 "sheet": str(r.sheet), "page": str(r.folder / PAGE), "seconds": round(time.perf_counter() - started, 2)}
-
-    def human(r: dict) -> None:
-        say.print(f"round {r['round']}: {len(r['candidates'])} candidates in {r['seconds']} s")
-        say.print(f"contact sheet: [bold]{escape(r['sheet'])}[/]", highlight=False)
-        say.print(f"to pick by clicking: [bold]{escape(r['page'])}[/] (or styleprefs pick)", highlight=False)
-        _next("styleprefs select N [N ...]   (the numbers on the sheet)")
-    _run(as_json, debug, work, human, flags={"size": "--sheet-size"})
+    _run(as_json, debug, work, terminal.show_propose, flags={"size": "--sheet-size"})
 
 
 @app.command(context_settings={"ignore_unknown_options": True})
 def select(
-    indices: Annotated[Optional[list[str]], typer.Argument(help="Numbers of the candidates you like (as on the contact sheet).")] = None,
+    indices: Annotated[Optional[list[str]], typer.Argument(
+        help="Numbers of the candidates you like (as on the contact sheet).")] = None,
     session: SessionOpt = DEFAULT_SESSION,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Record the candidates you like in the latest round (selecting again replaces the choice)."""
-    from .errors import BadInput
     from .session import Session
 
     def work() -> dict:
-        # Unknown options reach here too (so that "-1" is answered as a number out of range): a word after a dash is a
-        # mistyped option, not a candidate.
-        unknown = [i for i in indices or [] if i.startswith("-") and not i[1:].isdigit()]
-        if unknown:
-            raise BadInput(f"no such option: {unknown[0]} (select takes candidate numbers, --session, --json and "
-                           "--debug)")
-        try:
-            numbers = [int(i) for i in indices or []]
-        except ValueError:
-            raise BadInput(f"candidate numbers must be whole numbers, got {' '.join(indices)}") from None
+        numbers = _candidate_numbers(indices or [])
         with Session.editing(session, "cpu") as s:
             r = s.select(numbers)
         return {"command": "select", "round": r.index, "chosen": r.selection,
                 "selection": str(s.selection_file(r))}
+    _run(as_json, debug, work, terminal.show_select)
 
-    def human(r: dict) -> None:
-        say.print(f"round {r['round']}: chose {' '.join(map(str, r['chosen']))}")
-        _next("styleprefs refine")
-    _run(as_json, debug, work, human)
+
+def _candidate_numbers(indices: list[str]) -> list[int]:
+    """select's arguments as numbers. Unknown options reach here too (so that "-1" is answered as a number out of
+    range): a word after a dash is a mistyped option, not a candidate."""
+    unknown = [i for i in indices if i.startswith("-") and not i[1:].isdigit()]
+    if unknown:
+        raise BadInput(f"no such option: {unknown[0]} (select takes candidate numbers, --session, --json and --debug)")
+    try:
+        return [int(i) for i in indices]
+    except ValueError:
+        raise BadInput(f"candidate numbers must be whole numbers, got {' '.join(indices)}") from None
 
 
 @app.command()
 def refine(
     steps: Annotated[Optional[int], typer.Option(help=f"Fine-tuning steps (default {TrainSettings().refine_steps}, or "
                                                       "the session's own setting).", show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted refine from its last checkpoint.")] = False,
-    undo: Annotated[bool, typer.Option("--undo", help="Return the session to the state before the last refine.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted refine from its last checkpoint.")] = False,
+    undo: Annotated[bool, typer.Option(
+        "--undo", help="Return the session to the state before the last refine.")] = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
@@ -250,7 +235,6 @@ def refine(
     debug: DebugOpt = False,
 ) -> None:
     """Learn from your picks and from the candidates you passed over: the next round and apply follow your taste."""
-    from .errors import BadInput
     from .session import Session
 
     def work() -> dict:
@@ -259,50 +243,29 @@ def refine(
         with Session.editing(session, device, precision=precision) as s:
             if undo:
                 return {"command": "refine --undo", **s.undo(), "taste": s.status()["taste"]}
-            with _progress() as progress:
-                r = s.refine(steps, resume=resume, on_progress=_training_reporter(progress, "refine"))
+            with terminal.progress_bars() as progress:
+                r = s.refine(steps, resume=resume, on_progress=terminal.training_reporter(progress, "refine"))
             status = s.status()
             return {"command": "refine", **r, "preferred_z": status["preferred_z"], "taste": status["taste"]}
-
-    def human(r: dict) -> None:
-        if r["command"] == "refine --undo":
-            say.print(f"undid {r['undone']}: back to {r['checkpoint']} with {r['rounds']} round(s)")
-            _next("styleprefs select N [N ...]   to change the latest picks, then styleprefs refine")
-            return
-        say.print(f"refined for {r['steps']} steps in {r['seconds']} s (rounds {r['rounds']}); "
-                  f"checkpoint {r['checkpoint']}")
-        say.print(f"learned so far: {escape(r['taste']['summary'])}", highlight=False)
-        _next("styleprefs propose   or   styleprefs apply PHOTOS --out DIR   (undo: styleprefs refine --undo)")
-    _run(as_json, debug, work, human)
+    _run(as_json, debug, work, terminal.show_refine)
 
 
 @app.command()
 def apply(
     inputs: Annotated[list[Path], typer.Argument(help="Photos: files or folders.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (names mirror the inputs).")],
-    max_side: Annotated[Optional[int], typer.Option("--max-side", help="Shrink larger photos to this long side in px "
-                                                    "(default: each photo's own size, up to 8192). The look is the "
-                                                    "same at any size.", show_default=False)] = None,
-    size: Annotated[Optional[int], typer.Option("--size", hidden=True)] = None,  # the old name of --max-side
-    pick: Annotated[Optional[str], typer.Option(help="Use one candidate's look, ROUND:INDEX as on its sheet (e.g. "
-                                                     "2:7), instead of the learned one.", show_default=False)] = None,
-    stroke_scale: Annotated[float, typer.Option(help="Strokes this many times larger (2) or smaller (0.5) relative to "
-                                                     "the image than on the contact sheet.")] = 1.0,
+    max_side: MaxSideOpt = None,
+    size: OldSizeOpt = None,  # the old name of --max-side
+    pick: PickOpt = None,
+    stroke_scale: StrokeScaleOpt = 1.0,
     fmt: Annotated[str, typer.Option("--format", help="png or jpg.")] = "png",
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist (cheap reruns).")] = False,
+    skip_existing: SkipExistingOpt = False,
     shard: Annotated[Optional[str], typer.Option(help="Process only shard K of N (K/N), for parallel jobs.")] = None,
-    batch: Annotated[int, typer.Option(help="Most photos of one size per forward pass (1: one at a time, which "
-                                            "gives the same bytes on every run whatever the folder holds).")
-                     ] = MAX_BATCH,
+    batch: BatchOpt = MAX_BATCH,
     strength: Annotated[float, typer.Option(help="How much of the look over the photo, 0 to 1.")] = 1.0,
-    keep_colours: Annotated[bool, typer.Option("--keep-colours", help="Keep the photo's own colours under the look's "
-                                               "light and strokes.")] = False,
-    polish: Annotated[bool, typer.Option("--polish", help=f"Finish every photo with {POLISH_STEPS} steps of "
-                                         "optimisation toward its look: painterly as a slow per-photo method, "
-                                         "seconds a photo on a CPU.")] = False,
-    polish_steps: Annotated[Optional[int], typer.Option(
-        "--polish-steps", help=f"Steps of --polish (implies it; 1 to {MAX_POLISH_STEPS}; more: nearer the painting, "
-                               "slower).", show_default=False)] = None,
+    keep_colours: KeepColoursOpt = False,
+    polish: PolishOpt = False,
+    polish_steps: PolishStepsOpt = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -317,35 +280,20 @@ def apply(
 
     def work() -> dict:
         s = Session.open(session, device, precision)
-        with _progress() as progress:
-            task = progress.add_task("apply", total=None, info="")
-            polishing = None if steps is None else progress.add_task("polish", total=steps, info="")
-
-            def report(k: int, total: int, path: Path) -> None:
-                progress.update(task, total=total, completed=k, info=path.name)
-
-            def step(k: int, total: int) -> None:
-                progress.update(polishing, total=total, completed=k)
+        with terminal.apply_bars(steps) as (report, step):
             r = s.apply(inputs, out, size=max_side if max_side is not None else size, pick=pick,
                         stroke_scale=stroke_scale, fmt=fmt, skip_existing=skip_existing, shard=shard,
                         max_pixels=max_pixels, max_batch=batch, on_progress=report, polish_steps=steps,
-                        on_step=None if steps is None else step, strength=strength, keep_colours=keep_colours)
+                        on_step=step, strength=strength, keep_colours=keep_colours)
         return {"command": "apply", "outputs": [str(p) for p in r.outputs], "seconds": round(r.seconds, 2),
                 "existing": [str(p) for p in r.existing], "warnings": r.warnings,
                 "failed": [{"input": str(p), "error": e} for p, e in r.skipped]}
-
-    def human(r: dict) -> None:
-        for warning in r["warnings"]:
-            err.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
-        for f in r["failed"]:
-            err.print(f"[yellow]skipped[/] {escape(f['error'])}", highlight=False)
-        say.print(f"wrote {len(r['outputs'])} image(s) to {escape(str(out))} in {r['seconds']} s"
-                  + (f"; {len(r['existing'])} already there" if r["existing"] else "")
-                  + (f"; {len(r['failed'])} failed" if r["failed"] else ""))
-    _run(as_json, debug, work, human, flags={"size": "--max-side"})
+    _run(as_json, debug, work, lambda r: terminal.show_apply(r, out), flags={"size": "--max-side"})
 
 
-@app.command()
+# The help as one line: a docstring would have to break it, and the list of commands would show the break.
+@app.command(help="Write the look apply uses as one model file, photo in, stylised photo out: float32 RGB NCHW in "
+                  "[0, 1], any size.")
 def export(
     fmt: Annotated[str, typer.Option("--format", help="onnx (for onnxruntime), pt2 (for torch.export.load) or "
                                                       "torchscript (for torch.jit.load).")],
@@ -360,17 +308,13 @@ def export(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Write the look apply uses as one model file, photo in, stylised photo out: float32 RGB NCHW in [0, 1], any size."""
     from .export import export as export_look
     from .session import Session
 
     def work() -> dict:
         return {"command": "export", **export_look(Session.open(session, "cpu"), fmt, out, pick, stroke_scale, strength,
                                                    keep_colours)}
-
-    def human(r: dict) -> None:
-        say.print(f"wrote {escape(r['file'])} ({r['format']}, {r['bytes'] / 1e6:.1f} MB)", highlight=False)
-    _run(as_json, debug, work, human)
+    _run(as_json, debug, work, terminal.show_export)
 
 
 @app.command()
@@ -382,39 +326,7 @@ def status(
     """Show the session: rounds, selections, the taste learned so far, training, device and paths."""
     from .session import Session
 
-    def human(r: dict) -> None:
-        out.print(f"[bold]styleprefs session[/] at {escape(r['session'])}", highlight=False)
-        paintings = ", ".join(Path(p).name for p in r["styles"])
-        out.print(f"Trained on {_count(r['contents'], 'photo')} and {_count(len(r['styles']), 'painting')} "
-                  f"({escape(paintings)}): {r['steps']['init']} steps at init, "
-                  + (f"{r['steps']['refine']} in {_count(r['refines'], 'refine')}" if r["refines"] else "no refine yet")
-                  + f"; on {r['device']}{' with bf16' if r['bf16'] else ''}. "
-                  f"Checkpoint: {r['checkpoint'] or 'none yet'}.", highlight=False)
-        out.print(f"{_count(r['round'], 'round')} so far, {r['proposals']} candidates in all"
-                  + (f"; the latest sheet is {escape(r['latest_sheet'])}." if r["latest_sheet"] else "."),
-                  highlight=False)
-        if r["selections"]:
-            table = Table("round", "picks", title="Picks")
-            for index, picks in r["selections"].items():
-                table.add_row(str(index), " ".join(map(str, picks)))
-            out.print(table)
-        taste = r["taste"]
-        out.print(f"Learned so far: {escape(taste['summary'])}"
-                  + (f" (from {taste['picks']} picks; {taste['confidence']:.0%} sure it beats round 1's centre)."
-                     if taste["picks"] else "."), highlight=False)
-        if r["preferred_z"]:
-            dials = ", ".join(f"{name} {value:+.2f}" for name, value in r["preferred_z"].items() if name != "scale")
-            out.print(f"The look apply uses: {dials}"
-                      + (f"; stroke scale ×{r['stroke_scale']:.2f}." if r["stroke_scale"] else "."))
-        if r["unfinished"]:
-            u = r["unfinished"]
-            out.print(f"[yellow]Unfinished:[/] a {u['phase']} stopped after {u['completed']} of {u['steps']} steps; "
-                      f"continue it with `{u['resume']}`.")
-        for problem in r["damaged"]:
-            out.print(f"[red]damaged:[/red] {escape(problem)}")
-        if r["damaged"]:
-            out.print("Restore these files from a copy of the session; commands that build on them refuse to run.")
-    _run(as_json, debug, lambda: {"command": "status", **Session.open(session, "cpu").status()}, human)
+    _run(as_json, debug, lambda: {"command": "status", **Session.open(session, "cpu").status()}, terminal.show_status)
 
 
 @app.command()
@@ -426,28 +338,16 @@ def history(
     """List every round: its sheet, the picks, the refine that learned from them and the taste it learned."""
     from .session import Session
 
-    def human(r: dict) -> None:
-        if not r["rounds"]:
-            out.print("No rounds yet.")
-            _next("styleprefs propose")
-            return
-        table = Table("round", "sheet", "picks", "refine", "learned", title="styleprefs history")
-        for row in r["rounds"]:
-            refine = row["refine"]
-            steps = refine and f"{refine['steps']} steps" + ("" if refine["fine_tuning_kept"] else
-                                                           " (fine-tuning not kept)")
-            table.add_row(str(row["round"]), escape(row["sheet"]),
-                          " ".join(map(str, row["picks"])) if row["picks"] else "none",
-                          steps or "not yet", escape(refine["taste"]) if refine else "")
-        out.print(table)
-    _run(as_json, debug, lambda: {"command": "history", "rounds": Session.open(session, "cpu").history()}, human)
+    _run(as_json, debug, lambda: {"command": "history", "rounds": Session.open(session, "cpu").history()},
+         terminal.show_history)
 
 
 @app.command()
 def pick(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = 0,
     browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open the page in a browser.")] = True,
-    steps: Annotated[Optional[int], typer.Option(help="Steps for the page's refine (default from the session).")] = None,
+    steps: Annotated[Optional[int], typer.Option(
+        help="Steps for the page's refine (default from the session).")] = None,
     device: DeviceOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
     debug: DebugOpt = False,
@@ -456,18 +356,8 @@ def pick(
     show the next round" runs refine then propose."""
     from .server import Picker, serve
 
-    def report(job) -> None:  # from the job's thread: what the page shows, in the terminal
-        if job.error:
-            err.print(f"[bold red]error:[/] {escape(job.error)}", highlight=False)
-        elif job.phase and job.step == 0:
-            say.print(f"running {escape(job.message)}", highlight=False)
-        elif job.phase and (job.step == job.total or job.step % max(1, job.total // 10) == 0):
-            say.print(f"{job.phase}: step {job.step} of {job.total}")
-        elif not job.phase and job.message:
-            say.print(escape(job.message), highlight=False)
-
     def work() -> dict:
-        picker = Picker(session, device, steps, on_job=report)
+        picker = Picker(session, device, steps, on_job=terminal.show_job)
         entry = picker.latest()  # refuses a missing session or one without a round before anything is served
         server = serve(picker, port)
         url = f"http://127.0.0.1:{server.server_port}/"
@@ -496,10 +386,6 @@ def _open_browser(url: str) -> None:
     webbrowser.open(url)
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def _version(value: bool) -> None:
     if value:
         print(f"styleprefs {__version__}")
@@ -508,9 +394,10 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, confirmations or hints on stderr "
-                                                          "(errors, warnings and what status and history show stay).")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, confirmations or hints on stderr (errors, "
+                                        "warnings and what status and history show stay).")] = False,
 ) -> None:
     """styleprefs: init → propose → select → refine → … → apply."""
     say.quiet = quiet
