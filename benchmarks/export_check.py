@@ -1,7 +1,8 @@
-"""export's round trip: the exported ONNX and TorchScript files against what apply computes, at real photo sizes.
+"""export's round trip: the exported ONNX, torch.export and TorchScript files against what apply computes, at real
+photo sizes.
 
-For the learned look and one pick of a session, both files are written with ``styleprefs export`` and run (ONNX in
-onnxruntime on the CPU, TorchScript with ``torch.jit.load``) on a bundled photo at its own size (451×300), the same
+For the learned look and one pick of a session, the three files are written with ``styleprefs export`` and run (ONNX
+in onnxruntime on the CPU, pt2 with ``torch.export.load``, TorchScript with ``torch.jit.load``) on a bundled photo at its own size (451×300), the same
 photo turned to portrait, and enlarged to 4000×3000 (12 megapixels). Each output is compared with
 ``Session.stylise`` in fp32 (what apply computes with ``precision fp32``), and, for reference, with apply's default
 on this machine (bf16 where the CPU has it). Also reported: file sizes and seconds (one call after a warm-up).
@@ -67,12 +68,13 @@ def main() -> None:
     for pick in (None, args.pick):
         look, side = fp32.look_to_apply(pick)
         files = {}
-        for fmt, suffix in (("onnx", "onnx"), ("torchscript", "pt")):
+        for fmt, suffix in (("onnx", "onnx"), ("pt2", "pt2"), ("torchscript", "pt")):
             files[fmt] = work / f"look-{pick or 'learned'}.{suffix}".replace(":", "-")
             subprocess.run([sys.executable, "-m", "styleprefs", "export", "--format", fmt, "--out", str(files[fmt]),
                             "--session", str(args.session), *(["--pick", pick] if pick else [])], check=True)
         onnx = ort.InferenceSession(str(files["onnx"]), providers=["CPUExecutionProvider"])
         script = torch.jit.load(str(files["torchscript"]))
+        exported = torch.export.load(str(files["pt2"])).module()
         for name, photo in photos().items():
             with torch.inference_mode():
                 reference, apply_s = timed(lambda: fp32.stylise(photo, look, side=side))
@@ -80,14 +82,16 @@ def main() -> None:
             (from_onnx,), onnx_s = timed(lambda: onnx.run(None, {"photo": photo[None].numpy()}))
             with torch.no_grad():
                 from_script, script_s = timed(lambda: script(photo[None])[0])
+                from_pt2, pt2_s = timed(lambda: exported(photo[None])[0])
             row = {"look": pick or "learned", "photo": name, "size": list(photo.shape[1:]),
                    "onnx_max_abs": float(np.abs(from_onnx[0] - reference.numpy()).max()),
                    "torchscript_max_abs": float((from_script - reference).abs().max()),
+                   "pt2_max_abs": float((from_pt2 - reference).abs().max()),
                    "default_apply_bf16": default.runtime.bf16,
                    "onnx_vs_default_apply_max_abs": float(np.abs(from_onnx[0] - applied.numpy()).max()),
                    "onnx_vs_default_apply_mean_abs": float(np.abs(from_onnx[0] - applied.numpy()).mean()),
                    "seconds": {"stylise_fp32": round(apply_s, 3), "onnx": round(onnx_s, 3),
-                               "torchscript": round(script_s, 3)},
+                               "torchscript": round(script_s, 3), "pt2": round(pt2_s, 3)},
                    "bytes": {fmt: path.stat().st_size for fmt, path in files.items()}}
             rows.append(row)
             print(json.dumps(row))
