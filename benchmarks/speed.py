@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the photo scaled to 4096×4096 for the tiled run (default: a 1920×1080 one from the shared data)")
     p.add_argument("--out", type=Path, default=ROOT / ".bench" / "speed")
     p.add_argument("--json-out", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
-    p.add_argument("--crop", type=Path, default=ROOT / "docs" / "tile-boundary.png",
+    p.add_argument("--crop", type=Path, default=ROOT / ".bench" / "speed" / "tile-boundary.png",
                    help="where to save a crop across a tile boundary of the 4096² output")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
