@@ -15,7 +15,7 @@ LAYERS = [
      "tiling", "applying", "pipeline", "outputs", "page", "polish", "rounds", "migrate"},
     {"store", "schema", "inputs"},
     {"networks", "kernels", "controls", "losses", "vgg"},
-    {"images", "config", "device", "errors"},
+    {"images", "files", "config", "device", "errors"},
 ]
 
 

@@ -40,7 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from styleprefs import controls, images
+from styleprefs import controls, files, images
 from styleprefs.config import ConfigError, TrainSettings
 from styleprefs.device import Runtime, resolve
 from styleprefs.networks import Discriminator, Generator
@@ -171,7 +171,7 @@ def pretrain(data: Path | list[Path], out: Path, minutes: float, settings: Train
         tensors = {**trainer.state_tensors(), "rng": rng.get_state(), "step": torch.tensor(step),
                    "descriptors": descriptor(grams), "meta": torch.tensor(list(json.dumps(meta).encode()),
                                                                         dtype=torch.uint8)}
-        images.atomic_write(state_path, lambda tmp: save_file({k: v.detach().cpu().contiguous()
+        files.atomic_write(state_path, lambda tmp: save_file({k: v.detach().cpu().contiguous()
                                                                for k, v in tensors.items()}, tmp))
 
     start = last_save = time.perf_counter()
@@ -228,10 +228,10 @@ def export(state_path: Path, target: Path, data: Path | list[Path] | None = None
     shipped["descriptors"] = state["descriptors"]
     shipped["meta"] = torch.tensor(list(json.dumps(meta, sort_keys=True).encode()), dtype=torch.uint8)
     target.parent.mkdir(parents=True, exist_ok=True)
-    images.atomic_write(target, lambda tmp: save_file(shipped, tmp))
+    files.atomic_write(target, lambda tmp: save_file(shipped, tmp))
     if data is not None:
         text = data_list(data, meta)
-        images.atomic_write(target.with_name("PRETRAINING.md"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        files.atomic_write(target.with_name("PRETRAINING.md"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return hashlib.sha256(target.read_bytes()).hexdigest()
 
 

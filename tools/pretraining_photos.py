@@ -45,7 +45,7 @@ from urllib.parse import unquote
 
 from PIL import Image, ImageStat
 
-from styleprefs.images import atomic_write
+from styleprefs.files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE, VERSION, RELEASE = "gcompris-qt-data", "3.1-2", "bookworm"

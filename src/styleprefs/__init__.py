@@ -4,7 +4,7 @@ The modules, top to bottom (each imports only from its own line or those below i
 
 - the front doors: ``cli`` (Typer commands) and ``terminal`` (what they show: progress bars, results in words),
   ``server`` (``styleprefs pick``'s loopback page), ``ray_apply`` and ``export`` (apply on a Ray cluster; one look as
-  an ONNX or TorchScript file);
+  an ONNX, torch.export or TorchScript file);
 - ``session``: the ``Session`` and its commands, init / propose / select / refine / apply / status, each a short
   story of calls into the rooms below;
 - what the commands do: ``creating`` (init: a new session folder, whole or not at all, and its base networks
@@ -22,8 +22,8 @@ The modules, top to bottom (each imports only from its own line or those below i
   photos and paintings kept inside it);
 - the models: ``networks`` (G and D), ``kernels`` (their faster CPU routes), ``controls`` (what z means),
   ``losses``, ``vgg`` (the loss network);
-- ``images`` (decoding, resizing, saving, the contact sheet), ``config`` (every setting), ``device`` (where and in
-  which precision), ``errors``.
+- ``images`` (decoding, resizing, saving, the contact sheet), ``files`` (atomic writes, killed writers' leftovers),
+  ``config`` (every setting), ``device`` (where and in which precision), ``errors``.
 """
 
 __version__ = "0.1.0"

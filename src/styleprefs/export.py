@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import images, render
+from . import files, render
 from .applying import check_strength, check_stroke_scale
 from .errors import BadInput
 from .networks import Generator, z_noise, z_seed
@@ -163,14 +163,14 @@ def write(model: LookModel, fmt: str, out: Path) -> int:
             dynamic = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
             with torch.enable_grad():
                 program = torch.export.export(model, (example,), dynamic_shapes=(dynamic,)).run_decompositions({})
-            images.atomic_write(out, lambda tmp: _save(program, tmp))
+            files.atomic_write(out, lambda tmp: _save(program, tmp))
         elif fmt == "torchscript":
             with torch.no_grad():
                 traced = torch.jit.trace(model, example, check_trace=False)
-            images.atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp)))
+            files.atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp)))
         else:
             with torch.no_grad():
-                images.atomic_write(out, lambda tmp: torch.onnx.export(
+                files.atomic_write(out, lambda tmp: torch.onnx.export(
                     model, (example,), str(tmp), input_names=["photo"], output_names=["styled"],
                     opset_version=OPSET, dynamic_axes={"photo": {0: "batch", 2: "height", 3: "width"},
                                                        "styled": {0: "batch", 2: "height", 3: "width"}},

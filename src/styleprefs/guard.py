@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .device import Runtime
-from .images import atomic_write
+from .files import atomic_write
 from .losses import style_distance
 from .store import sha256
 from .vgg import VGG19Features

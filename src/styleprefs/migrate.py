@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from . import controls, images, inputs, page, schema
+from . import controls, files, images, inputs, page, schema
 from .config import ProposalSettings, TrainSettings
 from .preference import PRIOR_SD, Choice, Posterior, fit
 from .rounds import PASSED_GRAMS, picks_folder
@@ -147,7 +147,7 @@ class Version1:
                 raise SessionError(f"{source}: gone since round {entry['index']} showed it; {self.store.root} needs "
                                    "it where it was to be upgraded")
             images.open_image(source)  # an image, or one line naming it
-            images.atomic_write(staged.path(preview), lambda tmp: shutil.copyfile(source, tmp))
+            files.atomic_write(staged.path(preview), lambda tmp: shutil.copyfile(source, tmp))
         elif not self.store.path(preview).is_file():
             raise SessionError(f"{self.store.path(preview)}: missing from the session")
         if entry.get("selection"):
@@ -157,7 +157,7 @@ class Version1:
                 if not self.store.path(f"{folder}/{candidate}").is_file():
                     raise SessionError(f"{self.store.path(f'{folder}/{candidate}')}: missing from the session")
             text = page.render(self.store.path(folder), entry["index"], entry["candidates"], self.store.root)
-            images.atomic_write(staged.path(f"{folder}/{page.PAGE}"), lambda tmp: tmp.write_text(text, "utf-8"))
+            files.atomic_write(staged.path(f"{folder}/{page.PAGE}"), lambda tmp: tmp.write_text(text, "utf-8"))
 
     def preview(self, entry: dict) -> tuple[str, Path | None]:
         """Where round ``entry``'s sheet photo is in version 2, and the file to copy there (None: it is in the session
@@ -181,7 +181,7 @@ class Version1:
         for name in PICKS_FILES[1:] if found != own else ():
             if self.store.path(f"{found}/{name}").is_file():
                 source = self.store.path(f"{found}/{name}")
-                images.atomic_write(staged.path(f"{own}/{name}"), lambda tmp: shutil.copyfile(source, tmp))
+                files.atomic_write(staged.path(f"{own}/{name}"), lambda tmp: shutil.copyfile(source, tmp))
 
     def upgraded(self, state: dict) -> dict:
         """A version-1 state (``state.json`` or a refine's ``state_before.json``) in version 2's terms: a round without

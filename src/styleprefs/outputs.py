@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import images
+from . import files, images
 from .errors import BadInput
 
 Job = tuple[Path, Path]  # (input, output)
@@ -18,7 +18,7 @@ def plan(inputs: list[Path], out: Path, fmt: str = "png", shard: str | None = No
     jobs = select_shard(output_names(inputs, Path(out), fmt), shard)
     check_writable(Path(out))
     for _, target in jobs:
-        images.remove_leftovers(target)
+        files.remove_leftovers(target)
     return jobs
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .images import atomic_write
+from .files import atomic_write
 
 PAGE = "index.html"
 

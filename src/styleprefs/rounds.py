@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import images, inputs, page
+from . import files, images, inputs, page
 from .errors import BadInput
 from .preference import Choice, contrast_looks, looks
 from .store import SessionError, Store, remove_abandoned
@@ -110,7 +110,7 @@ def rendering(store: Store) -> Iterator[Path]:
     store.path("rounds").mkdir(exist_ok=True)
     remove_abandoned(store.path("rounds"), ".pending-")
     pending = Path(tempfile.mkdtemp(prefix=f".pending-{os.getpid()}-", dir=store.path("rounds")))
-    pending.chmod(images.plain_mode(folder=True))  # it becomes the round's folder; mkdtemp makes it 0700
+    pending.chmod(files.plain_mode(folder=True))  # it becomes the round's folder; mkdtemp makes it 0700
     try:
         yield pending
     finally:

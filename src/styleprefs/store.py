@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import BadInput, StyleprefsError
-from .images import alive, atomic_write, plain_mode
+from .files import alive, atomic_write, plain_mode
 
 SCHEMA_VERSION = 2
 OLDER_SCHEMAS = (1,)  # read only to be upgraded to SCHEMA_VERSION when opened (migrate.py)
