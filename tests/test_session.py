@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from styleprefs import images
-from styleprefs.applying import MAX_APPLY_SIDE
+from styleprefs.config import MAX_APPLY_SIDE
 from styleprefs.config import ConfigError, ProposalSettings, TrainSettings
 from styleprefs.errors import BadInput
 from styleprefs.session import Session

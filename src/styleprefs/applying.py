@@ -16,14 +16,13 @@ from pathlib import Path
 import torch
 
 from . import images, inputs, pipeline, polish, render
-from .config import POLISH_MAX_PIXELS, POLISH_OWN_GRID, POLISH_STYLE_LAYERS
+from .config import MAX_APPLY_SIDE, POLISH_MAX_PIXELS, POLISH_OWN_GRID, POLISH_STYLE_LAYERS
 from .device import Runtime
 from .errors import BadInput
 from .pipeline import Item
 from .store import SessionError, Store
 from .training import gram_stats, loss_network
 
-MAX_APPLY_SIDE = 8192  # apply keeps a photo's own size up to this long side
 MIN_STROKE_SCALE, MAX_STROKE_SCALE = 0.015, 8.0  # down to a 256-px preview's strokes on a 16000-px photo's own pixels
 
 Pairs = list[tuple[Path, Path]]  # (input, output)

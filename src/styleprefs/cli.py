@@ -14,8 +14,8 @@ import typer
 from rich.markup import escape
 
 from . import __version__, terminal
-from .config import (DEFAULT_MAX_PIXELS, MAX_BATCH, MAX_CANDIDATES, MAX_POLISH_STEPS, POLISH_STEPS, ProposalSettings,
-                     TrainSettings)
+from .config import (DEFAULT_MAX_PIXELS, MAX_APPLY_SIDE, MAX_BATCH, MAX_CANDIDATES, MAX_POLISH_STEPS, POLISH_STEPS,
+                     ProposalSettings, TrainSettings)
 from .errors import BadInput, StyleprefsError
 from .terminal import err, say
 
@@ -37,7 +37,8 @@ MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels",
 OldSizeOpt = Annotated[Optional[int], typer.Option("--size", hidden=True)]  # the old name of a size option
 # apply's options that take more than a line to explain (export words the look's options its own way)
 MaxSideOpt = Annotated[Optional[int], typer.Option(
-    "--max-side", help="Shrink larger photos to this long side in px (default: each photo's own size, up to 8192). "
+    "--max-side", help=f"Shrink larger photos to this long side in px (default: each photo's own size, up to "
+                       f"{MAX_APPLY_SIDE}). "
                        "The look is the same at any size.", show_default=False)]
 PickOpt = Annotated[Optional[str], typer.Option(help="Use one candidate's look, ROUND:INDEX as on its sheet (e.g. "
                                                      "2:7), instead of the learned one.", show_default=False)]

@@ -19,6 +19,7 @@ VGG_RELUS = tuple(f"relu{block}_{conv}" for block, convs in enumerate((2, 2, 4, 
                   for conv in range(1, convs + 1))
 MAX_BATCH = 8  # the most photos of one size in one forward of apply (pipeline.py says why)
 DEFAULT_MAX_PIXELS = 100_000_000  # images larger than this are refused before decoding (decompression bombs)
+MAX_APPLY_SIDE = 8192  # apply keeps a photo's own size up to this long side
 MIN_WORKING_SIDE, MAX_WORKING_SIDE = 32, 2048  # the working sides a session may have, px
 MIN_SHEET_SIDE, MAX_SHEET_SIDE = 32, 2048  # a contact sheet's candidates, long side in px
 MIN_CANDIDATES, MAX_CANDIDATES = 1, 64  # candidates in a round
