@@ -12,6 +12,7 @@ import torch
 
 from styleprefs.config import TrainSettings
 from styleprefs.checkpoints import TRAINING, Interrupted
+from styleprefs.errors import BadInput
 from styleprefs.session import Session
 from tests.conftest import make_photo
 
@@ -54,6 +55,22 @@ def test_a_signal_stops_at_a_step_and_resume_gives_the_same_result(selected, tmp
     resumed = generator_weights(selected.store.root)
     assert all(torch.allclose(resumed[k], expected[k], atol=1e-6) for k in expected)
     assert Session.open(selected.store.root).status()["unfinished"] is None
+
+
+def test_a_refused_refine_keeps_the_interrupted_ones_progress(selected):
+    """A mistyped step count after an interrupted refine is refused before anything is touched: the saved training
+    stays, and --resume still continues from it."""
+    def interrupt(progress):
+        if progress.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(Interrupted):
+        selected.refine(on_progress=interrupt)
+    saved = selected.store.path(TRAINING).read_bytes()
+    reopened = Session.open(selected.store.root, device="cpu")
+    with pytest.raises(BadInput, match="at least 0"):
+        reopened.refine(steps=-1)
+    assert selected.store.path(TRAINING).read_bytes() == saved
+    assert Session.open(selected.store.root).status()["unfinished"]["completed"] == 2
 
 
 def checkpoint_written_since(path, before, proc, timeout: float = 300.0) -> None:

@@ -31,15 +31,14 @@ from .training import CropSampler, TargetFn, Trainer, blended_targets, content_s
 Grams = dict[str, torch.Tensor]
 
 
-def steps_to_run(store: Store, training: dict | None, steps: int | None, resume: bool, default: int) -> int:
+def steps_to_run(training: dict | None, steps: int | None, resume: bool, default: int) -> int:
     """The steps a refine trains: with ``resume``, those of the interrupted refine that ``training`` (the state's)
-    records; else ``steps`` (``default`` if None), and a partial refine's saved training goes."""
+    records; else ``steps`` (``default`` if None). Reads only: a refine refused here keeps an interrupted one's saved
+    training for ``--resume``."""
     if resume:
         if (training or {}).get("phase") != "refine":
             raise BadInput("nothing to resume: no refine was interrupted")
         steps = training["steps"]
-    else:
-        checkpoints.finished(store)
     steps = default if steps is None else steps
     if steps < 0:
         raise BadInput(f"refine steps must be at least 0, got {steps}", "steps")

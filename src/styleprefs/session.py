@@ -257,8 +257,10 @@ class Session:
         ``resume=True`` continues an interrupted refine from its last checkpoint; a fresh refine
         discards such a partial one."""
         self._require_init()
-        steps = refining.steps_to_run(self.store, self.state["training"], steps, resume, self.settings.refine_steps)
+        steps = refining.steps_to_run(self.state["training"], steps, resume, self.settings.refine_steps)
         selected = refining.rounds_to_learn(self.rounds(), rounds.learned(self.state))
+        if not resume:  # a fresh refine, past its checks: an interrupted one's saved training goes
+            checkpoints.finished(self.store)
         before, looks = {**self.state, "training": None}, self.looks()
         posterior = fit(choices(selected), self.look_dim)
         best, unrefined, _ = looks.judged(best_look(posterior, selected))  # what apply gives without it
