@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from styleprefs.cli import app
 from styleprefs.config import TrainSettings
 from styleprefs.session import Session
-from tests.conftest import make_photo
+from tests.conftest import make_photo, record_files
 
 TINY = TrainSettings(steps=2, size=48, batch=2, refine_steps=1)
 
@@ -104,3 +104,18 @@ def test_an_untouched_session_passes_the_checks(proposed, tmp_path):
     folder, result = handed(proposed, tmp_path, lambda state: None)
     assert result.exit_code == 0, result.output
     assert Session.open(folder, "cpu").state["rounds"][0]["selection"] == [1, 2]
+
+
+@pytest.mark.parametrize("key, value", [("n", 0), ("size", 10**6), ("working_side", 1)])
+def test_a_damaged_proposal_setting_is_named_as_damage_not_as_an_option_the_user_typed(proposed, tmp_path, key,
+                                                                                       value):
+    folder = tmp_path / "handed"
+    shutil.copytree(proposed, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["proposal_settings"][key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    record_files(folder)
+    result = CliRunner().invoke(app, ["propose", "--session", str(folder)])
+    assert result.exit_code != 0
+    assert "config.json: damaged" in result.output and f"'{key}'" in result.output
+    assert "(--" not in result.output

@@ -101,6 +101,7 @@ class Version1:
         self.states_before(state, staged)
         self.posteriors(state, staged)
         staged.write_json("state.json", {**state, "files": {}})  # the manifest is made when the files are in place
+        schema.state(staged)  # checked before the staged config marks the upgrade as one to finish on the next open
         staged.write_json(CONFIG, {
             **self.config, "schema_version": SCHEMA_VERSION,
             "settings": {**self.config["settings"], **self.settings.to_dict()},

@@ -139,6 +139,8 @@ def config(store: Store, legacy: bool = False) -> dict:
     proposals = r.get(data, "proposal_settings", (dict, type(None)) if legacy else dict, optional=legacy)
     if proposals is not None:
         r.count(proposals, "working_side", MIN_WORKING_SIDE, MAX_WORKING_SIDE, "'proposal_settings'.", optional=True)
+        r.count(proposals, "n", MIN_CANDIDATES, MAX_CANDIDATES, "'proposal_settings'.", optional=True)
+        r.count(proposals, "size", MIN_SHEET_SIDE, MAX_SHEET_SIDE, "'proposal_settings'.", optional=True)
     r.get(data, "seed", int)
     if not all(isinstance(n, str) for n in r.get(data, "z_names", list)):
         r.fail("'z_names' holds a non-name")
