@@ -122,3 +122,23 @@ def test_a_tensor_file_without_the_tensor_it_needs_is_one_line_naming_it(selecte
     assert result.exit_code == 1, result.output
     message = result.output.strip()
     assert "\n" not in message and name in message and "damaged" in message, message
+
+
+def test_history_lists_a_damaged_session_instead_of_failing_on_it(selected, tmp_path):
+    """What an earlier refine had learned is read from its checkpoint: with that file gone, history still lists the
+    rounds (and status names the damage)."""
+    folder = copy(selected, tmp_path)
+    with Session.editing(folder, "cpu") as s:
+        s.refine()
+    Session.open(folder, "cpu").propose(n=4, size=48)  # takes the lock itself
+    with Session.editing(folder, "cpu") as s:
+        s.select([2])
+        s.refine()
+    (folder / "checkpoints" / "001" / "preference.safetensors").unlink()
+    result = run("history", "--json", "--session", folder)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rounds"]
+    assert [row["round"] for row in rows] == [1, 2]
+    assert rows[0]["refine"]["taste"] == "unknown: the session is damaged"
+    assert "checkpoints/001/preference.safetensors (missing)" in json.loads(
+        run("status", "--json", "--session", folder).stdout)["damaged"]

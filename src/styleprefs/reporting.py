@@ -75,7 +75,7 @@ def history(snap: Snapshot) -> list[dict]:
                      "page": str(folder / page.PAGE), "picks": entry["selection"], "refine": refine and {
                          "checkpoint": refine["checkpoint"], "steps": refine["steps"],
                          "fine_tuning_kept": refine["fine_tuning_kept"],
-                         "taste": snap.tastes_after[refine["checkpoint"]]}})
+                         "taste": snap.tastes_after.get(refine["checkpoint"], "unknown: the session is damaged")}})
     return rows
 
 

@@ -390,7 +390,7 @@ class Session:
         usable = bool(self.state["checkpoint"]) and not damaged
         look = self.preferred_z(remember=False) if usable else None  # a read: nothing written, not even to the cache
         taste = reporting.taste(self.store, self.state, self.config, self.preference() if usable else None, look)
-        after = reporting.tastes_after(self.store, self.state, self.config, taste) if with_history else {}
+        after = reporting.tastes_after(self.store, self.state, self.config, taste) if with_history and usable else {}
         return reporting.Snapshot(self.store.root.resolve(), self.state, self.config, self.runtime.name,
                                   self.runtime.bf16, damaged, reporting.unfinished(self.store, self.state), taste, look,
                                   None if look is None else self.split(look)[1], after)
