@@ -2,8 +2,8 @@
 photo sizes.
 
 For the learned look and one pick of a session, the three files are written with ``styleprefs export`` and run (ONNX
-in onnxruntime on the CPU, pt2 with ``torch.export.load``, TorchScript with ``torch.jit.load``) on a bundled photo at its own size (451×300), the same
-photo turned to portrait, and enlarged to 4000×3000 (12 megapixels). Each output is compared with
+in onnxruntime on the CPU, pt2 with ``torch.export.load``, TorchScript with ``torch.jit.load``) on a bundled photo at
+its own size (451×300), the same photo turned to portrait, and enlarged to 4000×3000 (12 megapixels). Each output is compared with
 ``Session.stylise`` in fp32 (what apply computes with ``precision fp32``), and, for reference, with apply's default
 on this machine (bf16 where the CPU has it). Also reported: file sizes and seconds (one call after a warm-up).
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import shutil
@@ -37,7 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from styleprefs import polish
+from styleprefs import controls, polish
 from styleprefs.config import CONTENT_LAYER, POLISH_STEPS, ProposalSettings, TrainSettings
 from styleprefs.images import find_images, load_image, save_image, to_pil
 from styleprefs.losses import content_distance, style_distance
@@ -281,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.polish_margin is not None:
+        if args.polish_margin < 0 or args.polish_margin % 16:  # a position of relu5_1 is 16 px
+            console.print("[red]--polish-margin: 0 or a multiple of 16[/red]")
+            return 2
         polish.MARGIN = args.polish_margin
     load = os.getloadavg()[0]
     if load > 0.5:
@@ -337,9 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         # The painting as training saw it: the same long side, so strokes have the same scale.
         style = load_image(painting, max_side=settings.style_size)
         look = None if args.start_only else session.preferred_z()
-        if look is not None and args.look_strength:  # the strength coordinate whose weight is that many times 1
+        if look is not None and args.look_strength:
             look = look.clone()
-            look[1] = math.atanh(math.log(args.look_strength) / 1.6)
+            look[controls.NAMED_DIMS.index("strength")] = controls.strength_z(args.look_strength)
         goal = None if args.start_only or not args.polish_steps else session.goal(look, learned=True)
         rows = []
         for k, (name, photo) in enumerate(photos.items(), start=1):

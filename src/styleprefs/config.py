@@ -101,7 +101,7 @@ class TrainSettings:
     norm_only_steps: int = 100     # the first steps of init from a pretrained start adapt only the norms
     generator_width: int = 16
     generator_blocks: int = 5
-    preference_step: float = 1.0   # γ: how far refine's target moves past the current look, along chosen − passed-over
+    preference_step: float = 1.0   # γ: how far refine's target moves past the current look (chosen − passed)
     preference_reach: float = 0.15  # ... but by at most this fraction of each layer's Gram norm per refine
     checkpoint_seconds: float = 30.0  # how often init/refine save a resumable checkpoint
 

@@ -17,6 +17,7 @@ training: ``scale``, the size of the strokes relative to the image (the working 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +42,8 @@ def look_names(n_styles: int) -> list[str]:
     return [*dim_names(n_styles), SCALE]
 
 
-SMALLEST_STROKES = 2.0 ** -1.2  # the least ``stroke_scale`` gives: its working grid is the largest, 2.297× the session's
+STRENGTH_REACH = 1.6  # the style weight of a look runs from e^−1.6 to e^1.6 (0.2 to 4.95) times the centre's
+SMALLEST_STROKES = 2.0 ** -1.2  # the least ``stroke_scale`` gives: the largest working grid, 2.297× the session's
 
 
 def stroke_scale(value: float) -> float:
@@ -84,10 +86,18 @@ def loss_weights(z: torch.Tensor, n_layers: int, n_styles: int, colour_centre: f
     position = torch.linspace(-1.0, 1.0, n_layers, device=z.device)
     tilt = 2.0 * torch.tanh(z[:, 0:1])
     layers = torch.softmax(tilt * position, dim=1) * n_layers
-    strength = torch.exp(1.6 * torch.tanh(z[:, 1]))
+    strength = torch.exp(STRENGTH_REACH * torch.tanh(z[:, 1]))
     colour = torch.sigmoid(2.0 * (z[:, 2] - colour_centre))
     if n_styles > 1:
         blend = torch.softmax(1.5 * z[:, 3 : 3 + n_styles], dim=1)
     else:
         blend = torch.ones(z.shape[0], 1, device=z.device)
     return LossWeights(layers, strength, colour, blend)
+
+
+def strength_z(weight: float) -> float:
+    """The strength coordinate of z whose style weight is ``weight`` times the centre's (0.2 to 4.95)."""
+    if not math.exp(-STRENGTH_REACH) < weight < math.exp(STRENGTH_REACH):
+        raise ValueError(f"a look's style weight is between {math.exp(-STRENGTH_REACH):.2f} and "
+                         f"{math.exp(STRENGTH_REACH):.2f} times the centre's, not {weight}")
+    return math.atanh(math.log(weight) / STRENGTH_REACH)

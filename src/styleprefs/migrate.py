@@ -272,8 +272,8 @@ def _move_in(store: Store, staged: Store) -> None:
         if entry["selection"]:
             for name in PICKS_FILES:
                 store.path(f"{entry['folder']}/{name}").unlink(missing_ok=True)
-    files = store.manifest()
-    files[CONFIG] = {"size": staged.path(CONFIG).stat().st_size, "sha256": sha256(staged.path(CONFIG))}
-    store.write_json("state.json", {**state, "files": files})
+    manifest = store.manifest()
+    manifest[CONFIG] = {"size": staged.path(CONFIG).stat().st_size, "sha256": sha256(staged.path(CONFIG))}
+    store.write_json("state.json", {**state, "files": manifest})
     os.replace(staged.path(CONFIG), store.path(CONFIG))
     shutil.rmtree(staged.root, ignore_errors=True)

@@ -38,7 +38,8 @@ def output_names(inputs: list[Path], out: Path, fmt: str) -> list[Job]:
         if target.resolve() in sources:
             raise BadInput(f"the output folder {out} would write over the input {source}; choose another folder", "out")
         if not target.resolve().is_relative_to(root):  # e.g. a symlinked sub-folder pointing elsewhere
-            raise BadInput(f"the output for {source} would land outside the output folder {out} ({target.resolve()})", "out")
+            raise BadInput(f"the output for {source} would land outside the output folder {out} "
+                           f"({target.resolve()})", "out")
     targets = [t.resolve() for _, t in pairs]
     if len(set(targets)) != len(targets):
         duplicate = next(t for t in targets if targets.count(t) > 1)

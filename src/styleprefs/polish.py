@@ -12,8 +12,8 @@ the rest in a few dozen evaluations: the look stays the one that was picked, onl
 Two things differ from training's loss, both because one picture can afford them (``config``): the style layers reach
 on to relu5_1 (``POLISH_STYLE_LAYERS``), and the style term weighs ``POLISH_STYLE_GAIN`` times as much.
 
-Each evaluation is one forward and backward of the loss network over the picture; ``Session.stylise_batch`` chooses
-the grid it runs on (the output's own, or for large photos the look's working grid before the full-size composition),
+Each evaluation is one forward and backward of the loss network over the picture; ``applying.stylise`` chooses the
+grid it runs on (the output's own, or for large photos the look's working grid before the full-size composition),
 so the cost is bounded whatever the photo's size.
 """
 
@@ -109,7 +109,7 @@ def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: tor
     """``start`` (1, 3, h, w), a picture of ``photo`` (the same shape, in [0, 1]), after ``steps`` evaluations of the
     objective by L-BFGS with a strong-Wolfe line search: the best picture evaluated, (1, 3, h, w) fp32 in [0, 1] on
     the CPU. Each evaluation is one forward and backward of the loss network over the picture, so the time is steps ×
-    that (``Session.stylise_batch`` chooses a grid of bounded size, whatever the photo's).
+    that (``applying.stylise`` chooses a grid of bounded size, whatever the photo's).
 
     The pixels are optimised as logits, so every iterate is a picture without clamping (clamping between steps would
     corrupt L-BFGS's curvature pairs), and scaled so that the first step moves them by FIRST_STEP (L-BFGS's first step

@@ -1,13 +1,13 @@
 """The Session: init / propose / select / refine / apply / status, usable from Python without the CLI.
 
-On disk (see README, "The session directory"):
+On disk (docs/session-format.md):
 
     config.json                 how the session was made: settings, inputs and their sha256, versions
     state.json                  rounds, selections, steps so far, the current checkpoint (written last)
     style_grams.safetensors     the paintings' Gram matrices, layer → (K, C, C)
     checkpoints/NNN/            generator, discriminator and the choice model's posterior after init / each
                                 refine; a refine's folder also keeps the state before it (for undo)
-    rounds/NNN/                 proposals.safetensors (their z), candidate-XX.png, sheet.png, index.html (the
+    rounds/NNN/                 proposals.safetensors (their looks), candidate-XX.png, sheet.png, index.html (the
                                 sheet as a page to pick from), preview.png,
                                 and in picks-A-B-C/: selection.json, chosen_grams and passed_grams.safetensors
     history.json                every command that changed the session
@@ -56,7 +56,8 @@ class Session:
     # ----------------------------------------------------------------- creation and loading
     @classmethod
     def open(cls, path: Path, device: str = "auto", precision: str = "auto") -> Session:
-        """The session at ``path``, its networks to run on ``device`` in ``precision`` (``device.resolve``)."""
+        """The session at ``path``, its networks to run on ``device`` in ``precision`` (``device.resolve``). A session
+        in an older format is first upgraded in place, once, under its lock (``migrate.opened``)."""
         return cls(migrate.opened(path), resolve(device, precision))
 
     @classmethod
