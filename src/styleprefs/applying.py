@@ -19,6 +19,7 @@ from . import images, inputs, pipeline, polish, render
 from .config import MAX_APPLY_SIDE, POLISH_MAX_PIXELS, POLISH_OWN_GRID, POLISH_STYLE_LAYERS
 from .device import Runtime
 from .errors import BadInput
+from .losses import Grams
 from .pipeline import Item
 from .store import SessionError, Store
 from .training import gram_stats, loss_network
@@ -26,7 +27,6 @@ from .training import gram_stats, loss_network
 MIN_STROKE_SCALE, MAX_STROKE_SCALE = 0.015, 8.0  # down to a 256-px preview's strokes on a 16000-px photo's own pixels
 
 Pairs = list[tuple[Path, Path]]  # (input, output)
-Grams = dict[str, torch.Tensor]
 Finish = tuple[polish.Objective, int, polish.StepFn | None]  # polish each picture toward an objective, in so many steps
 
 

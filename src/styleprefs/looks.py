@@ -26,7 +26,7 @@ from .store import Store
 from .training import gram_stats, loss_network
 
 Render = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]  # (photo, look, working side) → the picture
-ProgressFn = Callable[[int, int], None]  # (candidates done, candidates in all)
+CountFn = Callable[[int, int], None]  # (candidates done, candidates in all)
 
 
 def split(look: torch.Tensor, z_dim: int, look_dim: int) -> tuple[torch.Tensor, float]:
@@ -126,7 +126,7 @@ class Looks:
         return judged
 
     def draw(self, posterior: Posterior, n: int, seed: int, photo: torch.Tensor, size: int, working: int,
-             on_progress: ProgressFn | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+             on_progress: CountFn | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """A round's ``n`` looks (seeded by ``seed``; before any pick, ``controls.first_round``'s design) and their
         pictures on ``photo``, each a stylisation (``guard``). After picks, candidate 1 is the choice model's own best
         look (``Posterior.best_z``, moved toward the centre as :meth:`stylised` moves a look), offered for the user to

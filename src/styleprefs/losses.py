@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+Grams = dict[str, torch.Tensor]  # a picture's (or a target's) Gram matrices, by layer name
+
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix G = F Fᵀ / (C·H·W) of (B, C, H, W) features, in fp32 whatever the input dtype."""

@@ -22,13 +22,12 @@ from .device import Runtime
 from .errors import BadInput
 from .guard import STYLISED, distance_to
 from .looks import Looks
+from .losses import Grams
 from .networks import Discriminator, Generator
 from .preference import NEAR_SPREAD, Posterior, recency_weights
 from .rounds import PASSED_GRAMS, Round, picks_file
 from .store import Store
 from .training import CropSampler, TargetFn, Trainer, blended_targets, content_sampler, gram_stats, loss_network
-
-Grams = dict[str, torch.Tensor]
 
 
 def steps_to_run(training: dict | None, steps: int | None, resume: bool, default: int) -> int:

@@ -31,7 +31,7 @@ from .checkpoints import ProgressFn
 from .config import ProposalSettings, TrainSettings, check_candidates, check_sheet_side
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
-from .looks import Looks, best_look, sheet_photo, split
+from .looks import CountFn, Looks, best_look, sheet_photo, split
 from .networks import Generator
 from .preference import Posterior, fit
 from .rounds import Round, choices, parse_pick, picks_file
@@ -205,7 +205,7 @@ class Session:
         return self.looks().preview(photo, look, size, working)
 
     def propose(self, n: int | None = None, size: int | None = None, preview: Path | None = None,
-                on_progress: Callable[[int, int], None] | None = None) -> Round:
+                on_progress: CountFn | None = None) -> Round:
         """Render ``n`` candidates, each from its own z, plus a numbered contact sheet; start a round. Each candidate
         rendered is reported to ``on_progress(done, n)``.
 
@@ -236,7 +236,7 @@ class Session:
         return self.rounds()[-1]
 
     def _draw(self, n: int, index: int, photo: torch.Tensor, size: int, working: int,
-              on_progress: Callable[[int, int], None] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+              on_progress: CountFn | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Round ``index``'s looks, seeded by its number, and their pictures (``Looks.draw``)."""
         return self.looks().draw(self.preference(), n, self.config["seed"] * 1000 + index, photo, size, working,
                                  on_progress)
