@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from . import controls, files, images, inputs, page, schema
+from . import checkpoints, controls, files, images, inputs, page, schema
 from .config import ProposalSettings, TrainSettings
 from .preference import PRIOR_SD, Choice, Posterior, fit
 from .rounds import PASSED_GRAMS, picks_folder
@@ -77,10 +77,7 @@ class Version1:
         self.store = store
         self.config = schema.config(store, legacy=True)
         self.state = schema.state(store, legacy=True)
-        damage = store.damage(self.state.get("files") or {})
-        if damage:
-            raise SessionError(f"{store.root}: damaged session files: {', '.join(damage)}; restore them from a copy "
-                               "of the session")
+        store.check_damage(self.state.get("files") or {})
         n_styles = len(self.config["styles"])
         if self.config["z_names"] not in (controls.dim_names(n_styles), controls.look_names(n_styles)):
             raise SessionError(f"{store.path(CONFIG)}: damaged ('z_names' does not fit {n_styles} painting(s))")
@@ -228,12 +225,9 @@ class Version1:
                 learned |= set(state["refines"][k - 1]["rounds"])
             name = f"{checkpoint}/preference.safetensors"
             if self.store.path(name).is_file():
-                tensors = self.store.read_tensors(name, required=("mean", "cov", "picks"))
-                if tensors["mean"].shape != (2 * self.dim,) or tensors["cov"].shape != (2 * self.dim, 2 * self.dim):
-                    raise SessionError(f"{self.store.path(name)}: damaged (a choice model of the wrong shape)")
+                posterior = checkpoints.load_posterior(self.store, checkpoint, self.dim)
                 if not self.dial:
                     continue
-                posterior = Posterior.from_tensors(tensors)
             else:
                 posterior = fit([Choice(self.looks[e["folder"]], [i - 1 for i in e["selection"]])
                                  for e in state["rounds"] if e["index"] in learned and e["selection"]], self.dim)

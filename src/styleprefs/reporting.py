@@ -15,7 +15,6 @@ from . import checkpoints, controls, page, schema
 from .looks import split
 from .preference import Posterior, describe_taste
 from .rounds import learned, picks_file
-from .rounds import load as load_rounds
 from .store import Store
 
 
@@ -93,7 +92,7 @@ def taste(store: Store, state: dict, config: dict, posterior: Posterior | None, 
     gives, with the looks of the picks it has learned from. Both are None where the session cannot give a look."""
     scale = None if look is None else _stroke_scale(config, look)
     return describe_taste(posterior, look, style_names(config),
-                          learned_looks(store, state, config) if posterior is not None else [], scale)
+                          learned_looks(store, state) if posterior is not None else [], scale)
 
 
 def tastes_after(store: Store, state: dict, config: dict, current: dict) -> dict[str, str]:
@@ -109,16 +108,15 @@ def taste_after(store: Store, state: dict, config: dict, refine: dict) -> dict:
     name = f"{refine['checkpoint']}/preference.safetensors"
     posterior = Posterior.from_tensors(store.read_tensors(name, required=("mean", "cov", "picks")))
     z = posterior.best_z()
-    return describe_taste(posterior, z, style_names(config), learned_looks(store, state, config, set(refine["rounds"])),
+    return describe_taste(posterior, z, style_names(config), learned_looks(store, state, set(refine["rounds"])),
                           _stroke_scale(config, z))
 
 
-def learned_looks(store: Store, state: dict, config: dict, rounds: set[int] | None = None) -> list[dict[str, float]]:
+def learned_looks(store: Store, state: dict, rounds: set[int] | None = None) -> list[dict[str, float]]:
     """For each round a refine has learned from (or each of ``rounds``), how its picks differ from the passed-over
     candidates (saved by ``select``)."""
     rounds = learned(state) if rounds is None else rounds
-    saved = [picks_file(state["rounds"][r.index - 1], "selection.json")
-             for r in load_rounds(store, state, len(config["z_names"])) if r.index in rounds]
+    saved = [picks_file(entry, "selection.json") for entry in state["rounds"] if entry["index"] in rounds]
     return [schema.selection(store, name)["looks"] for name in saved]
 
 

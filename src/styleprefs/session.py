@@ -108,10 +108,7 @@ class Session:
     def check_files(self, names: list[str] | None = None) -> None:
         """Refuse to build on damage: the recorded files (those under ``names``, default all) must be as the last
         command left them."""
-        damage = self.store.damage(self.state["files"], names)
-        if damage:
-            raise SessionError(f"{self.store.root}: damaged session files: {', '.join(damage)}; restore them from a "
-                               "copy of the session")
+        self.store.check_damage(self.state["files"], names)
 
     def _require_init(self) -> None:
         if self.state["checkpoint"] is None:

@@ -124,6 +124,14 @@ class Store:
                 files[name] = {"size": path.stat().st_size, "sha256": sha256(path)}
         return files
 
+    def check_damage(self, manifest: dict[str, dict], names: list[str] | None = None) -> None:
+        """Refuse to build on damage: the files of ``manifest`` (those under ``names``, default all) must be as the
+        last command left them."""
+        damage = self.damage(manifest, names)
+        if damage:
+            raise SessionError(f"{self.root}: damaged session files: {', '.join(damage)}; restore them from a copy of "
+                               "the session")
+
     def damage(self, manifest: dict[str, dict], names: list[str] | None = None) -> list[str]:
         """Files of ``manifest`` (those starting with one of ``names``, default all) that are missing or changed, each
         as 'NAME (what)'."""
