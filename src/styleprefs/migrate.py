@@ -78,10 +78,7 @@ class Version1:
         self.config = schema.config(store, legacy=True)
         self.state = schema.state(store, legacy=True)
         store.check_damage(self.state.get("files") or {})
-        n_styles = len(self.config["styles"])
-        if self.config["z_names"] not in (controls.dim_names(n_styles), controls.look_names(n_styles)):
-            raise SessionError(f"{store.path(CONFIG)}: damaged ('z_names' does not fit {n_styles} painting(s))")
-        self.dial = self.config["z_names"] == controls.dim_names(n_styles)  # looks were z alone: add the dial
+        self.dial = self.config["z_names"] == controls.dim_names(len(self.config["styles"]))  # z alone: add the dial
         self.dim = len(self.config["z_names"])
         self.settings = TrainSettings.from_dict({**V1_SETTINGS, **self.config["settings"]})
         self.proposals = ProposalSettings.from_dict(self.config.get("proposal_settings") or {})

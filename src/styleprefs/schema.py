@@ -152,7 +152,9 @@ def config(store: Store, legacy: bool = False) -> dict:
             r.get(item, "path", str, f"{key} {i}'s ")
             r.get(item, "sha256", str, f"{key} {i}'s ")
     n_styles = len(data["styles"])
-    if not legacy and data["z_names"] != controls.look_names(n_styles):  # a look is z, then the stroke scale
+    # A look is z, then the stroke scale; version 1 also stored looks that were z alone (the upgrade adds the dial).
+    fitting = [controls.look_names(n_styles), *([controls.dim_names(n_styles)] if legacy else [])]
+    if data["z_names"] not in fitting:
         r.fail(f"'z_names' does not fit {n_styles} painting(s)")
     return data
 
