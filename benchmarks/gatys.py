@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from styleprefs import polish
 from styleprefs.config import CONTENT_LAYER, METRIC_STYLE_LAYERS, TrainSettings
 from styleprefs.images import load_image, save_image
 from styleprefs.losses import content_distance, content_loss, gram, style_distance, style_loss
@@ -29,6 +30,8 @@ CONTENT_WEIGHT = 1.0  # λ_c on the relative feature error at CONTENT_LAYER
 # between L-BFGS steps would corrupt its curvature pairs). Squeezing the photo into [ε, 1 − ε]
 # first keeps pure black and white pixels off the flat tails of the sigmoid.
 EPSILON = 0.02
+# The margin of the measure that leaves the edges out (``interior``): polish's default, whatever --polish-margin sets.
+EDGE = 16
 
 Record = tuple[int, float, float]  # (evaluation, seconds since start, style distance)
 
@@ -39,16 +42,26 @@ def loss_network() -> VGG19Features:
     return net.to(memory_format=torch.channels_last)  # faster convolutions on CPU, as in the package
 
 
-def features(net: VGG19Features, image: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Activations of one (3, H, W) image, batch dimension kept."""
-    return net(image[None].contiguous(memory_format=torch.channels_last))
+def features(net: VGG19Features, image: torch.Tensor, interior: bool = False) -> dict[str, torch.Tensor]:
+    """Activations of one (3, H, W) image, batch dimension kept. ``interior``: of the picture seen inside a mirror of
+    itself, at its own positions (``polish.framed``, ``polish.inside``), so that no position lies beside VGG19's zero
+    padding."""
+    x = polish.framed(image[None], EDGE) if interior else image[None]
+    activations = net(x.contiguous(memory_format=torch.channels_last))
+    return polish.inside(activations, EDGE) if interior else activations
 
 
 @torch.no_grad()
-def targets(net: VGG19Features, content: torch.Tensor, style: torch.Tensor) -> tuple[dict, torch.Tensor]:
-    """The painting's Grams at the metric's style layers and the photo's features at the content layer."""
-    style_grams = {name: gram(f) for name, f in features(net, style).items() if name in METRIC_STYLE_LAYERS}
-    return style_grams, features(net, content)[CONTENT_LAYER]
+def targets(net: VGG19Features, content: torch.Tensor, style: torch.Tensor,
+            interior: bool = False) -> tuple[dict, torch.Tensor]:
+    """The painting's Grams at the metric's style layers and the photo's features at the content layer.
+    ``interior``: the painting's Grams over its interior (``polish.painting_grams``), the photo's features inside a
+    mirror of itself (:func:`features`)."""
+    activations = features(net, style)
+    if interior and min(style.shape[-2:]) >= 4 * EDGE:
+        activations = polish.inside(activations, EDGE)
+    style_grams = {name: gram(f) for name, f in activations.items() if name in METRIC_STYLE_LAYERS}
+    return style_grams, features(net, content, interior)[CONTENT_LAYER]
 
 
 def gatys(
@@ -58,16 +71,18 @@ def gatys(
     style_weight: float = STYLE_WEIGHT,
     content_weight: float = CONTENT_WEIGHT,
     net: VGG19Features | None = None,
+    interior: bool = False,
 ) -> tuple[torch.Tensor, list[Record]]:
     """Minimise λ_c·content + λ_s·style over the image, from the photo, in ``steps`` loss evaluations
-    (the last line search may overrun the budget by a few).
+    (the last line search may overrun the budget by a few); ``interior``: with the losses over the pictures'
+    interiors, as polish has them (:func:`targets`, :func:`features`).
 
     Returns the image and one record per evaluation, the first being the photo itself; the clock
     starts before the targets are computed, so it counts everything this image costs.
     """
     net = net or loss_network()
     start = time.perf_counter()
-    style_grams, content_target = targets(net, content, style)
+    style_grams, content_target = targets(net, content, style, interior)
     layer_weights = torch.full((1, len(style_grams)), 1.0 / len(style_grams), device=content.device)
 
     # contiguous: L-BFGS flattens the gradient with view(), and decoded images may be permuted views.
@@ -82,7 +97,7 @@ def gatys(
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        activations = features(net, torch.sigmoid(logits)[0])
+        activations = features(net, torch.sigmoid(logits)[0], interior)
         loss = (content_weight * content_loss(activations[CONTENT_LAYER], content_target)
                 + style_weight * style_loss(activations, style_grams, layer_weights)).sum()
         loss.backward()

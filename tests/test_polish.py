@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from styleprefs import controls, images, polish
+from styleprefs import controls, images, losses, polish, training
 from styleprefs.cli import app
 from styleprefs.config import MAX_POLISH_STEPS, POLISH_STEPS, POLISH_STYLE_GAIN, POLISH_STYLE_LAYERS, TrainSettings
+from styleprefs.device import resolve
 from styleprefs.errors import BadInput
 from styleprefs.session import Session
 from styleprefs.training import loss_network
@@ -256,3 +257,64 @@ def test_the_loss_network_sees_the_picture_in_a_mirrored_frame_and_keeps_the_pic
         assert torch.equal(x, torch.nn.functional.avg_pool2d(picture, 2 ** (n - 1))), name
     tiny = torch.rand(1, 3, 5, 9)  # smaller than the margin: its edges repeated, its own positions kept
     assert torch.equal(polish.inside({"relu1_1": polish.framed(tiny)})["relu1_1"], tiny)
+
+
+def test_polish_aims_at_the_paintings_surface_not_at_its_edges():
+    """Over a whole painting kept at 256 px, a deep layer's Grams are largely the zero padding's response along its
+    edges (straight lines), which polish then painted into pictures. Its targets come from the interior: for a
+    painting that is one texture throughout, they barely depend on how much of it there is, as a surface's should.
+    (relu5_1 is left out here: on a painting this small, 6 positions a side, none is far from the padding.)"""
+    runtime = resolve("cpu", "fp32")
+    net = loss_network(runtime, POLISH_STYLE_LAYERS)
+    torch.manual_seed(0)
+    tile = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 35, 35), 4, stride=1)[0]  # a smooth 32-px texture
+    small, large = tile.repeat(1, 3, 3), tile.repeat(1, 8, 8)  # 96 and 256 px of it
+    whole = {name: gram[0] for name, gram in training.gram_stats(net, [small], runtime, POLISH_STYLE_LAYERS).items()}
+    reference = polish.painting_grams(net, [large], runtime, POLISH_STYLE_LAYERS)
+    interior = polish.painting_grams(net, [small], runtime, POLISH_STYLE_LAYERS)
+    for name in ("relu3_1", "relu4_1"):  # measured: 0.0000 and 0.0005 from the interior, 0.044 and 0.15 from the whole
+        from_interior = losses.relative_error(interior[name], reference[name]).item()
+        from_whole = losses.relative_error(whole[name][None], reference[name]).item()
+        assert from_interior < 0.1 * from_whole, (name, from_interior, from_whole)
+
+
+def test_propose_polish_shows_finished_candidates_and_select_learns_from_them(one_round):
+    """What the sheet shows is what is picked and learned from: each candidate finished toward its own look's loss,
+    and the picks' Grams those of the finished pictures, not of the generator's alone."""
+    session = Session.open(one_round, "cpu")
+    r = session.propose(n=3, size=48, polish_steps=3)
+    entry = session.state["rounds"][-1]
+    assert entry["polish_steps"] == 3
+    shown = [images.load_image(path) for path in r.candidates]
+    raw = session.looks().on_sheet(entry, [session.split(look)[0] for look in r.z])
+    net, rt = loss_network(session.runtime, POLISH_STYLE_LAYERS), session.runtime
+    photo = images.shrink(images.load_image(one_round / entry["preview"]), 48)[None]  # as the sheet shows it
+    with torch.no_grad():
+        target = polish.inside(net(polish.framed(rt.images(photo))))["relu4_1"]
+        for look, finished, started in zip(r.z, shown, raw):
+            goal = session.goal(look)
+            before = float(polish.loss(net, rt.images(started[None]), rt.images(photo), target, goal, rt))
+            after = float(polish.loss(net, rt.images(finished[None]), rt.images(photo), target, goal, rt))
+            assert after < before, (before, after)
+    session = Session.open(one_round, "cpu")
+    session.select([1, 3])
+    learned = session.looks().learning_images(session.state["rounds"][-1], [1, 3])
+    assert all(torch.equal(a, shown[k]) for a, k in zip(learned, (0, 2)))
+
+
+@pytest.mark.parametrize("args", [["--polish-steps", "0"], ["--polish-steps", "-3"], ["--polish", "--sheet-size", "1100"]])
+def test_propose_refuses_a_polish_it_cannot_do_in_one_line_touching_nothing(one_round, args):
+    before = state_of(one_round)
+    result = run("propose", "--n", 2, *args, "--session", one_round, expect=2)
+    assert len(result.output.strip().splitlines()) == 1 and "polish" in result.output
+    assert ("--sheet-size" if "--sheet-size" in args else "--polish-steps") in result.output
+    assert state_of(one_round) == before
+
+
+def test_a_polished_round_records_its_steps_through_the_command_line(one_round):
+    answer = json.loads(run("propose", "--n", 2, "--sheet-size", 40, "--polish-steps", 2, "--session", one_round,
+                            "--json").stdout)
+    assert answer["polish_steps"] == 2
+    assert Session.open(one_round, "cpu").state["rounds"][-1]["polish_steps"] == 2
+    words = run("propose", "--n", 2, "--sheet-size", 40, "--polish-steps", 1, "--session", one_round).output
+    assert "finished with 1 steps of polish" in words

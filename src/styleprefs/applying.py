@@ -22,7 +22,7 @@ from .errors import BadInput
 from .losses import Grams
 from .pipeline import Item
 from .store import SessionError, Store
-from .training import gram_stats, loss_network
+from .training import loss_network
 
 MIN_STROKE_SCALE, MAX_STROKE_SCALE = 0.015, 8.0  # down to a 256-px preview's strokes on a 16000-px photo's own pixels
 
@@ -70,6 +70,13 @@ def check_options(fmt: str, size: int | None, max_batch: int, stroke_scale: floa
     check_stroke_scale(stroke_scale)
 
 
+def check_polish_sheet(size: int) -> None:
+    """Refuse to polish a sheet whose candidates (``size`` px long) could be more than polish works on at once."""
+    if size * size > POLISH_MAX_PIXELS:
+        raise BadInput(f"polish works on at most {POLISH_MAX_PIXELS} pixels at once; candidates {size} px long can "
+                       f"have more: choose a sheet size of at most {int(POLISH_MAX_PIXELS ** 0.5)} px", "size")
+
+
 def check_polish_grid(side: int, scale: float, stroke_scale: float) -> None:
     """Refuse to polish a look (working side ``side``, its own stroke scale ``scale``, times ``stroke_scale``) whose
     working grid could be more than polish works on at once, before any photo is read."""
@@ -81,9 +88,10 @@ def check_polish_grid(side: int, scale: float, stroke_scale: float) -> None:
 
 
 def painting_grams(store: Store, config: dict, runtime: Runtime) -> Grams:
-    """The paintings' Grams at polish's layers (``POLISH_STYLE_LAYERS``), from the copies the session keeps."""
+    """The paintings' Grams at polish's layers (``POLISH_STYLE_LAYERS``), over their interiors
+    (``polish.painting_grams``), from the copies the session keeps."""
     _, paintings = inputs.load(store, config, photos=False)
-    return gram_stats(loss_network(runtime, POLISH_STYLE_LAYERS), paintings, runtime, POLISH_STYLE_LAYERS)
+    return polish.painting_grams(loss_network(runtime, POLISH_STYLE_LAYERS), paintings, runtime, POLISH_STYLE_LAYERS)
 
 
 def goal_grams(store: Store, paintings: Grams, personal: str | None, layers: tuple[str, ...]) -> Grams:

@@ -167,6 +167,10 @@ def propose(
     size: OldSizeOpt = None,  # the old name of --sheet-size
     preview: Annotated[Optional[Path], typer.Option(
         help="Photo to render the candidates on (default: the first content photo).")] = None,
+    polish: Annotated[bool, typer.Option("--polish", help=f"Finish every candidate with {POLISH_STEPS} steps of "
+                                         "polish at the sheet's size, as apply --polish finishes a photo: seconds a "
+                                         "candidate on a CPU.")] = False,
+    polish_steps: PolishStepsOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     session: SessionOpt = DEFAULT_SESSION,
@@ -183,9 +187,12 @@ def propose(
             task = progress.add_task("propose", total=None, info="")
             r = Session.open(session, device, precision).propose(
                 n=n, size=sheet_size if sheet_size is not None else size, preview=preview,
-                on_progress=lambda k, total: progress.update(task, completed=k, total=total, info="candidates"))
+                on_progress=lambda k, total: progress.update(task, completed=k, total=total, info="candidates"),
+                polish_steps=steps)
         return {"command": "propose", "round": r.index, "candidates": [str(p) for p in r.candidates],
-                "sheet": str(r.sheet), "page": str(r.folder / PAGE), "seconds": round(time.perf_counter() - started, 2)}
+                "sheet": str(r.sheet), "page": str(r.folder / PAGE), "polish_steps": steps,
+                "seconds": round(time.perf_counter() - started, 2)}
+    steps = polish_steps if polish_steps is not None else (POLISH_STEPS if polish else None)
     _run(as_json, debug, work, terminal.show_propose, flags={"size": "--sheet-size"})
 
 

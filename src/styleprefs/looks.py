@@ -27,6 +27,7 @@ from .training import gram_stats, loss_network
 
 Render = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]  # (photo, look, working side) → the picture
 CountFn = Callable[[int, int], None]  # (candidates done, candidates in all)
+Finisher = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (look, its picture) → the picture finished
 
 
 def split(look: torch.Tensor, z_dim: int, look_dim: int) -> tuple[torch.Tensor, float]:
@@ -126,19 +127,21 @@ class Looks:
         return judged
 
     def draw(self, posterior: Posterior, n: int, seed: int, photo: torch.Tensor, size: int, working: int,
-             on_progress: CountFn | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+             on_progress: CountFn | None = None,
+             finish: Finisher | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """A round's ``n`` looks (seeded by ``seed``; before any pick, ``controls.first_round``'s design) and their
-        pictures on ``photo``, each a stylisation (``guard``). After picks, candidate 1 is the choice model's own best
-        look (``Posterior.best_z``, moved toward the centre as :meth:`stylised` moves a look), offered for the user to
-        pick or pass over."""
+        pictures on ``photo``, each a stylisation (``guard``), then ``finish(look, picture)``ed where given. After
+        picks, candidate 1 is the choice model's own best look (``Posterior.best_z``, moved toward the centre as
+        :meth:`stylised` moves a look), offered for the user to pick or pass over."""
         proposed = posterior.propose(n, seed=seed)
         if posterior.picks == 0:
             proposed = controls.first_round(proposed)
         judge = self.guard(images.shrink(photo, size))
         shown = []
         for i, look in enumerate(proposed):
-            shown.append(judge.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
-                                        or_nearest=i == 0 and posterior.picks > 0))
+            look, picture = judge.stylised(look, lambda candidate: self.preview(photo, candidate, size, working),
+                                           or_nearest=i == 0 and posterior.picks > 0)
+            shown.append((look, finish(look, picture) if finish else picture))
             if on_progress:
                 on_progress(i + 1, n)
         return torch.stack([look for look, _ in shown]), [picture for _, picture in shown]  # as shown: learned from
@@ -155,9 +158,11 @@ class Looks:
         well, a taste for small strokes was applied twice (benchmarks/preference.py: beats random on 3 of 5 tastes,
         against 4 this way). Measured on the working grid instead, fine-tuning moved G much further and the outputs
         stopped being stylisations (2 of 5). The candidate images themselves where the renders cannot be reproduced: a
-        round proposed from another checkpoint, or rendered by an earlier version (its ``checkpoint`` is null)."""
+        round proposed from another checkpoint, or rendered by an earlier version (its ``checkpoint`` is null), and
+        polished candidates (``propose --polish``): the finished pictures, as they were picked, are what refine learns
+        from."""
         folder = self.store.path(entry["folder"])
-        if entry["checkpoint"] != self.checkpoint:
+        if entry["checkpoint"] != self.checkpoint or entry.get("polish_steps"):
             return [images.load_image(folder / entry["candidates"][i - 1]) for i in indices]
         looks = self.store.read_tensors(f"{entry['folder']}/proposals.safetensors", required=("z",))["z"]
         return self.on_sheet(entry, [split(looks[i - 1], self.z_dim, self.look_dim)[0] for i in indices])

@@ -129,9 +129,9 @@ def write_looks(folder: Path, z: torch.Tensor, rendered: list[torch.Tensor]) -> 
 
 
 def place(store: Store, folder: Path, index: int, rendered: list[torch.Tensor], size: int, working: int,
-          checkpoint: str) -> dict:
+          checkpoint: str, polish_steps: int | None = None) -> dict:
     """Under the lock: the numbered contact sheet and the page to pick from written into ``folder``, which then becomes
-    round ``index``'s; the round's entry in the state."""
+    round ``index``'s; the round's entry in the state (``polish_steps``: its candidates were polished so)."""
     n, name = len(rendered), f"rounds/{index:03d}"
     candidates = candidate_names(n)
     sheet = images.contact_sheet(rendered, [str(i) for i in range(1, n + 1)],
@@ -142,7 +142,8 @@ def place(store: Store, folder: Path, index: int, rendered: list[torch.Tensor], 
     shutil.rmtree(store.path(name), ignore_errors=True)
     folder.rename(store.path(name))
     return {"index": index, "folder": name, "candidates": candidates, "n": n, "size": size, "working_side": working,
-            "preview": f"{name}/{inputs.PREVIEW}", "checkpoint": checkpoint, "selection": None}
+            "preview": f"{name}/{inputs.PREVIEW}", "checkpoint": checkpoint, "selection": None,
+            **({"polish_steps": polish_steps} if polish_steps else {})}
 
 
 def to_pick(state: dict, indices: list[int]) -> dict:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
-from .config import (MAX_CANDIDATES, MAX_SHEET_SIDE, MAX_WORKING_SIDE, MIN_CANDIDATES, MIN_SHEET_SIDE,
-                     MIN_WORKING_SIDE)
+from .config import (MAX_CANDIDATES, MAX_POLISH_STEPS, MAX_SHEET_SIDE, MAX_WORKING_SIDE, MIN_CANDIDATES,
+                     MIN_SHEET_SIDE, MIN_WORKING_SIDE)
 from . import controls
 from .store import SessionError, Store
 
@@ -117,6 +117,8 @@ def _round(r: _Reader, entry: Any, index: int, legacy: bool) -> None:
     if n != len(candidates):
         r.fail(f"{where}'n' is {n} but it lists {len(candidates)} candidates")
     r.count(entry, "size", MIN_SHEET_SIDE, MAX_SHEET_SIDE, where)
+    if entry.get("polish_steps") is not None:  # a round whose candidates were polished (propose --polish)
+        r.count(entry, "polish_steps", 1, MAX_POLISH_STEPS, where)
     r.count(entry, "working_side", MIN_WORKING_SIDE, MAX_WORKING_SIDE, where, optional=legacy)
     preview = r.get(entry, "preview", str, where, optional=legacy)
     if preview is not None and not (legacy and PurePosixPath(preview).is_absolute()):  # version 1: a photo's path

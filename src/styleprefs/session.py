@@ -31,7 +31,7 @@ from .checkpoints import ProgressFn
 from .config import ProposalSettings, TrainSettings, check_candidates, check_sheet_side
 from .device import Runtime, resolve
 from .errors import BadInput, StyleprefsError
-from .looks import CountFn, Looks, best_look, sheet_photo, split
+from .looks import CountFn, Finisher, Looks, best_look, sheet_photo, split
 from .networks import Generator
 from .preference import Posterior, fit
 from .rounds import Round, choices, parse_pick, picks_file
@@ -202,19 +202,25 @@ class Session:
         return self.looks().preview(photo, look, size, working)
 
     def propose(self, n: int | None = None, size: int | None = None, preview: Path | None = None,
-                on_progress: CountFn | None = None) -> Round:
+                on_progress: CountFn | None = None, polish_steps: int | None = None) -> Round:
         """Render ``n`` candidates, each from its own z, plus a numbered contact sheet; start a round. Each candidate
-        rendered is reported to ``on_progress(done, n)``.
+        rendered is reported to ``on_progress(done, n)``. ``polish_steps`` finishes each candidate with that many
+        steps of polish at the sheet's size, toward its look's loss, as ``apply --pick`` finishes a photo: the sheet
+        shows the finished pictures, and refine learns from them.
 
         Rendering only reads the session, so it runs without the lock (several ``propose`` can render
         at once); the lock is taken just to number the round, move its folder in place and record it."""
         n = check_candidates(self.proposal_settings.n if n is None else n)
         size = check_sheet_side(self.proposal_settings.size if size is None else size)
+        if polish_steps is not None:
+            polish.check_steps(polish_steps)
+            applying.check_polish_sheet(size)
         self.check_files()  # a new round must not be built on damage
         working = self.proposal_settings.working_side
         photo = sheet_photo(Path(preview) if preview else inputs.default_preview(self.store), size, working)
         checkpoint, index = self.checkpoint, len(self.state["rounds"]) + 1
-        z, rendered = self._draw(n, index, photo, size, working, on_progress)
+        finish = self._finisher(photo, size, polish_steps)
+        z, rendered = self._draw(n, index, photo, size, working, on_progress, finish)
         with rounds.rendering(self.store) as folder:
             rounds.write_looks(folder, z, rendered)
             images.save_image(photo, folder / inputs.PREVIEW)  # the round keeps the photo its sheet shows
@@ -225,18 +231,27 @@ class Session:
                     # have had, this round would repeat that one. Drawn again for its own number, under the lock.
                     self._forget()
                     checkpoint, index = self.state["checkpoint"], len(self.state["rounds"]) + 1
-                    z, rendered = self._draw(n, index, photo, size, working, on_progress)
+                    z, rendered = self._draw(n, index, photo, size, working, on_progress, finish)
                     rounds.write_looks(folder, z, rendered)
-                entry = rounds.place(self.store, folder, index, rendered, size, working, checkpoint)
+                entry = rounds.place(self.store, folder, index, rendered, size, working, checkpoint, polish_steps)
                 self._commit({**self.state, "rounds": [*self.state["rounds"], entry]},
                              {"command": "propose", "round": index, "n": n})
         return self.rounds()[-1]
 
     def _draw(self, n: int, index: int, photo: torch.Tensor, size: int, working: int,
-              on_progress: CountFn | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+              on_progress: CountFn | None, finish: Finisher | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Round ``index``'s looks, seeded by its number, and their pictures (``Looks.draw``)."""
         return self.looks().draw(self.preference(), n, self.config["seed"] * 1000 + index, photo, size, working,
-                                 on_progress)
+                                 on_progress, finish)
+
+    def _finisher(self, photo: torch.Tensor, size: int, steps: int | None) -> Finisher | None:
+        """A sheet's candidates (``size`` px long, of ``photo``) finished with ``steps`` of polish, each toward its
+        own look's loss (``apply --pick``'s); None for ``steps`` None."""
+        if steps is None:
+            return None
+        shown = images.shrink(photo, size)[None]
+        return lambda look, picture: applying.polished(self.runtime, shown, picture[None], self.goal(look), steps,
+                                                       None)[0]
 
     def select(self, indices: list[int]) -> Round:
         """Record the chosen candidates (1-based) of the latest round and their Gram statistics."""

@@ -71,7 +71,8 @@ def show_init(r: dict) -> None:
 
 
 def show_propose(r: dict) -> None:
-    say.print(f"round {r['round']}: {len(r['candidates'])} candidates in {r['seconds']} s")
+    finished = f", each finished with {r['polish_steps']} steps of polish" if r.get("polish_steps") else ""
+    say.print(f"round {r['round']}: {len(r['candidates'])} candidates in {r['seconds']} s{finished}")
     say.print(f"contact sheet: [bold]{escape(r['sheet'])}[/]", highlight=False)
     say.print(f"to pick by clicking: [bold]{escape(r['page'])}[/] (or styleprefs pick)", highlight=False)
     next_step("styleprefs select N [N ...]   (the numbers on the sheet)")
