@@ -88,7 +88,8 @@ def polished(session: str, height: int, width: int, steps: int) -> dict:
 
 
 def by_steps(session: str, painting: str, photo: str, gatys_steps: int) -> dict:
-    """Style distance removed as a share of Gatys's, and content distance, after each count of STEP_TABLE."""
+    """Style distance removed as a share of Gatys's, and content distance, after each count of STEP_TABLE: over whole
+    pictures, and over their interiors against Gatys with the interior losses (benchmarks/quality.py says why)."""
     import torch
     from gatys import features, gatys, loss_network, targets
 
@@ -102,23 +103,27 @@ def by_steps(session: str, painting: str, photo: str, gatys_steps: int) -> dict:
     net = loss_network()
     image = load_image(Path(photo), short_side=256)
     style = load_image(Path(painting), max_side=s.settings.style_size)
-    grams, content = targets(net, image, style)
+    toward = {interior: targets(net, image, style, interior) for interior in (False, True)}
 
-    def scored(x: torch.Tensor) -> tuple[float, float]:
+    def scored(x: torch.Tensor, interior: bool) -> tuple[float, float]:
+        grams, content = toward[interior]
         with torch.no_grad():
-            f = features(net, x)
+            f = features(net, x, interior)
             return style_distance(f, grams).item(), content_distance(f[CONTENT_LAYER], content).item()
 
-    baseline, _ = gatys(image, style, steps=gatys_steps, net=net)
-    photo_style, _ = scored(image)
-    gatys_style, gatys_content = scored(baseline)
     rows = []
+    yardsticks = {interior: scored(gatys(image, style, steps=gatys_steps, net=net, interior=interior)[0], interior)
+                  for interior in (False, True)}
     for steps in STEP_TABLE:
         picture = (s.stylise(image, look) if steps == 0
                    else s.stylise_batch(image[None], look, finish=(goal, steps, None))[0])
-        style_d, content_d = scored(picture)
-        rows.append({"steps": steps, "removal": (photo_style - style_d) / (photo_style - gatys_style),
-                     "content": content_d, "content_gatys": gatys_content})
+        row = {"steps": steps}
+        for interior, suffix in ((False, ""), (True, "_interior")):
+            photo_style, (gatys_style, gatys_content) = scored(image, interior)[0], yardsticks[interior]
+            style_d, content_d = scored(picture, interior)
+            row.update({f"removal{suffix}": (photo_style - style_d) / (photo_style - gatys_style),
+                        f"content{suffix}": content_d, f"content_gatys{suffix}": gatys_content})
+        rows.append(row)
     return {"rows": rows}
 
 
@@ -269,9 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, r, target in (("512×384 photo", small, TARGET_512), (f"{big[1]}×{big[0]} photo", large, TARGET_12MP)):
         print(f"{name}: {r['median']:.1f} s ({r['min']:.1f}–{r['max']:.1f}), {r['median'] / base:.1f}× the "
               f"yardstick (target ≤ {target:.0f}×), {r['seconds_per_step']:.3f} s a step, peak {r['peak_gb']:.2f} GB")
-    print("steps | removed, share of Gatys's | content distance (Gatys's)")
+    print("steps | removed, share of Gatys's | content distance (Gatys's) | the same over the interiors")
     for row in table["rows"]:
-        print(f"{row['steps']:5d} | {row['removal']:.2f} | {row['content']:.3f} ({row['content_gatys']:.3f})")
+        print(f"{row['steps']:5d} | {row['removal']:.2f} | {row['content']:.3f} ({row['content_gatys']:.3f}) | "
+              f"{row['removal_interior']:.2f} | {row['content_interior']:.3f} ({row['content_gatys_interior']:.3f})")
     if picked:
         print("picked look kept (round 1, seen at the sheet's size): pick | rank among the candidates | style distance "
               "to the photo, polished (candidate) | to the painting, polished (candidate)")

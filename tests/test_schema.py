@@ -83,6 +83,8 @@ def test_a_round_folder_that_is_a_link_out_of_the_session_is_refused(proposed, t
     (lambda s: s["rounds"][0].update(n="4"), "round 1's 'n' has the wrong type"),
     (lambda s: s["rounds"][0].update(n=5), "lists 4 candidates"),
     (lambda s: s["rounds"][0].update(selection=[9]), "'selection'"),
+    (lambda s: s["rounds"][0].update(polish_steps=0), "round 1's 'polish_steps'"),
+    (lambda s: s["rounds"][0].update(polish_steps="40"), "round 1's 'polish_steps' has the wrong type"),
     (lambda s: s.update(rounds={"1": {}}), "'rounds' has the wrong type"),
     (lambda s: s.update(checkpoint="../../x"), "'checkpoint'"),
     (lambda s: s["steps"].pop("init"), "no 'steps'.'init'"),
