@@ -318,3 +318,15 @@ def test_a_polished_round_records_its_steps_through_the_command_line(one_round):
     assert Session.open(one_round, "cpu").state["rounds"][-1]["polish_steps"] == 2
     words = run("propose", "--n", 2, "--sheet-size", 40, "--polish-steps", 1, "--session", one_round).output
     assert "finished with 1 steps of polish" in words
+
+
+def test_applying_a_polished_candidate_without_polish_says_so(one_round, folder, tmp_path):
+    """What you pick is what you get: a candidate picked from a polished sheet, applied by the generator alone, is
+    less finished than it looked, and apply says so."""
+    session = Session.open(one_round, "cpu")
+    session.propose(n=2, size=40, polish_steps=1)
+    plain = session.apply([folder / "a.png"], tmp_path / "o1", pick="2:1")
+    assert any("finished with 1 steps of polish" in w for w in plain.warnings)
+    polished = session.apply([folder / "a.png"], tmp_path / "o2", pick="2:1", polish_steps=1)
+    earlier = session.apply([folder / "a.png"], tmp_path / "o3", pick="1:1")  # a sheet of the generator's pictures
+    assert not any("polish" in w for w in polished.warnings + earlier.warnings)

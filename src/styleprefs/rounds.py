@@ -98,6 +98,17 @@ def parse_pick(pick: str, rounds: list[Round]) -> tuple[torch.Tensor, int]:
     return z[candidate - 1], round_index
 
 
+def unfinished(state: dict, pick: str | None, polish_steps: int | None) -> list[str]:
+    """What to say when a pick from a round of polished candidates (``propose --polish``) is applied without polish:
+    the photos are then the generator's pictures of that look, less finished than the candidate was."""
+    if pick is None or polish_steps is not None:
+        return []
+    index = int(pick.split(":")[0])  # a pick parse_pick has accepted
+    steps = state["rounds"][index - 1].get("polish_steps")
+    return [f"round {index}'s sheet showed its candidates finished with {steps} steps of polish; these photos are "
+            f"not polished (polish them with {steps} steps for the picture you picked)"] if steps else []
+
+
 def learned(state: dict) -> set[int]:
     """The indices of the rounds a refine has learned from."""
     return {i for refine in state["refines"] for i in refine["rounds"]}

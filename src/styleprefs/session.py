@@ -358,10 +358,12 @@ class Session:
         if polish_steps is not None:
             applying.check_polish_grid(side, self.split(look)[1], stroke_scale)
             finish = (self.goal(look, learned=pick is None), polish_steps, on_step)
-        return applying.run(outputs.plan(inputs, out, fmt, shard), skip_existing,
-                            lambda todo: self.stylise_files(todo, look, side, stroke_scale, size, max_pixels, max_batch,
-                                                            finish, strength, keep_colours),
-                            on_progress)
+        result = applying.run(outputs.plan(inputs, out, fmt, shard), skip_existing,
+                              lambda todo: self.stylise_files(todo, look, side, stroke_scale, size, max_pixels,
+                                                              max_batch, finish, strength, keep_colours),
+                              on_progress)
+        result.warnings += rounds.unfinished(self.state, pick, polish_steps)
+        return result
 
     def goal(self, look: torch.Tensor, learned: bool = False) -> polish.Objective:
         """The loss ``look`` stands for (:func:`polish.objective`), over ``POLISH_STYLE_LAYERS``: toward the paintings
