@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from styleprefs import polish
+from styleprefs import edges
 from styleprefs.config import CONTENT_LAYER, METRIC_STYLE_LAYERS, TrainSettings
 from styleprefs.images import load_image, save_image
 from styleprefs.losses import content_distance, content_loss, gram, style_distance, style_loss
@@ -30,7 +30,8 @@ CONTENT_WEIGHT = 1.0  # λ_c on the relative feature error at CONTENT_LAYER
 # between L-BFGS steps would corrupt its curvature pairs). Squeezing the photo into [ε, 1 − ε]
 # first keeps pure black and white pixels off the flat tails of the sigmoid.
 EPSILON = 0.02
-# The margin of the measure that leaves the edges out (``interior``): polish's default, whatever --polish-margin sets.
+# The margin of the measure that leaves the edges out (``interior``): edges.MARGIN's default, whatever
+# --polish-margin sets.
 EDGE = 16
 
 Record = tuple[int, float, float]  # (evaluation, seconds since start, style distance)
@@ -44,22 +45,22 @@ def loss_network() -> VGG19Features:
 
 def features(net: VGG19Features, image: torch.Tensor, interior: bool = False) -> dict[str, torch.Tensor]:
     """Activations of one (3, H, W) image, batch dimension kept. ``interior``: of the picture seen inside a mirror of
-    itself, at its own positions (``polish.framed``, ``polish.inside``), so that no position lies beside VGG19's zero
+    itself, at its own positions (``edges.framed``, ``edges.inside``), so that no position lies beside VGG19's zero
     padding."""
-    x = polish.framed(image[None], EDGE) if interior else image[None]
+    x = edges.framed(image[None], EDGE) if interior else image[None]
     activations = net(x.contiguous(memory_format=torch.channels_last))
-    return polish.inside(activations, EDGE) if interior else activations
+    return edges.inside(activations, EDGE) if interior else activations
 
 
 @torch.no_grad()
 def targets(net: VGG19Features, content: torch.Tensor, style: torch.Tensor,
             interior: bool = False) -> tuple[dict, torch.Tensor]:
     """The painting's Grams at the metric's style layers and the photo's features at the content layer.
-    ``interior``: the painting's Grams over its interior (``polish.painting_grams``), the photo's features inside a
+    ``interior``: the painting's Grams over its interior (``edges.painting_grams``), the photo's features inside a
     mirror of itself (:func:`features`)."""
     activations = features(net, style)
     if interior and min(style.shape[-2:]) >= 4 * EDGE:
-        activations = polish.inside(activations, EDGE)
+        activations = edges.inside(activations, EDGE)
     style_grams = {name: gram(f) for name, f in activations.items() if name in METRIC_STYLE_LAYERS}
     return style_grams, features(net, content, interior)[CONTENT_LAYER]
 

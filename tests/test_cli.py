@@ -61,7 +61,7 @@ def test_init_creates_a_complete_session(trained):
                  "checkpoints/000/preference.safetensors"):
         assert (s / name).is_file(), name
     config = json.loads((s / "config.json").read_text())
-    assert config["schema_version"] == 2 and len(config["contents"]) == 2
+    assert config["schema_version"] == 3 and len(config["contents"]) == 2
     assert all(len(c["sha256"]) == 64 for c in config["contents"] + config["styles"])
     assert config["settings"]["steps"] == 3
     assert not [p for p in s.parent.iterdir() if p.name.startswith(".session")]  # no staging left

@@ -9,7 +9,6 @@ from styleprefs import images
 from styleprefs.config import TrainSettings
 from styleprefs.guard import STYLISED, Guard, fraction_of
 from styleprefs.session import Session
-from styleprefs.training import loss_network
 from tests.conftest import EXAMPLES
 
 PAINTING = EXAMPLES / "paintings" / "vangogh_starry_night.jpg"
@@ -27,8 +26,7 @@ def made(tmp_path_factory):
 
 
 def guard_for(session: Session, photo: torch.Tensor) -> Guard:
-    return Guard(loss_network(session.runtime, session.settings.style_layers), session.runtime,
-                 session.store.read_tensors("style_grams.safetensors"), photo)
+    return session.looks().guard(photo)
 
 
 def test_the_photo_is_its_own_yardstick_and_the_painting_is_near_zero(made):

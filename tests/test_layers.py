@@ -14,7 +14,7 @@ LAYERS = [
     {"creating", "looks", "reporting", "training", "checkpoints", "start", "preference", "refining", "guard", "render",
      "tiling", "applying", "pipeline", "outputs", "page", "polish", "rounds", "migrate"},
     {"store", "schema", "inputs"},
-    {"networks", "kernels", "controls", "losses", "vgg"},
+    {"networks", "kernels", "controls", "losses", "vgg", "edges"},
     {"images", "files", "config", "device", "errors"},
 ]
 

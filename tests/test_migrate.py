@@ -66,7 +66,7 @@ def test_a_version_1_session_is_upgraded_once_and_gives_the_pictures_it_gave(tmp
     root = version_1(tmp_path)
     s = Session.open(root, "cpu", precision="fp32")
     config, state = s.config, s.state
-    assert config["schema_version"] == 2 and config["z_names"] == ["stroke", "strength", "colour", "scale"]
+    assert config["schema_version"] == 3 and config["z_names"] == ["stroke", "strength", "colour", "scale"]
     assert config["proposal_settings"]["working_side"] == 320  # what rounds without their own were shown at
     assert config["settings"]["start"] == "scratch" and config["settings"]["colour_centre"] == 0.0
     assert [r["working_side"] for r in state["rounds"]] == [320, 32]
@@ -182,7 +182,7 @@ def test_two_commands_opening_it_at_once_upgrade_it_once(tmp_path):
     for thread in threads:
         thread.join()
     assert len(opened) == 2 and len(upgrades(root)) == 1
-    assert all(s.config["schema_version"] == 2 and s.store.damage(s.state["files"]) == [] for s in opened)
+    assert all(s.config["schema_version"] == 3 and s.store.damage(s.state["files"]) == [] for s in opened)
 
 
 def made_version_1(proposed_session, tmp_path, edit):
@@ -213,7 +213,7 @@ def test_settings_saved_before_a_key_existed_get_the_value_they_were_made_with(p
     assert torch.equal(s.stylise(photo), Session.open(proposed_session, "cpu").stylise(photo))
 
 
-@pytest.mark.parametrize("version, words", [(3, "newer than this styleprefs"), (0, "not one styleprefs has written"),
+@pytest.mark.parametrize("version, words", [(4, "newer than this styleprefs"), (0, "not one styleprefs has written"),
                                             (True, "not one styleprefs has written"),
                                             ("1", "not one styleprefs has written")])
 def test_other_versions_are_refused_in_one_line(proposed_session, tmp_path, version, words):
@@ -243,3 +243,23 @@ def test_a_version_1_session_that_cannot_be_read_is_refused_in_one_line_and_left
     with pytest.raises(SessionError, match=words.replace("(", r"\(").replace(")", r"\)")) as refused:
         Session.open(root, "cpu")
     assert "\n" not in str(refused.value) and files(root) == before and not (root / migrate.STAGING).exists()
+
+
+def test_a_version_2_session_is_upgraded_to_say_it_was_trained_inside_zero_padding(proposed_session, tmp_path):
+    """Version 3 records how training saw edges; a version-2 session was trained inside VGG19's zero padding, and
+    refining it must go on seeing it so, not as new sessions see theirs."""
+    root = tmp_path / "s"
+    shutil.copytree(proposed_session, root)
+    config = json.loads((root / "config.json").read_text())
+    del config["settings"]["edges"]
+    (root / "config.json").write_text(json.dumps({**config, "schema_version": 2}))
+    record_files(root)
+    s = Session.open(root, "cpu")
+    assert s.config["schema_version"] == 3 and s.settings.edges == "zero"
+    assert s.store.damage(s.state["files"]) == []
+    photo = torch.rand(3, 40, 40)
+    assert torch.equal(s.stylise(photo), Session.open(proposed_session, "cpu").stylise(photo))
+    before = files(root)
+    Session.open(root, "cpu")
+    assert files(root) == before  # upgraded once
+    assert Session.open(proposed_session, "cpu").settings.edges == "mirror"  # what a new session trains with

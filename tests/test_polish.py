@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from styleprefs import controls, images, losses, polish, training
+from styleprefs import controls, edges, images, losses, polish, training
 from styleprefs.cli import app
 from styleprefs.config import MAX_POLISH_STEPS, POLISH_STEPS, POLISH_STYLE_GAIN, POLISH_STYLE_LAYERS, TrainSettings
 from styleprefs.device import resolve
@@ -46,7 +46,7 @@ def test_polishing_lowers_the_looks_own_loss_and_gives_a_picture(one_round):
         steps = []
         finished = polish.polish(net, rt, photo, start, goal, 8, on_step=lambda k, n: steps.append((k, n)))
     with torch.no_grad():
-        target = polish.inside(net(polish.framed(rt.images(photo))))["relu4_1"]
+        target = edges.inside(net(edges.framed(rt.images(photo))))["relu4_1"]
         before = float(polish.loss(net, rt.images(start), rt.images(photo), target, goal, rt))
         after = float(polish.loss(net, rt.images(finished), rt.images(photo), target, goal, rt))
     assert after < 0.8 * before, (before, after)
@@ -246,17 +246,17 @@ def test_the_loss_network_sees_the_picture_in_a_mirrored_frame_and_keeps_the_pic
     """The loss network pads with zeros, a black frame that pushed the edge pixels into a line; polish shows it the
     picture inside a mirror of itself, and keeps the features at the picture's own positions, each pixel once."""
     picture = torch.rand(1, 3, 48, 32)
-    framed = polish.framed(picture)
-    m = polish.MARGIN
+    framed = edges.framed(picture)
+    m = edges.MARGIN
     assert framed.shape == (1, 3, 48 + 2 * m, 32 + 2 * m)
     assert torch.equal(framed[..., m:-m, m:-m], picture)
     assert torch.equal(framed[..., m - 1, m:-m], picture[..., 1, :])  # mirrored about the edge row
     assert torch.equal(framed[..., m:-m, -m], picture[..., :, -2])
     pooled = {f"relu{n}_1": torch.nn.functional.avg_pool2d(framed, 2 ** (n - 1)) for n in range(1, 6)}
-    for n, (name, x) in enumerate(polish.inside(pooled).items(), start=1):  # a position of reluN_k is 2^(N−1) px
+    for n, (name, x) in enumerate(edges.inside(pooled).items(), start=1):  # a position of reluN_k is 2^(N−1) px
         assert torch.equal(x, torch.nn.functional.avg_pool2d(picture, 2 ** (n - 1))), name
     tiny = torch.rand(1, 3, 5, 9)  # smaller than the margin: its edges repeated, its own positions kept
-    assert torch.equal(polish.inside({"relu1_1": polish.framed(tiny)})["relu1_1"], tiny)
+    assert torch.equal(edges.inside({"relu1_1": edges.framed(tiny)})["relu1_1"], tiny)
 
 
 def test_polish_aims_at_the_paintings_surface_not_at_its_edges():
@@ -270,8 +270,8 @@ def test_polish_aims_at_the_paintings_surface_not_at_its_edges():
     tile = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 35, 35), 4, stride=1)[0]  # a smooth 32-px texture
     small, large = tile.repeat(1, 3, 3), tile.repeat(1, 8, 8)  # 96 and 256 px of it
     whole = {name: gram[0] for name, gram in training.gram_stats(net, [small], runtime, POLISH_STYLE_LAYERS).items()}
-    reference = polish.painting_grams(net, [large], runtime, POLISH_STYLE_LAYERS)
-    interior = polish.painting_grams(net, [small], runtime, POLISH_STYLE_LAYERS)
+    reference = edges.painting_grams(net, [large], runtime, POLISH_STYLE_LAYERS)
+    interior = edges.painting_grams(net, [small], runtime, POLISH_STYLE_LAYERS)
     for name in ("relu3_1", "relu4_1"):  # measured: 0.0000 and 0.0005 from the interior, 0.044 and 0.15 from the whole
         from_interior = losses.relative_error(interior[name], reference[name]).item()
         from_whole = losses.relative_error(whole[name][None], reference[name]).item()
@@ -290,7 +290,7 @@ def test_propose_polish_shows_finished_candidates_and_select_learns_from_them(on
     net, rt = loss_network(session.runtime, POLISH_STYLE_LAYERS), session.runtime
     photo = images.shrink(images.load_image(one_round / entry["preview"]), 48)[None]  # as the sheet shows it
     with torch.no_grad():
-        target = polish.inside(net(polish.framed(rt.images(photo))))["relu4_1"]
+        target = edges.inside(net(edges.framed(rt.images(photo))))["relu4_1"]
         for look, finished, started in zip(r.z, shown, raw):
             goal = session.goal(look)
             before = float(polish.loss(net, rt.images(started[None]), rt.images(photo), target, goal, rt))
@@ -302,7 +302,8 @@ def test_propose_polish_shows_finished_candidates_and_select_learns_from_them(on
     assert all(torch.equal(a, shown[k]) for a, k in zip(learned, (0, 2)))
 
 
-@pytest.mark.parametrize("args", [["--polish-steps", "0"], ["--polish-steps", "-3"], ["--polish", "--sheet-size", "1100"]])
+@pytest.mark.parametrize("args", [["--polish-steps", "0"], ["--polish-steps", "-3"],
+                                  ["--polish", "--sheet-size", "1100"]])
 def test_propose_refuses_a_polish_it_cannot_do_in_one_line_touching_nothing(one_round, args):
     before = state_of(one_round)
     result = run("propose", "--n", 2, *args, "--session", one_round, expect=2)

@@ -14,7 +14,7 @@ from styleprefs.config import STYLE_LAYERS
 from styleprefs.config import TrainSettings
 from styleprefs.errors import BadInput
 from styleprefs.session import Session
-from styleprefs.training import gram_stats, loss_network
+from styleprefs.training import gram_stats, picture_network
 from tests.conftest import make_photo
 from styleprefs.preference import (BOUND, MIN_DISTANCE, Choice, Posterior, contrast_looks, describe, describe_looks,
                                    features, fit, log_likelihood, looks, sobol_normal)
@@ -272,7 +272,7 @@ def test_refine_keeps_the_mean_grams_of_the_passed_over_candidates(session):
     at_proposal.state = {**at_proposal.state, "checkpoint": session.state["rounds"][0]["checkpoint"]}
     renders = at_proposal.looks().learning_images(session.state["rounds"][0],
                                                   [i for i in range(1, 7) if i not in first.selection])
-    net = loss_network(session.runtime, STYLE_LAYERS)
+    net = picture_network(session.runtime, STYLE_LAYERS, session.settings.edges)  # as training sees pictures
     expected = gram_stats(net, renders, session.runtime, STYLE_LAYERS)
     shown = gram_stats(net, passed, session.runtime, STYLE_LAYERS)
     scales = [session.split(first.z[i - 1])[1] for i in range(1, 7) if i not in first.selection]
@@ -303,7 +303,7 @@ def test_a_new_choice_drops_passed_over_grams_of_an_earlier_one(session):
 def test_personal_target_is_the_current_look_moved_toward_the_picks(session):
     first = session.rounds()[:1]
     z = session.preferred_z()
-    net = loss_network(session.runtime, STYLE_LAYERS)
+    net = picture_network(session.runtime, STYLE_LAYERS, session.settings.edges)  # as training sees pictures
     working = session.working_side(1)
     preview = images.load_image(session.store.path(session.state["rounds"][0]["preview"]), max_side=working)
     # the current look as the sheet showed it: rendered at the working side, seen at the round's 48 px

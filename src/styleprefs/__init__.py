@@ -21,7 +21,8 @@ The modules, top to bottom (each imports only from its own line or those below i
 - the session on disk: ``store`` (atomic writes, the lock), ``schema`` (its JSON checked when read), ``inputs`` (the
   photos and paintings kept inside it);
 - the models: ``networks`` (G and D), ``kernels`` (their faster CPU routes), ``controls`` (what z means),
-  ``losses``, ``vgg`` (the loss network);
+  ``losses``, ``vgg`` (the loss network), ``edges`` (how it sees a picture's edges: inside a mirror of itself, and a
+  painting by its interior);
 - ``images`` (decoding, resizing, saving, the contact sheet), ``files`` (atomic writes, killed writers' leftovers),
   ``config`` (every setting), ``device`` (where and in which precision), ``errors``.
 """

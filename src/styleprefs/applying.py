@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from . import images, inputs, pipeline, polish, render
+from . import edges, images, inputs, pipeline, polish, render
 from .config import MAX_APPLY_SIDE, POLISH_MAX_PIXELS, POLISH_OWN_GRID, POLISH_STYLE_LAYERS
 from .device import Runtime
 from .errors import BadInput
@@ -89,9 +89,9 @@ def check_polish_grid(side: int, scale: float, stroke_scale: float) -> None:
 
 def painting_grams(store: Store, config: dict, runtime: Runtime) -> Grams:
     """The paintings' Grams at polish's layers (``POLISH_STYLE_LAYERS``), over their interiors
-    (``polish.painting_grams``), from the copies the session keeps."""
+    (``edges.painting_grams``), from the copies the session keeps."""
     _, paintings = inputs.load(store, config, photos=False)
-    return polish.painting_grams(loss_network(runtime, POLISH_STYLE_LAYERS), paintings, runtime, POLISH_STYLE_LAYERS)
+    return edges.painting_grams(loss_network(runtime, POLISH_STYLE_LAYERS), paintings, runtime, POLISH_STYLE_LAYERS)
 
 
 def goal_grams(store: Store, paintings: Grams, personal: str | None, layers: tuple[str, ...]) -> Grams:

@@ -96,6 +96,9 @@ class TrainSettings:
     diff_augment: bool = False     # D sees real and generated crops through the same random colour, translation and
                                    # cutout (Zhao et al.'s DiffAugment; screened, off by default)
     style_layers: tuple[str, ...] = STYLE_LAYERS  # VGG layers whose Grams the style loss matches
+    edges: str = "mirror"          # how the loss network sees edges (``edges.py``): "mirror", G's crops inside a mirror
+                                   # of themselves toward the paintings' interiors (with "zero", VGG19's zero padding
+                                   # over whole crops and paintings, G drew blocky rectangles: docs/benchmarks.md)
     start: str = "pretrained"      # G's initial weights: the shipped pretrained generator, "scratch" (random) or a
                                    # file that ``python tools/pretrain.py --export-to`` wrote
     norm_only_steps: int = 100     # the first steps of init from a pretrained start adapt only the norms
@@ -127,6 +130,8 @@ class TrainSettings:
         if not self.style_layers or unknown or len(set(self.style_layers)) != len(self.style_layers):
             raise ConfigError(f"style layers must be distinct VGG19 relu layers (relu1_1 … relu5_4), got "
                               f"{', '.join(self.style_layers) or 'none'}")
+        if self.edges not in ("mirror", "zero"):
+            raise ConfigError(f"edges must be 'mirror' or 'zero', got {self.edges!r}")
         if not 0.0 < self.preference_reach <= 1.0:
             raise ConfigError(f"preference reach must be in (0, 1], got {self.preference_reach}")
         if not 0.0 <= self.preference_step <= 4.0:

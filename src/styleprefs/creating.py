@@ -23,7 +23,8 @@ from .errors import BadInput
 from .networks import Discriminator, Generator
 from .preference import Posterior
 from .store import SCHEMA_VERSION, Store, create, restore, sha256
-from .training import CropSampler, Trainer, blended_targets, content_sampler, gram_stats, loss_network
+from .training import (CropSampler, Trainer, aimed_grams, blended_targets, content_sampler, gram_stats, loss_network,
+                       picture_network)
 
 Decoded = tuple[list[torch.Tensor], list[torch.Tensor]]  # (photos, paintings) as training uses them
 TrainFn = Callable[[Store, Runtime, Decoded], None]  # trains the new session, under its lock
@@ -130,12 +131,13 @@ def train_base(store: Store, config: dict, state: dict, settings: TrainSettings,
     started_from = None if s.start == "scratch" else start.load_start(generator, style_grams, s.start)
     discriminator = Discriminator()
     trainer = Trainer(runtime.module(generator), runtime.module(discriminator),
-                      loss_network(runtime, s.style_layers), s, runtime, n_styles, s.lr)
+                      picture_network(runtime, s.style_layers, s.edges), s, runtime, n_styles, s.lr)
     rng = torch.Generator().manual_seed(seed)
     dim = controls.z_dim(n_styles)
     seconds = checkpoints.train(store, trainer, "init", s.steps, content_sampler(contents, s, working_side),
                                 CropSampler(styles, s.size), lambda b, g: torch.randn(b, dim, generator=g),
-                                blended_targets(style_grams, n_styles), rng, on_progress, s.checkpoint_seconds,
+                                blended_targets(aimed_grams(style_grams, styles, runtime, s), n_styles), rng,
+                                on_progress, s.checkpoint_seconds,
                                 norms_only_steps=s.norm_only_steps if started_from else 0)
     checkpoints.write(store, "checkpoints/000", generator, discriminator, Posterior.prior(len(config["z_names"])))
     state = store.commit({**state, "checkpoint": "checkpoints/000", "training": None,

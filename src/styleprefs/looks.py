@@ -23,7 +23,7 @@ from .guard import Guard
 from .preference import Posterior
 from .rounds import Round, preview_of
 from .store import Store
-from .training import gram_stats, loss_network
+from .training import gram_stats, loss_network, picture_network
 
 Render = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]  # (photo, look, working side) → the picture
 CountFn = Callable[[int, int], None]  # (candidates done, candidates in all)
@@ -68,6 +68,7 @@ class Looks:
     checkpoint: str | None
     runtime: Runtime
     style_layers: tuple[str, ...]
+    edges: str  # how training sees pictures (TrainSettings.edges): the picks' Grams are seen so too
     z_dim: int
     look_dim: int
     render: Render
@@ -169,5 +170,5 @@ class Looks:
 
     def learning_grams(self, entry: dict, indices: list[int]) -> dict[str, torch.Tensor]:
         """The Grams of the :meth:`learning_images` of candidates ``indices`` of round ``entry``, layer → (N, C, C)."""
-        return gram_stats(loss_network(self.runtime, self.style_layers), self.learning_images(entry, indices),
-                          self.runtime, self.style_layers)
+        return gram_stats(picture_network(self.runtime, self.style_layers, self.edges),
+                          self.learning_images(entry, indices), self.runtime, self.style_layers)

@@ -3,7 +3,8 @@
 Version 1 grew while its number stayed: a version-1 session may lack what later ones record (a round's working side
 and its sheet's photo, the choice model's posterior, the state before a refine, the manifest, the kept inputs, the
 stroke-scale dial, ...). Each step below fills one of these in with what styleprefs used in its place, so the upgraded
-session gives the same pictures; everything else reads version 2 only.
+session gives the same pictures; everything else reads the current version only. Version 3 records how training saw
+edges (``TrainSettings.edges``); sessions of versions 1 and 2 were trained with VGG19's zero padding ("zero").
 
 All or nothing: what an upgrade adds or changes is written into ``.upgrade/`` inside the session first, its
 ``config.json`` last. Only then do the files move into place, ``state.json`` is written with its manifest, and
@@ -29,7 +30,9 @@ from .store import CONFIG, SCHEMA_VERSION, SessionError, Store, sha256
 
 STAGING = ".upgrade"  # hidden, so outside the manifest
 # What settings saved before these keys existed were made with.
-V1_SETTINGS = {"style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1"), "start": "scratch", "colour_centre": 0.0}
+V1_SETTINGS = {"style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1"), "start": "scratch", "colour_centre": 0.0,
+               "edges": "zero"}
+V2_SETTINGS = {"edges": "zero"}
 SCALE_1 = 0.0  # the stroke-scale dial's coordinate of looks from before the dial: controls.stroke_scale(0) is 1
 PICKS_FILES = ("selection.json", "chosen_grams.safetensors", PASSED_GRAMS)
 ACCEPTED = 2**62  # a recorded photo whose SHA-256 matches passed the pixel limit at init
@@ -58,7 +61,7 @@ def upgrade(store: Store, wait: float = 30.0) -> bool:
             if not staged.exists():  # not staged whole: start again from the version-1 files
                 shutil.rmtree(staged.root, ignore_errors=True)
                 try:
-                    Version1(store).stage(staged)
+                    (Version1(store) if store.version() == 1 else Version2(store)).stage(staged)
                 except BaseException:
                     shutil.rmtree(staged.root, ignore_errors=True)
                     raise
@@ -70,8 +73,25 @@ def upgrade(store: Store, wait: float = 30.0) -> bool:
     return True
 
 
+class Version2:
+    """A version-2 session as found, checked, and the step that makes it version 3: its settings say that it was
+    trained inside VGG19's zero padding, as it was."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.config = schema.config(store)
+        self.state = schema.state(store)
+        store.check_damage(self.state["files"])
+
+    def stage(self, staged: Store) -> None:
+        """Write the version-3 ``state.json`` and ``config.json`` into ``staged``, ``config.json`` last."""
+        staged.write_json("state.json", {**self.state, "files": {}})
+        staged.write_json(CONFIG, {**self.config, "schema_version": SCHEMA_VERSION,
+                                   "settings": {**self.config["settings"], **V2_SETTINGS}})
+
+
 class Version1:
-    """A version-1 session as found, checked, and the steps that make it version 2."""
+    """A version-1 session as found, checked, and the steps that make it the current version."""
 
     def __init__(self, store: Store):
         self.store = store

@@ -27,13 +27,13 @@ import torch
 from . import controls, losses
 from .config import CONTENT_LAYER, MAX_POLISH_STEPS, POLISH_STEPS, POLISH_STYLE_GAIN, TrainSettings
 from .device import Runtime
+from .edges import framed, inside
 from .errors import BadInput
 from .vgg import VGG19Features
 
 FIRST_STEP = 0.5  # the root mean square of the first step, in logits (a level of 8 bits is 0.016 at mid-grey)
 HISTORY = 20       # L-BFGS's curvature pairs kept
 EPSILON = 0.01  # the start is squeezed into [ε, 1 − ε]: its pure black and white stay off the sigmoid's flat tails
-MARGIN = 16     # px of the picture mirrored around it for the loss network (``framed``): a position of relu5_1
 
 StepFn = Callable[[int, int], None]  # (step done, steps in all)
 
@@ -68,50 +68,6 @@ def objective(z: torch.Tensor, grams: dict[str, torch.Tensor], settings: TrainSe
         targets[name] = torch.einsum("k,kij->ij", weights.blend[0], gram) if gram.ndim == 3 else gram
     return Objective(targets, weights.layers[0], POLISH_STYLE_GAIN * settings.style_weight * float(weights.strength[0]),
                      settings.content_weight, settings.colour_weight * float(weights.colour[0]), settings.tv_weight)
-
-
-def framed(picture: torch.Tensor, margin: int | None = None) -> torch.Tensor:
-    """``picture`` (1, 3, h, w) inside a frame of MARGIN px mirrored from it. The loss network pads each convolution
-    with zeros, a black frame around any picture; optimised against it, the outermost pixels were pushed into a light
-    or dark line along every edge. Inside the mirror, the edge pixels have neighbours like those of any other pixel.
-    (A picture too small to mirror that far has its edge pixels repeated instead.) ``margin``: other than MARGIN."""
-    margin = MARGIN if margin is None else margin
-    mode = "reflect" if min(picture.shape[-2:]) > margin else "replicate"
-    return torch.nn.functional.pad(picture, (margin,) * 4, mode=mode)
-
-
-def inside(features: dict[str, torch.Tensor], margin: int | None = None) -> dict[str, torch.Tensor]:
-    """The loss network's features without the MARGIN px along each edge. Of a :func:`framed` picture: at the
-    picture's own positions, the frame's dropped, so the statistics are the picture's, each pixel counted once
-    (counted with its mirror images, the pixels near an edge weighed double in the Grams and grew a speckled strip).
-    Of a painting as it is: its interior, away from the zero padding (:func:`painting_grams`). ``reluN_k`` is
-    2^(N−1) px a position. ``margin``: other than MARGIN."""
-    margin = MARGIN if margin is None else margin
-    out = {}
-    for name, x in features.items():
-        cut = margin >> (int(name[4]) - 1)
-        out[name] = x[..., cut:x.shape[-2] - cut, cut:x.shape[-1] - cut]
-    return out
-
-
-def painting_grams(net: VGG19Features, paintings: list[torch.Tensor], runtime: Runtime,
-                   layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """The Grams of each painting (3, h, w) over its interior (:func:`inside`), layer → (K, C, C) fp32 on the CPU.
-
-    Polish's targets. Over the whole painting, the Grams of its deep layers are largely its edges: on a painting kept
-    at 256 px, relu5_1 has 16 × 12 positions, half of them beside the zero padding, whose response is a straight
-    line. Optimised toward such a target, a picture grew straight lines and rectangles along the 16-px grid of relu5_1
-    (Gatys's pictures have them too); toward the interior's, it grows the painting's own strokes. A painting under
-    4 × MARGIN px a side has too little interior, and is taken whole."""
-    grams: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    for painting in paintings:
-        with torch.no_grad(), runtime.autocast():
-            features = net(runtime.images(painting[None]))
-        if min(painting.shape[-2:]) >= 4 * MARGIN:
-            features = inside(features)
-        for name in layers:
-            grams[name].append(losses.gram(features[name])[0].float().cpu())
-    return {name: torch.stack(per_painting) for name, per_painting in grams.items()}
 
 
 def loss(net: VGG19Features, picture: torch.Tensor, photo: torch.Tensor, content_target: torch.Tensor,

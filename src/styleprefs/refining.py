@@ -27,7 +27,8 @@ from .networks import Discriminator, Generator
 from .preference import NEAR_SPREAD, Posterior, recency_weights
 from .rounds import PASSED_GRAMS, Round, picks_file
 from .store import Store
-from .training import CropSampler, TargetFn, Trainer, blended_targets, content_sampler, gram_stats, loss_network
+from .training import (CropSampler, TargetFn, Trainer, aimed_grams, blended_targets, content_sampler, gram_stats,
+                       picture_network)
 
 
 def steps_to_run(training: dict | None, steps: int | None, resume: bool, default: int) -> int:
@@ -82,7 +83,7 @@ def target_of(store: Store, looks: Looks, rounds: list[Round], z: torch.Tensor, 
     preferred ``z``, rendered on the latest picked round's photo as its sheet would show it (like the picks' Grams),
     moved along the direction the user has been choosing in ``rounds``, round by round."""
     layers = settings.style_layers
-    net = loss_network(runtime, layers)
+    net = picture_network(runtime, layers, settings.edges)
     latest = looks.rounds[rounds[-1].index - 1]
     chosen = [store.read_tensors(picks_file(looks.rounds[r.index - 1], "chosen_grams.safetensors")) for r in rounds]
     look = gram_stats(net, looks.on_sheet(latest, [z]), runtime, layers)
@@ -160,11 +161,12 @@ def fine_tune(store: Store, config: dict, state: dict, settings: TrainSettings, 
     # A batch holds at least one sample near the learned look and one from the prior (init may train on one large
     # crop a step).
     s, n_styles = replace(settings, batch=max(2, settings.batch)), len(config["styles"])
-    trainer = Trainer(generator, runtime.module(discriminator), loss_network(runtime, s.style_layers), s, runtime,
-                      n_styles, s.refine_lr)
+    trainer = Trainer(generator, runtime.module(discriminator), picture_network(runtime, s.style_layers, s.edges), s,
+                      runtime, n_styles, s.refine_lr)
     contents, styles = inputs.load(store, config)
     chosen = [images.load_image(path) for path in picks]
-    plan = BatchPlan(best_z, personal, blended_targets(store.read_tensors("style_grams.safetensors"), n_styles),
+    aimed = aimed_grams(store.read_tensors("style_grams.safetensors"), styles, runtime, s)
+    plan = BatchPlan(best_z, personal, blended_targets(aimed, n_styles),
                      half=s.batch // 2, n_layers=len(s.style_layers), n_styles=n_styles, colour_centre=s.colour_centre)
     rng = torch.Generator().manual_seed(config["seed"] + 7919 * (len(state["refines"]) + 1))
     write_state({**state, "training": {"phase": "refine", "steps": steps}})
@@ -175,7 +177,7 @@ def fine_tune(store: Store, config: dict, state: dict, settings: TrainSettings, 
 
 
 def keeps_fine_tuning(unrefined: torch.Tensor, refined: torch.Tensor, ratio: float, personal: Grams,
-                      runtime: Runtime, layers: tuple[str, ...]) -> tuple[bool, dict[str, float]]:
+                      runtime: Runtime, layers: tuple[str, ...], seen: str) -> tuple[bool, dict[str, float]]:
     """Whether the fine-tuning is kept, and the picture's style distance to the ``personal`` target before and after
     it (``unrefined``, ``refined``: what apply gives, as the sheet shows it; ``ratio``: the refined picture's distance
     to the painting over the photo's).
@@ -184,8 +186,9 @@ def keeps_fine_tuning(unrefined: torch.Tensor, refined: torch.Tensor, ratio: flo
     personal target than what it gave before. Tastes that want what the painting lacks (warm against a blue painting,
     "subtle") drove the generator toward the edge of the stylisations; the guard then pulled the look back, and the
     user got a picture further from their picks than with no fine-tuning at all (benchmarks/preference.py: warm
-    −2.7 σ, subtle −1.1 σ against the choice model alone)."""
-    net = loss_network(runtime, layers)
+    −2.7 σ, subtle −1.1 σ against the choice model alone). The pictures are seen as training sees them (``seen``,
+    ``TrainSettings.edges``), as the target was made."""
+    net = picture_network(runtime, layers, seen)
     nearer = {"before": round(distance_to(net, runtime, unrefined, personal), 4),
               "after": round(distance_to(net, runtime, refined, personal), 4)}
     return ratio <= STYLISED and nearer["after"] < nearer["before"], nearer

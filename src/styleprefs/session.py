@@ -146,7 +146,7 @@ class Session:
     def looks(self) -> Looks:
         """The session's looks as its sheets show them, rendered by its generator."""
         return Looks(self.store, self.state["rounds"], self.proposal_settings, self.state["checkpoint"], self.runtime,
-                     self.settings.style_layers, self.z_dim, self.look_dim,
+                     self.settings.style_layers, self.settings.edges, self.z_dim, self.look_dim,
                      lambda photo, look, working: self.stylise(photo, look, side=working))
 
     def split(self, look: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -290,7 +290,7 @@ class Session:
         if steps:
             _, refined, ratio = looks.judged(best_look(posterior, selected))
             kept, nearer = refining.keeps_fine_tuning(unrefined, refined, ratio, personal, self.runtime,
-                                                      self.settings.style_layers)
+                                                      self.settings.style_layers, self.settings.edges)
         state, refine = refining.save(self.store, self.state, before, generator, discriminator, posterior, personal,
                                       {"rounds": [r.index for r in selected], "steps": steps, "fine_tuning_kept": kept,
                                        "distance_to_target": nearer, "seconds": round(seconds, 1)})

@@ -25,8 +25,8 @@ from safetensors.torch import load_file, save_file
 from .errors import BadInput, StyleprefsError
 from .files import alive, atomic_write, plain_mode
 
-SCHEMA_VERSION = 2
-OLDER_SCHEMAS = (1,)  # read only to be upgraded to SCHEMA_VERSION when opened (migrate.py)
+SCHEMA_VERSION = 3
+OLDER_SCHEMAS = (1, 2)  # read only to be upgraded to SCHEMA_VERSION when opened (migrate.py)
 CONFIG = "config.json"
 # Not in the manifest: the state that holds it, the log written after it, and training's own resumable file.
 UNRECORDED = frozenset({"state.json", "history.json", "training.safetensors"})

@@ -21,7 +21,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from . import controls, losses
+from . import controls, edges, losses
 from .config import CONTENT_LAYER, TrainSettings
 from .device import Runtime
 from .networks import Discriminator, Generator
@@ -153,6 +153,23 @@ def loss_network(runtime: Runtime, style_layers: tuple[str, ...]) -> VGG19Featur
         return runtime.module(VGG19Features(layers))
 
 
+def picture_network(runtime: Runtime, style_layers: tuple[str, ...], seen: str) -> VGG19Features | edges.Mirrored:
+    """The loss network as training sees the pictures the generator makes (``TrainSettings.edges``, ``seen``): inside
+    a mirror of themselves ("mirror"), or inside VGG19's zero padding ("zero")."""
+    net = loss_network(runtime, style_layers)
+    return edges.Mirrored(net) if seen == "mirror" else net
+
+
+def aimed_grams(stored: dict[str, torch.Tensor], paintings: list[torch.Tensor], runtime: Runtime,
+                settings: TrainSettings) -> dict[str, torch.Tensor]:
+    """The paintings' Grams as training aims at them (``settings.edges``), layer → (K, C, C): over their interiors
+    ("mirror"), else the session's ``stored`` Grams of the whole paintings (which the guard and the pretrained start's
+    choice read)."""
+    if settings.edges != "mirror":
+        return stored
+    return edges.painting_grams(loss_network(runtime, settings.style_layers), paintings, runtime, settings.style_layers)
+
+
 @torch.no_grad()
 def gram_stats(net: VGG19Features, images: list[torch.Tensor], runtime: Runtime,
                layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -208,7 +225,7 @@ def _augmenter(settings: TrainSettings) -> Callable[[torch.Tensor], torch.Tensor
 class Trainer:
     """Holds G, D, the loss network and their optimisers; ``run`` yields one Progress per step."""
 
-    def __init__(self, generator: Generator, discriminator: Discriminator, net: VGG19Features,
+    def __init__(self, generator: Generator, discriminator: Discriminator, net: VGG19Features | edges.Mirrored,
                  settings: TrainSettings, runtime: Runtime, n_styles: int, lr: float):
         self.g, self.d, self.net = generator, discriminator, net
         self.settings, self.runtime, self.n_styles = settings, runtime, n_styles
