@@ -1,5 +1,6 @@
 """The pictures of README.md, from a run of benchmarks/loop.py (the quickstart's commands): photo | apply |
-apply --polish for some bundled photos (docs/applied.jpg), and the round-1 contact sheet (docs/sheet-round1.jpg).
+apply --polish for some bundled photos (docs/applied.jpg), the round-1 contact sheet (docs/sheet-round1.png) and the
+sheet of polished candidates the loop ends with (docs/sheet-polished.jpg).
 
     python benchmarks/loop.py && python tools/readme_pictures.py
 """
@@ -45,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = [F.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows]
     save_image(torch.cat([x for r in rows for x in (r, torch.ones(3, 6, width))][:-1], dim=1),
                args.out / "applied.jpg", quality=88)
-    shutil.copy(args.loop / "session" / "rounds" / "001" / "sheet.png", args.out / "sheet-round1.png")
-    print(f"wrote {args.out / 'applied.jpg'} and {args.out / 'sheet-round1.png'}")
+    rounds = args.loop / "session" / "rounds"
+    shutil.copy(rounds / "001" / "sheet.png", args.out / "sheet-round1.png")
+    save_image(load_image(rounds / "003" / "sheet.png"), args.out / "sheet-polished.jpg", quality=85)
+    print(f"wrote {args.out / 'applied.jpg'}, {args.out / 'sheet-round1.png'} and {args.out / 'sheet-polished.jpg'}")
     return 0
 
 
