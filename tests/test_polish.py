@@ -331,3 +331,14 @@ def test_applying_a_polished_candidate_without_polish_says_so(one_round, folder,
     polished = session.apply([folder / "a.png"], tmp_path / "o2", pick="2:1", polish_steps=1)
     earlier = session.apply([folder / "a.png"], tmp_path / "o3", pick="1:1")  # a sheet of the generator's pictures
     assert not any("polish" in w for w in polished.warnings + earlier.warnings)
+
+
+def test_relu5_1_fades_out_on_grids_too_small_for_it():
+    """On a grid of fewer than 8 relu5_1 positions a side its Gram drew straight lines; it fades in from 128 px to
+    192 px of the short side, and the other layers are as the look says."""
+    weights = torch.tensor([0.5, 0.8, 1.0, 1.2, 1.5])
+    goal = polish.Objective({name: torch.eye(2) for name in POLISH_STYLE_LAYERS}, weights, 1.0, 1.0, 0.0, 0.0)
+    for (height, width), kept in (((107, 160), 0.0), ((160, 240), 0.5), ((240, 160), 0.5), ((213, 320), 1.0)):
+        faded = polish.on_grid(goal, height, width)
+        assert torch.equal(faded[:4], weights[:4]) and float(faded[4]) == pytest.approx(1.5 * kept)
+    assert torch.equal(goal.layer_weights, weights)  # the goal itself unchanged

@@ -10,7 +10,8 @@ over the pixels themselves (Gatys et al., 2016), started from the generator's ou
 the rest in a few dozen evaluations: the look stays the one that was picked, only finished.
 
 Two things differ from training's loss, both because one picture can afford them (``config``): the style layers reach
-on to relu5_1 (``POLISH_STYLE_LAYERS``), and the style term weighs ``POLISH_STYLE_GAIN`` times as much.
+on to relu5_1 (``POLISH_STYLE_LAYERS``; faded out on grids too small for it, :func:`on_grid`), and the style term
+weighs ``POLISH_STYLE_GAIN`` times as much.
 
 Each evaluation is one forward and backward of the loss network over the picture; ``applying.stylise`` chooses the
 grid it runs on (the output's own, or for large photos the look's working grid before the full-size composition),
@@ -34,6 +35,10 @@ from .vgg import VGG19Features
 FIRST_STEP = 0.5  # the root mean square of the first step, in logits (a level of 8 bits is 0.016 at mid-grey)
 HISTORY = 20       # L-BFGS's curvature pairs kept
 EPSILON = 0.01  # the start is squeezed into [ε, 1 − ε]: its pure black and white stay off the sigmoid's flat tails
+# relu5_1's weight fades in with the polished picture's short side, from nothing at 128 px (8 of its 16-px positions)
+# to whole at 192 px (12). On fewer positions its Gram drew straight lines along its grid: a broad-stroke look's
+# 160×107 working grid grew a line across the top and one down a cat's forehead; at 320×213, none.
+DEEPEST, FADED_BELOW, WHOLE_FROM = "relu5_1", 128, 192
 
 StepFn = Callable[[int, int], None]  # (step done, steps in all)
 
@@ -70,6 +75,15 @@ def objective(z: torch.Tensor, grams: dict[str, torch.Tensor], settings: TrainSe
                      settings.content_weight, settings.colour_weight * float(weights.colour[0]), settings.tv_weight)
 
 
+def on_grid(goal: Objective, height: int, width: int) -> torch.Tensor:
+    """``goal``'s layer weights for a picture of ``height`` × ``width``: relu5_1's faded on small grids (DEEPEST)."""
+    weights = goal.layer_weights.clone()
+    if DEEPEST in goal.grams:
+        fade = (min(height, width) - FADED_BELOW) / (WHOLE_FROM - FADED_BELOW)
+        weights[list(goal.grams).index(DEEPEST)] *= min(max(fade, 0.0), 1.0)
+    return weights
+
+
 def loss(net: VGG19Features, picture: torch.Tensor, photo: torch.Tensor, content_target: torch.Tensor,
          goal: Objective, runtime: Runtime) -> torch.Tensor:
     """The objective at ``picture`` (1, 3, h, w) in [0, 1], for ``photo`` whose content features (``inside`` the
@@ -102,7 +116,7 @@ def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: tor
         with torch.no_grad(), runtime.autocast():
             content_target = inside(net(framed(photo), until=CONTENT_LAYER))[CONTENT_LAYER]
         goal = replace(goal, grams={k: v.to(runtime.device).clone() for k, v in goal.grams.items()},
-                       layer_weights=goal.layer_weights.to(runtime.device).clone())
+                       layer_weights=on_grid(goal, *start.shape[-2:]).to(runtime.device))
         start = start.float().clamp(EPSILON, 1 - EPSILON)
         best = {"loss": float("inf"), "picture": start}  # the start, if no loss is finite
         done = 0
