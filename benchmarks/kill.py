@@ -1,9 +1,9 @@
-"""Kill test: `init`, `propose`, `select` and `refine` killed with SIGKILL at random moments. After each kill the
+"""Kill test: `init`, `propose`, `propose --polish`, `select` and `refine` killed with SIGKILL at random moments. After each kill the
 session must load (or, for an init killed before its session was moved in, not exist at all), `status` must tell
 the truth (no damaged file, picks and their files agreeing, every round whole, an unfinished training named), and
 the command must complete: `--resume` for an unfinished training, the same command again otherwise.
 
-    python benchmarks/kill.py              # 20 kills, 5 per command (about 10 minutes on 2 cores)
+    python benchmarks/kill.py              # 20 kills, 4 per command (about 10 minutes on 2 cores)
     python benchmarks/kill.py --kills 4
 """
 
@@ -28,17 +28,18 @@ from styleprefs.session import Session
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 PAINTING = EXAMPLES / "paintings" / "vangogh_starry_night.jpg"
-COMMANDS = ("init", "propose", "select", "refine")
+COMMANDS = ("init", "propose", "propose-polish", "select", "refine")  # propose-polish: propose --polish-steps 3
 
 
 def command(name: str, session: Path, rng: random.Random, resume: bool = False) -> list[str]:
     args = {"init": ["--style", PAINTING, "--content", EXAMPLES / "photos", "--steps", 30, "--size", 64, "--force"],
             "propose": ["--n", 8, "--size", 96],
+            "propose-polish": ["--n", 8, "--size", 96, "--polish-steps", 3],
             "select": sorted(rng.sample(range(1, 9), 3)),
             "refine": ["--steps", 30]}[name]
     if resume:
         args = ["--resume"]
-    return [sys.executable, "-m", "styleprefs", name, *map(str, args), "--session", str(session)]
+    return [sys.executable, "-m", "styleprefs", name.split("-")[0], *map(str, args), "--session", str(session)]
 
 
 def truth(session: Path) -> tuple[bool, str, dict]:
