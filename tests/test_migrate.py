@@ -263,3 +263,23 @@ def test_a_version_2_session_is_upgraded_to_say_it_was_trained_inside_zero_paddi
     Session.open(root, "cpu")
     assert files(root) == before  # upgraded once
     assert Session.open(proposed_session, "cpu").settings.edges == "mirror"  # what a new session trains with
+
+
+def test_an_upgrade_to_version_2_left_half_done_by_an_older_styleprefs_goes_on_to_version_3(proposed_session,
+                                                                                             tmp_path):
+    """An older styleprefs staged a version-1 session's upgrade to version 2 and was stopped: its staged config says
+    version 2, without `edges`. Moved in as it is, the session goes on to version 3 in the same open, trained inside
+    zero padding as it was."""
+    root = tmp_path / "s"
+    shutil.copytree(proposed_session, root)
+    config = json.loads((root / "config.json").read_text())
+    del config["settings"]["edges"]
+    staged = root / migrate.STAGING
+    staged.mkdir()
+    (staged / "state.json").write_text((root / "state.json").read_text())
+    (staged / "config.json").write_text(json.dumps({**config, "schema_version": 2}))
+    (root / "config.json").write_text(json.dumps({**config, "schema_version": 1}))
+    record_files(root)
+    s = Session.open(root, "cpu")
+    assert s.config["schema_version"] == 3 and s.settings.edges == "zero"
+    assert not staged.exists() and len(upgrades(root)) == 1 and s.store.damage(s.state["files"]) == []

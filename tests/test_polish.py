@@ -342,3 +342,18 @@ def test_relu5_1_fades_out_on_grids_too_small_for_it():
         faded = polish.on_grid(goal, height, width)
         assert torch.equal(faded[:4], weights[:4]) and float(faded[4]) == pytest.approx(1.5 * kept)
     assert torch.equal(goal.layer_weights, weights)  # the goal itself unchanged
+
+
+def test_a_picture_too_small_for_relu5_1_is_still_polished(one_round):
+    """Under 16 px a side (a sheet's candidate of a wide photo at 32 px), relu5_1 has no position left inside the
+    mirror: its Gram would be 0/0 and every loss NaN, and polish returned the picture it started from. Faded out, it
+    is left out of the loss whole."""
+    session = Session.open(one_round, "cpu")
+    torch.manual_seed(0)
+    photo, start = torch.rand(1, 3, 8, 32), torch.rand(1, 3, 8, 32)
+    look = session.rounds()[0].z[1]
+    net, rt = loss_network(session.runtime, POLISH_STYLE_LAYERS), session.runtime
+    with torch.inference_mode():
+        finished = polish.polish(net, rt, photo, start, session.goal(look), 4)
+    assert torch.isfinite(finished).all()
+    assert not torch.equal(finished, start.clamp(polish.EPSILON, 1 - polish.EPSILON))

@@ -9,7 +9,7 @@ edges (``TrainSettings.edges``); sessions of versions 1 and 2 were trained with 
 All or nothing: what an upgrade adds or changes is written into ``.upgrade/`` inside the session first, its
 ``config.json`` last. Only then do the files move into place, ``state.json`` is written with its manifest, and
 ``config.json``, which carries the version, moves in last. Interrupted before ``.upgrade/config.json`` is written, the
-session is the version-1 one, untouched (the next open starts again); after, the next open finishes the moves. A file
+session is the older one, untouched (the next open starts again); after, the next open finishes the moves. A file
 that cannot be read, or an input that has gone, stops the upgrade with one line, changing nothing.
 """
 
@@ -58,14 +58,19 @@ def upgrade(store: Store, wait: float = 30.0) -> bool:
             if store.version() == SCHEMA_VERSION:  # upgraded meanwhile, or stopped just before its last cleanup
                 shutil.rmtree(staged.root, ignore_errors=True)
                 return False
-            if not staged.exists():  # not staged whole: start again from the version-1 files
-                shutil.rmtree(staged.root, ignore_errors=True)
-                try:
-                    (Version1(store) if store.version() == 1 else Version2(store)).stage(staged)
-                except BaseException:
+            # One step at a time: an upgrade an older styleprefs staged and left half done moves in as the version it
+            # was, and the next step starts from there.
+            for _ in range(SCHEMA_VERSION):  # each step moves the version up: never more steps than versions
+                if store.version() == SCHEMA_VERSION:
+                    break
+                if not staged.exists():  # not staged whole: start again from the session's own files
                     shutil.rmtree(staged.root, ignore_errors=True)
-                    raise
-            _move_in(store, staged)
+                    try:
+                        (Version1(store) if store.version() == 1 else Version2(store)).stage(staged)
+                    except BaseException:
+                        shutil.rmtree(staged.root, ignore_errors=True)
+                        raise
+                _move_in(store, staged)
             store.append_history({"command": "upgrade", "schema_version": SCHEMA_VERSION})
     except OSError as exc:
         raise SessionError(f"{store.root}: upgrading the session failed ({exc.strerror or exc}); it is whole, and the "
@@ -106,8 +111,8 @@ class Version1:
         self.looks: dict[str, torch.Tensor] = {}  # each round's looks as version 1 stored them
 
     def stage(self, staged: Store) -> None:
-        """Write into ``staged`` every file of the version-2 session that the version-1 one lacks or has otherwise,
-        ``config.json`` last."""
+        """Write into ``staged`` every file of the current version's session that the version-1 one lacks or has
+        otherwise, ``config.json`` last."""
         self.kept_inputs(staged)
         for entry in self.state["rounds"]:
             self.round_files(entry, staged)

@@ -115,8 +115,11 @@ def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: tor
         photo = runtime.images(photo.float().clone())
         with torch.no_grad(), runtime.autocast():
             content_target = inside(net(framed(photo), until=CONTENT_LAYER))[CONTENT_LAYER]
-        goal = replace(goal, grams={k: v.to(runtime.device).clone() for k, v in goal.grams.items()},
-                       layer_weights=on_grid(goal, *start.shape[-2:]).to(runtime.device))
+        weights = on_grid(goal, *start.shape[-2:])
+        kept = [i for i, weight in enumerate(weights.tolist()) if weight > 0]  # a faded relu5_1 is left out whole:
+        goal = replace(goal, grams={k: v.to(runtime.device).clone()  # on too small a grid its Gram is 0/0
+                                    for i, (k, v) in enumerate(goal.grams.items()) if i in kept},
+                       layer_weights=weights[kept].to(runtime.device))
         start = start.float().clamp(EPSILON, 1 - EPSILON)
         best = {"loss": float("inf"), "picture": start}  # the start, if no loss is finite
         done = 0

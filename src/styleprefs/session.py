@@ -209,7 +209,9 @@ class Session:
         shows the finished pictures, and refine learns from them.
 
         Rendering only reads the session, so it runs without the lock (several ``propose`` can render
-        at once); the lock is taken just to number the round, move its folder in place and record it."""
+        at once); the lock is taken just to number the round, move its folder in place and record it. Where another
+        propose (or a refine) committed meanwhile, this round, drawn for the number it would have had, would repeat
+        that one: it is drawn again for its new number, outside the lock too (polished candidates take minutes)."""
         n = check_candidates(self.proposal_settings.n if n is None else n)
         size = check_sheet_side(self.proposal_settings.size if size is None else size)
         if polish_steps is not None:
@@ -218,25 +220,22 @@ class Session:
         self.check_files()  # a new round must not be built on damage
         working = self.proposal_settings.working_side
         photo = sheet_photo(Path(preview) if preview else inputs.default_preview(self.store), size, working)
-        checkpoint, index = self.checkpoint, len(self.state["rounds"]) + 1
         finish = self._finisher(photo, size, polish_steps)
-        z, rendered = self._draw(n, index, photo, size, working, on_progress, finish)
         with rounds.rendering(self.store) as folder:
-            rounds.write_looks(folder, z, rendered)
             images.save_image(photo, folder / inputs.PREVIEW)  # the round keeps the photo its sheet shows
-            with self.store.lock():
-                self.state = schema.state(self.store)  # as it is now, under the lock
-                if (len(self.state["rounds"]) + 1, self.state["checkpoint"]) != (index, checkpoint):
-                    # Another propose (or a refine) committed while this one rendered: drawn for the number it would
-                    # have had, this round would repeat that one. Drawn again for its own number, under the lock.
-                    self._forget()
-                    checkpoint, index = self.state["checkpoint"], len(self.state["rounds"]) + 1
-                    z, rendered = self._draw(n, index, photo, size, working, on_progress, finish)
-                    rounds.write_looks(folder, z, rendered)
-                entry = rounds.place(self.store, folder, index, rendered, size, working, checkpoint, polish_steps)
-                self._commit({**self.state, "rounds": [*self.state["rounds"], entry]},
-                             {"command": "propose", "round": index, "n": n})
-        return self.rounds()[-1]
+            while True:
+                checkpoint, index = self.checkpoint, len(self.state["rounds"]) + 1
+                z, rendered = self._draw(n, index, photo, size, working, on_progress, finish)
+                rounds.write_looks(folder, z, rendered)
+                with self.store.lock():
+                    self.state = schema.state(self.store)  # as it is now, under the lock
+                    if (len(self.state["rounds"]) + 1, self.state["checkpoint"]) == (index, checkpoint):
+                        entry = rounds.place(self.store, folder, index, rendered, size, working, checkpoint,
+                                             polish_steps)
+                        self._commit({**self.state, "rounds": [*self.state["rounds"], entry]},
+                                     {"command": "propose", "round": index, "n": n})
+                        return self.rounds()[-1]
+                self._forget()  # drawn for another number or checkpoint: again, for this one
 
     def _draw(self, n: int, index: int, photo: torch.Tensor, size: int, working: int,
               on_progress: CountFn | None, finish: Finisher | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
