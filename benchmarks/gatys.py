@@ -56,7 +56,7 @@ def features(net: VGG19Features, image: torch.Tensor, interior: bool = False) ->
 def targets(net: VGG19Features, content: torch.Tensor, style: torch.Tensor,
             interior: bool = False) -> tuple[dict, torch.Tensor]:
     """The painting's Grams at the metric's style layers and the photo's features at the content layer.
-    ``interior``: the painting's Grams over its interior (``edges.painting_grams``), the photo's features inside a
+    ``interior``: the painting's Grams over its interior (``edges.Interior``), the photo's features inside a
     mirror of itself (:func:`features`)."""
     activations = features(net, style)
     if interior and min(style.shape[-2:]) >= 4 * EDGE:

@@ -270,8 +270,8 @@ def test_polish_aims_at_the_paintings_surface_not_at_its_edges():
     tile = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 35, 35), 4, stride=1)[0]  # a smooth 32-px texture
     small, large = tile.repeat(1, 3, 3), tile.repeat(1, 8, 8)  # 96 and 256 px of it
     whole = {name: gram[0] for name, gram in training.gram_stats(net, [small], runtime, POLISH_STYLE_LAYERS).items()}
-    reference = edges.painting_grams(net, [large], runtime, POLISH_STYLE_LAYERS)
-    interior = edges.painting_grams(net, [small], runtime, POLISH_STYLE_LAYERS)
+    reference = training.gram_stats(edges.Interior(net), [large], runtime, POLISH_STYLE_LAYERS)
+    interior = training.gram_stats(edges.Interior(net), [small], runtime, POLISH_STYLE_LAYERS)
     for name in ("relu3_1", "relu4_1"):  # measured: 0.0000 and 0.0005 from the interior, 0.044 and 0.15 from the whole
         from_interior = losses.relative_error(interior[name], reference[name]).item()
         from_whole = losses.relative_error(whole[name][None], reference[name]).item()

@@ -22,7 +22,7 @@ from .errors import BadInput
 from .losses import Grams
 from .pipeline import Item
 from .store import SessionError, Store
-from .training import loss_network
+from .training import gram_stats, loss_network
 
 MIN_STROKE_SCALE, MAX_STROKE_SCALE = 0.015, 8.0  # down to a 256-px preview's strokes on a 16000-px photo's own pixels
 
@@ -88,10 +88,11 @@ def check_polish_grid(side: int, scale: float, stroke_scale: float) -> None:
 
 
 def painting_grams(store: Store, config: dict, runtime: Runtime) -> Grams:
-    """The paintings' Grams at polish's layers (``POLISH_STYLE_LAYERS``), over their interiors
-    (``edges.painting_grams``), from the copies the session keeps."""
+    """The paintings' Grams at polish's layers (``POLISH_STYLE_LAYERS``), over their interiors (``edges.Interior``),
+    from the copies the session keeps."""
     _, paintings = inputs.load(store, config, photos=False)
-    return edges.painting_grams(loss_network(runtime, POLISH_STYLE_LAYERS), paintings, runtime, POLISH_STYLE_LAYERS)
+    return gram_stats(edges.Interior(loss_network(runtime, POLISH_STYLE_LAYERS)), paintings, runtime,
+                      POLISH_STYLE_LAYERS)
 
 
 def goal_grams(store: Store, paintings: Grams, personal: str | None, layers: tuple[str, ...]) -> Grams:

@@ -8,15 +8,13 @@ layers' grid, and a light or dark line along the picture's own edges.
 
 So styleprefs measures surfaces, not frames: a picture it makes is seen inside a mirror of itself with its features
 kept at its own positions (:func:`framed`, :func:`inside`, :class:`Mirrored`), and a painting by its interior
-(:func:`painting_grams`). Training (``TrainSettings.edges``), the targets and polish all see them so.
+(:class:`Interior`). Training (``TrainSettings.edges``), the targets and polish all see them so.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import losses
-from .device import Runtime
 from .vgg import VGG19Features
 
 MARGIN = 16  # px of a picture mirrored around it, and of a painting's edges left out: a position of relu5_1
@@ -36,7 +34,7 @@ def inside(features: dict[str, torch.Tensor], margin: int | None = None) -> dict
     """The loss network's features without the MARGIN px along each edge. Of a :func:`framed` picture: at the
     picture's own positions, the frame's dropped, so the statistics are the picture's, each pixel counted once
     (counted with its mirror images, the pixels near an edge weighed double in the Grams and grew a speckled strip).
-    Of a painting as it is: its interior, away from the zero padding (:func:`painting_grams`). ``reluN_k`` is
+    Of a painting as it is: its interior, away from the zero padding (:class:`Interior`). ``reluN_k`` is
     2^(N−1) px a position. ``margin``: other than MARGIN."""
     margin = MARGIN if margin is None else margin
     out = {}
@@ -46,26 +44,14 @@ def inside(features: dict[str, torch.Tensor], margin: int | None = None) -> dict
     return out
 
 
-def painting_grams(net: VGG19Features, paintings: list[torch.Tensor], runtime: Runtime,
-                   layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """The Grams of each painting (3, h, w) over its interior (:func:`inside`), layer → (K, C, C) fp32 on the CPU.
-
-    The targets of training and polish. Over the whole painting, the Grams of its deep layers are largely its edges:
-    optimised toward them, polish grew straight lines and rectangles along the 16-px grid of relu5_1 (Gatys's
-    pictures have them too), and the generator blocky rectangles; toward the interior's, both grow the painting's own
-    strokes. A painting under 4 × MARGIN px a side has too little interior, and is taken whole."""
-    grams: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    for painting in paintings:
-        with torch.no_grad(), runtime.autocast():
-            features = Interior(net)(runtime.images(painting[None]))
-        for name in layers:
-            grams[name].append(losses.gram(features[name])[0].float().cpu())
-    return {name: torch.stack(per_painting) for name, per_painting in grams.items()}
-
-
 class Interior(torch.nn.Module):
     """A loss network that gives the features of each picture's interior: without the MARGIN px along its edges, which
-    lie beside the zero padding (all of a picture under 4 × MARGIN px a side, which has too little interior)."""
+    lie beside the zero padding (all of a picture under 4 × MARGIN px a side, which has too little interior).
+
+    How training and polish see the paintings they aim at (``training.gram_stats`` over it). Over the whole painting,
+    the Grams of its deep layers are largely its edges: optimised toward them, polish grew straight lines and
+    rectangles along the 16-px grid of relu5_1 (Gatys's pictures have them too), and the generator blocky rectangles;
+    toward the interior's, both grow the painting's own strokes."""
 
     def __init__(self, net: VGG19Features):
         super().__init__()

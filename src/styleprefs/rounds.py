@@ -84,12 +84,18 @@ def choices(rounds: list[Round]) -> list[Choice]:
     return [Choice(r.z, [i - 1 for i in r.selection]) for r in rounds if r.selection]
 
 
-def parse_pick(pick: str, rounds: list[Round]) -> tuple[torch.Tensor, int]:
-    """The look of ``ROUND:INDEX`` (both 1-based, as on the sheets) and its round's index."""
+def pick_numbers(pick: str) -> tuple[int, int]:
+    """``ROUND:INDEX`` as its two numbers, or BadInput."""
     try:
         round_index, candidate = (int(part) for part in pick.split(":"))
     except ValueError:
         raise BadInput(f"a pick must look like ROUND:INDEX (e.g. 2:7), got {pick!r}", "pick") from None
+    return round_index, candidate
+
+
+def parse_pick(pick: str, rounds: list[Round]) -> tuple[torch.Tensor, int]:
+    """The look of ``ROUND:INDEX`` (both 1-based, as on the sheets) and its round's index."""
+    round_index, candidate = pick_numbers(pick)
     if not 1 <= round_index <= len(rounds):
         raise BadInput(f"no round {round_index}: the session has {len(rounds)} round(s)")
     z = rounds[round_index - 1].z
@@ -103,7 +109,7 @@ def unfinished(state: dict, pick: str | None, polish_steps: int | None) -> list[
     the photos are then the generator's pictures of that look, less finished than the candidate was."""
     if pick is None or polish_steps is not None:
         return []
-    index = int(pick.split(":")[0])  # a pick parse_pick has accepted
+    index = pick_numbers(pick)[0]  # a pick parse_pick has accepted
     steps = state["rounds"][index - 1].get("polish_steps")
     return [f"round {index}'s sheet showed its candidates finished with {steps} steps of polish; these photos are "
             f"not polished (polish them with {steps} steps for the picture you picked)"] if steps else []

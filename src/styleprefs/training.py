@@ -167,11 +167,12 @@ def aimed_grams(stored: dict[str, torch.Tensor], paintings: list[torch.Tensor], 
     choice read)."""
     if settings.edges != "mirror":
         return stored
-    return edges.painting_grams(loss_network(runtime, settings.style_layers), paintings, runtime, settings.style_layers)
+    return gram_stats(edges.Interior(loss_network(runtime, settings.style_layers)), paintings, runtime,
+                      settings.style_layers)
 
 
 @torch.no_grad()
-def gram_stats(net: VGG19Features, images: list[torch.Tensor], runtime: Runtime,
+def gram_stats(net: VGG19Features | edges.Interior | edges.Mirrored, images: list[torch.Tensor], runtime: Runtime,
                layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Gram matrices of each image, layer → (N, C, C), fp32 on the CPU (computed one image at a time)."""
     per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
