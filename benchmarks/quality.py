@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from styleprefs import controls, edges
+from styleprefs import controls, polish
 from styleprefs.config import CONTENT_LAYER, POLISH_STEPS, ProposalSettings, TrainSettings
 from styleprefs.images import find_images, load_image, save_image, to_pil
 from styleprefs.losses import content_distance, style_distance
@@ -278,10 +278,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="score the pretrained starting point itself at z = 0, before any fine-tuning")
     p.add_argument("--polish-steps", type=int, default=POLISH_STEPS,
                    help=f"steps of the polished column (default {POLISH_STEPS}, apply --polish's; 0: no such column)")
-    p.add_argument("--polish-margin", type=int,
-                   help="px mirrored around a picture for the loss network of polish (and of training, for sessions "
-                        "trained in the run; default edges.MARGIN, 16; 0: VGG19's zero padding alone, as Gatys and the "
-                        "whole-picture style distance have it)")
     p.add_argument("--look-strength", type=float,
                    help="score the default look made this many times as strong (its style weight; 0.2–4.9)")
     p.add_argument("--reuse-sessions", action="store_true",
@@ -307,11 +303,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.polish_margin is not None:
-        if args.polish_margin < 0 or args.polish_margin % 16:  # a position of relu5_1 is 16 px
-            console.print("[red]--polish-margin: 0 or a multiple of 16[/red]")
-            return 2
-        edges.MARGIN = args.polish_margin
     load = os.getloadavg()[0]
     if load > 0.5:
         # Measured here: with 2 threads on 2 busy cores, stylise at 64 px took 0.93 s instead of 0.02 s.
@@ -342,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"paintings": [p.stem for p in paintings], "size": args.size, "gatys_steps": args.gatys_steps,
                      "repeats": args.repeats, "seed": args.seed, "train": settings.to_dict(), "quick": args.quick,
                      "working_side": proposals.working_side, "polish_steps": args.polish_steps,
-                     "polish_margin": edges.MARGIN,
+                     "polish_padding": polish.PADDING,
                      "look_strength": args.look_strength},
         "train_photos": [p.name for p in train_photos], "eval_photos": [p.name for p in eval_photos],
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), **cpu_report(),

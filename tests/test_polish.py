@@ -17,6 +17,7 @@ from styleprefs.config import MAX_POLISH_STEPS, POLISH_STEPS, POLISH_STYLE_GAIN,
 from styleprefs.device import resolve
 from styleprefs.errors import BadInput
 from styleprefs.session import Session
+from styleprefs.applying import polish_network
 from styleprefs.training import loss_network
 from tests.conftest import make_photo
 
@@ -40,13 +41,13 @@ def test_polishing_lowers_the_looks_own_loss_and_gives_a_picture(one_round):
     photo = images.load_image(make_photo(one_round.parent / "p.png", size=(64, 48), seed=5))[None]
     look = session.rounds()[0].z[2]
     goal = session.goal(look)
-    net, rt = loss_network(session.runtime, POLISH_STYLE_LAYERS), session.runtime
+    net, rt = polish_network(session.runtime), session.runtime
     with torch.inference_mode():  # as apply's render calls it
         start = session.stylise_batch(photo, look)
         steps = []
         finished = polish.polish(net, rt, photo, start, goal, 8, on_step=lambda k, n: steps.append((k, n)))
     with torch.no_grad():
-        target = edges.inside(net(edges.framed(rt.images(photo))))["relu4_1"]
+        target = net(rt.images(photo))["relu4_1"]
         before = float(polish.loss(net, rt.images(start), rt.images(photo), target, goal, rt))
         after = float(polish.loss(net, rt.images(finished), rt.images(photo), target, goal, rt))
     assert after < 0.8 * before, (before, after)
@@ -232,7 +233,7 @@ def test_polish_works_whoever_built_the_loss_network_first(one_round):
     session = Session.open(one_round, "cpu", "fp32")
     loss_network.cache_clear()
     with torch.inference_mode():
-        net = loss_network(session.runtime, POLISH_STYLE_LAYERS)
+        net = polish_network(session.runtime)
     photo = images.load_image(make_photo(one_round.parent / "q.png", size=(48, 40), seed=6))[None]
     look = session.rounds()[0].z[0]
     with torch.inference_mode():
@@ -242,9 +243,9 @@ def test_polish_works_whoever_built_the_loss_network_first(one_round):
 
 
 
-def test_the_loss_network_sees_the_picture_in_a_mirrored_frame_and_keeps_the_pictures_own_positions():
-    """The loss network pads with zeros, a black frame that pushed the edge pixels into a line; polish shows it the
-    picture inside a mirror of itself, and keeps the features at the picture's own positions, each pixel once."""
+def test_training_shows_the_loss_network_a_picture_in_a_mirrored_frame_and_keeps_its_own_positions():
+    """The loss network pads with zeros, a black frame that pushed the edge pixels into a line; training shows it
+    each crop inside a mirror of itself, and keeps the features at the crop's own positions, each pixel once."""
     picture = torch.rand(1, 3, 48, 32)
     framed = edges.framed(picture)
     m = edges.MARGIN
@@ -287,10 +288,10 @@ def test_propose_polish_shows_finished_candidates_and_select_learns_from_them(on
     assert entry["polish_steps"] == 3
     shown = [images.load_image(path) for path in r.candidates]
     raw = session.looks().on_sheet(entry, [session.split(look)[0] for look in r.z])
-    net, rt = loss_network(session.runtime, POLISH_STYLE_LAYERS), session.runtime
+    net, rt = polish_network(session.runtime), session.runtime
     photo = images.shrink(images.load_image(one_round / entry["preview"]), 48)[None]  # as the sheet shows it
     with torch.no_grad():
-        target = edges.inside(net(edges.framed(rt.images(photo))))["relu4_1"]
+        target = net(rt.images(photo))["relu4_1"]
         for look, finished, started in zip(r.z, shown, raw):
             goal = session.goal(look)
             before = float(polish.loss(net, rt.images(started[None]), rt.images(photo), target, goal, rt))
@@ -345,15 +346,19 @@ def test_relu5_1_fades_out_on_grids_too_small_for_it():
 
 
 def test_a_picture_too_small_for_relu5_1_is_still_polished(one_round):
-    """Under 16 px a side (a sheet's candidate of a wide photo at 32 px), relu5_1 has no position left inside the
-    mirror: its Gram would be 0/0 and every loss NaN, and polish returned the picture it started from. Faded out, it
-    is left out of the loss whole."""
+    """Under 16 px a side (a sheet's candidate of a wide photo at 32 px), relu5_1 has no position: its Gram would be
+    0/0 and every loss NaN, and polish returned the picture it started from. Faded out, it is left out of the loss
+    whole, and the loss network stops before it."""
     session = Session.open(one_round, "cpu")
     torch.manual_seed(0)
     photo, start = torch.rand(1, 3, 8, 32), torch.rand(1, 3, 8, 32)
     look = session.rounds()[0].z[1]
-    net, rt = loss_network(session.runtime, POLISH_STYLE_LAYERS), session.runtime
+    net, rt = polish_network(session.runtime), session.runtime
     with torch.inference_mode():
         finished = polish.polish(net, rt, photo, start, session.goal(look), 4)
     assert torch.isfinite(finished).all()
     assert not torch.equal(finished, start.clamp(polish.EPSILON, 1 - polish.EPSILON))
+    sliver = torch.rand(1, 3, 5, 40)  # no position of the content layer: nothing to polish, and no error
+    with torch.inference_mode():
+        kept = polish.polish(net, rt, sliver, sliver, session.goal(look), 4)
+    assert torch.equal(kept, sliver.clamp(polish.EPSILON, 1 - polish.EPSILON))

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from styleprefs import vgg
@@ -62,3 +63,23 @@ def test_the_network_built_here_is_torchvisions_vgg19_with_these_weights():
         ours.features[0].weight.zero_()
     assert vgg.weights_sha256() == WEIGHTS_SHA256
     assert all(p.device.type == "cpu" for p in ours.parameters())
+
+
+def test_a_reflecting_network_sees_no_frame_and_the_same_picture_away_from_its_edges():
+    """Padded with zeros, every map lies inside a frame: even a flat grey picture has edges to the network, and
+    optimised against it, polish drew a line one relu5_1 position inside the picture's edges. Padded by reflection,
+    a flat picture is flat at every layer, and away from the edges the features are the zero-padded network's."""
+    layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    zeros, reflect = vgg.VGG19Features(layers), vgg.VGG19Features(layers, padding="reflect")
+    flat = torch.full((1, 3, 64, 48), 0.4)
+    for name, x in reflect(flat).items():
+        assert torch.allclose(x, x[..., :1, :1].expand_as(x), atol=1e-4 * float(x.abs().max()) + 1e-6), name
+    assert not torch.allclose(zeros(flat)["relu5_1"][..., 0, 0], zeros(flat)["relu5_1"][..., 2, 1])
+    picture = torch.rand(1, 3, 64, 48)
+    a, b = zeros(picture, until="relu2_1"), reflect(picture, until="relu2_1")
+    assert torch.allclose(a["relu1_1"][..., 1:-1, 1:-1], b["relu1_1"][..., 1:-1, 1:-1], atol=1e-4)
+    assert torch.allclose(a["relu2_1"][..., 3:-3, 3:-3], b["relu2_1"][..., 3:-3, 3:-3], atol=1e-3)
+    assert not torch.allclose(a["relu1_1"][..., 0, :], b["relu1_1"][..., 0, :])
+    assert reflect(torch.rand(1, 3, 16, 24))["relu5_1"].shape == (1, 512, 1, 1)  # a map one position wide repeats
+    with pytest.raises(ValueError, match="padding"):
+        vgg.VGG19Features(layers, padding="circular")

@@ -6,9 +6,12 @@ them on its border), and there the network responds as to a straight edge. Grams
 responses, and whatever is optimised toward them paints them back: straight lines and rectangles along the deep
 layers' grid, and a light or dark line along the picture's own edges.
 
-So styleprefs measures surfaces, not frames: a picture it makes is seen inside a mirror of itself with its features
-kept at its own positions (:func:`framed`, :func:`inside`, :class:`Mirrored`), and a painting by its interior
-(:class:`Interior`). Training (``TrainSettings.edges``), the targets and polish all see them so.
+So styleprefs measures surfaces, not frames: a painting by its interior (:class:`Interior`), and a picture it makes
+inside a mirror of itself, with its features kept at its own positions (:func:`framed`, :func:`inside`,
+:class:`Mirrored`). Training (``TrainSettings.edges``), the targets and polish all see them so. Polish, which
+optimises one picture's pixels and so finds whatever the network answers to, also pads every convolution by
+reflection (``polish.PADDING``): beyond the 16-px mirror, relu5_1 still reached VGG19's zeros, and polish drew a
+faint straight line one relu5_1 position inside the edges of a large photo's working grid.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from .config import CONTENT_LAYER, MAX_POLISH_STEPS, POLISH_STEPS, POLISH_STYLE_
 from .device import Runtime
 from .edges import framed, inside
 from .errors import BadInput
-from .vgg import VGG19Features
+from .vgg import FEATURE_NAMES, VGG19Features
 
 FIRST_STEP = 0.5  # the root mean square of the first step, in logits (a level of 8 bits is 0.016 at mid-grey)
 HISTORY = 20       # L-BFGS's curvature pairs kept
@@ -39,6 +39,12 @@ EPSILON = 0.01  # the start is squeezed into [ε, 1 − ε]: its pure black and 
 # to whole at 192 px (12). On fewer positions its Gram drew straight lines along its grid: a broad-stroke look's
 # 160×107 working grid grew a line across the top and one down a cat's forehead; at 320×213, none.
 DEEPEST, FADED_BELOW, WHOLE_FROM = "relu5_1", 128, 192
+SMALLEST = 8  # px of a picture's short side: one position of the content layer, relu4_1
+
+# How the loss network pads the pictures polish makes (``vgg.VGG19Features``): by reflection, so that beyond the
+# 16-px mirror (``edges.framed``) relu5_1 reaches no zeros, which drew a faint line one of its positions inside the
+# edges of a large photo's working grid.
+PADDING = "reflect"
 
 StepFn = Callable[[int, int], None]  # (step done, steps in all)
 
@@ -88,9 +94,10 @@ def loss(net: VGG19Features, picture: torch.Tensor, photo: torch.Tensor, content
          goal: Objective, runtime: Runtime) -> torch.Tensor:
     """The objective at ``picture`` (1, 3, h, w) in [0, 1], for ``photo`` whose content features (``inside`` the
     photo ``framed``) are ``content_target``: the training loss of :class:`styleprefs.training.Trainer` without its
-    adversarial term."""
+    adversarial term. ``net`` pads by reflection (PADDING, ``applying.polish_network``); the network stops at the
+    deepest layer the goal keeps."""
     with runtime.autocast():
-        features = inside(net(framed(picture)))
+        features = inside(net(framed(picture), until=max((*goal.grams, CONTENT_LAYER), key=FEATURE_NAMES.index)))
     grams = {name: target[None] for name, target in goal.grams.items()}
     total = (goal.content * losses.content_loss(features[CONTENT_LAYER], content_target)
              + goal.style * losses.style_loss(features, grams, goal.layer_weights[None])
@@ -108,8 +115,13 @@ def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: tor
     The pixels are optimised as logits, so every iterate is a picture without clamping (clamping between steps would
     corrupt L-BFGS's curvature pairs), and scaled so that the first step moves them by FIRST_STEP (L-BFGS's first step
     is the gradient over its L1 norm, a few millionths of a logit on a 320-px grid, which its line search then spent
-    most of a small budget growing)."""
+    most of a small budget growing).
+
+    A picture under SMALLEST px on its short side (a sheet's candidate of a very wide photo) has no position of the
+    content layer, and is returned as it started, only squeezed into [EPSILON, 1 − EPSILON]."""
     check_steps(steps)
+    if min(start.shape[-2:]) < SMALLEST:
+        return start.float().clamp(EPSILON, 1 - EPSILON).cpu().contiguous()
     # Called from the inference-mode render: the optimisation needs autograd, and tensors of its own.
     with torch.inference_mode(False), torch.enable_grad():
         photo = runtime.images(photo.float().clone())

@@ -144,13 +144,14 @@ def content_sampler(images: list[torch.Tensor], settings: TrainSettings,
     return CropSampler(images, settings.size)
 
 
-@lru_cache(maxsize=2)
-def loss_network(runtime: Runtime, style_layers: tuple[str, ...]) -> VGG19Features:
-    """VGG19 truncated after the deepest layer that training uses; built once per device (it is frozen). Built outside
-    inference mode whoever asks first, so that polish and training can take gradients through the cached network."""
+@lru_cache(maxsize=4)
+def loss_network(runtime: Runtime, style_layers: tuple[str, ...], padding: str = "zeros") -> VGG19Features:
+    """VGG19 truncated after the deepest layer that training uses, its convolutions padded with ``padding``; built
+    once per device (it is frozen). Built outside inference mode whoever asks first, so that polish and training can
+    take gradients through the cached network."""
     layers = tuple(dict.fromkeys((*style_layers, CONTENT_LAYER)))
     with torch.inference_mode(False):
-        return runtime.module(VGG19Features(layers))
+        return runtime.module(VGG19Features(layers, padding))
 
 
 def picture_network(runtime: Runtime, style_layers: tuple[str, ...], seen: str) -> VGG19Features | edges.Mirrored:

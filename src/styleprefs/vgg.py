@@ -86,14 +86,24 @@ def _features(depth: int) -> nn.Sequential:
     return nn.Sequential(*modules)
 
 
-class VGG19Features(nn.Module):
-    """Frozen VGG19 truncated after the deepest requested layer; returns activations by name."""
+PADDINGS = ("zeros", "reflect")
 
-    def __init__(self, layers: tuple[str, ...]):
+
+class VGG19Features(nn.Module):
+    """Frozen VGG19 truncated after the deepest requested layer; returns activations by name.
+
+    ``padding``: how each convolution pads its input: "zeros", as the network was trained, or "reflect", each map
+    mirrored about its edges (repeated where a map is a single row or column wide), so that no position lies beside a
+    frame of zeros (``styleprefs.edges`` says why that matters)."""
+
+    def __init__(self, layers: tuple[str, ...], padding: str = "zeros"):
         super().__init__()
         unknown = set(layers) - set(FEATURE_NAMES)
         if unknown:
             raise ValueError(f"unknown VGG19 layers: {sorted(unknown)}")
+        if padding not in PADDINGS:
+            raise ValueError(f"unknown padding {padding!r}: use one of {PADDINGS}")
+        self.padding = padding
         self.layers = tuple(layers)
         depth = max(FEATURE_NAMES.index(name) for name in layers) + 1
         self.features = _features(depth)
@@ -110,7 +120,11 @@ class VGG19Features(nn.Module):
         x = caffe_preprocess(rgb)
         out = {}
         for name, module in zip(self._names, self.features):
-            x = module(x)
+            if self.padding == "reflect" and isinstance(module, nn.Conv2d):
+                mode = "reflect" if min(x.shape[-2:]) > 1 else "replicate"
+                x = nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1), mode=mode), module.weight, module.bias)
+            else:
+                x = module(x)
             if name in self.layers:
                 out[name] = x
             if name == until:
