@@ -260,6 +260,23 @@ def test_training_shows_the_loss_network_a_picture_in_a_mirrored_frame_and_keeps
     assert torch.equal(edges.inside({"relu1_1": edges.framed(tiny)})["relu1_1"], tiny)
 
 
+def test_polish_sees_a_flat_picture_as_flat_everywhere_inside_its_mirror():
+    """Inside the 16-px mirror, VGG19's zero padding still reached relu4_1 and relu5_1 near the picture's edges (a
+    flat picture's features there were up to 0.98 of their size away from its centre's), and optimised against that
+    polish drew a faint straight line one relu5_1 position inside the edges of a large photo's working grid. Padded
+    by reflection at every convolution, a flat picture is flat to polish at every layer, its edges included."""
+    runtime = resolve("cpu", "fp32")
+    flat = torch.full((1, 3, 213, 320), 0.4)
+
+    def spread(net):
+        features = edges.inside(net(edges.framed(flat)))
+        return {name: float((x - x[..., x.shape[-2] // 2, x.shape[-1] // 2][..., None, None]).abs().max()
+                            / x.abs().max()) for name, x in features.items()}
+
+    assert max(spread(polish_network(runtime)).values()) < 1e-4
+    assert spread(loss_network(runtime, POLISH_STYLE_LAYERS))["relu5_1"] > 0.5  # as VGG19 pads
+
+
 def test_polish_aims_at_the_paintings_surface_not_at_its_edges():
     """Over a whole painting kept at 256 px, a deep layer's Grams are largely the zero padding's response along its
     edges (straight lines), which polish then painted into pictures. Its targets come from the interior: for a
