@@ -16,6 +16,7 @@ from styleprefs.cli import app
 from styleprefs.config import MAX_POLISH_STEPS, POLISH_STEPS, POLISH_STYLE_GAIN, POLISH_STYLE_LAYERS, TrainSettings
 from styleprefs.device import resolve
 from styleprefs.errors import BadInput
+from styleprefs.export import export
 from styleprefs.session import Session
 from styleprefs.applying import polish_network
 from styleprefs.training import loss_network
@@ -349,6 +350,9 @@ def test_applying_a_polished_candidate_without_polish_says_so(one_round, folder,
     polished = session.apply([folder / "a.png"], tmp_path / "o2", pick="2:1", polish_steps=1)
     earlier = session.apply([folder / "a.png"], tmp_path / "o3", pick="1:1")  # a sheet of the generator's pictures
     assert not any("polish" in w for w in polished.warnings + earlier.warnings)
+    # An exported model cannot polish: export says so for such a pick, and only for one.
+    assert "unpolished" in " ".join(export(session, "torchscript", tmp_path / "m.pt", pick="2:1")["warnings"])
+    assert export(session, "torchscript", tmp_path / "n.pt", pick="1:1")["warnings"] == []
 
 
 def test_relu5_1_fades_out_on_grids_too_small_for_it():

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import files, render
+from . import files, render, rounds
 from .applying import check_strength, check_stroke_scale
 from .errors import BadInput
 from .networks import Generator, z_noise, z_seed
@@ -140,7 +140,11 @@ def export(session: Session, fmt: str, out: Path, pick: str | None = None, strok
         raise BadInput(f"this look works on a grid up to {working} px long (working side {side} ÷ stroke scale "
                        f"{scale:.3g}); export supports up to {MAX_EXPORT_GRID} px: raise --stroke-scale")
     size = write(LookModel(session.generator(), z, scale, side, strength, keep_colours), fmt, out)
-    return {"format": fmt, "file": str(out), "bytes": size, "pick": pick, "working_side": side,
+    polished = rounds.polished_steps(session.state, pick)
+    said = [f"round {polished[0]}'s sheet showed its candidates finished with {polished[1]} steps of polish; an "
+                "exported model gives the generator's pictures of that look, unpolished (styleprefs apply --polish "
+                "finishes them)"] if polished else []
+    return {"format": fmt, "file": str(out), "bytes": size, "pick": pick, "working_side": side, "warnings": said,
             "stroke_scale": scale, "strength": strength, "keep_colours": keep_colours,
             "z": [round(float(v), 6) for v in z]}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import outputs
+from . import outputs, rounds
 from .applying import ApplyResult, partition
 from .session import Session
 
@@ -60,7 +60,8 @@ def apply_on_ray(session: Path | str, inputs: list[Path | str], out: Path | str,
     opened.look_to_apply(pick)  # a bad pick or a damaged session is refused here, not on every actor
     jobs = outputs.plan([Path(p) for p in inputs], Path(out), fmt, shard)
     existing, todo = partition(jobs, skip_existing)
-    result = ApplyResult(existing=[t for _, t in existing])
+    # Ray's actors do not polish: a pick from a sheet of polished candidates is applied less finished than it was shown.
+    result = ApplyResult(existing=[t for _, t in existing], warnings=rounds.unfinished(opened.state, pick, None))
     if not todo:
         return result
     if not ray.is_initialized():

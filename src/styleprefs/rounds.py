@@ -104,15 +104,25 @@ def parse_pick(pick: str, rounds: list[Round]) -> tuple[torch.Tensor, int]:
     return z[candidate - 1], round_index
 
 
+def polished_steps(state: dict, pick: str | None) -> tuple[int, int] | None:
+    """(round, steps) where ``pick`` (ROUND:INDEX, accepted by parse_pick) is from a round of polished candidates
+    (``propose --polish``), else None."""
+    if pick is None:
+        return None
+    index = pick_numbers(pick)[0]
+    steps = state["rounds"][index - 1].get("polish_steps")
+    return (index, steps) if steps else None
+
+
 def unfinished(state: dict, pick: str | None, polish_steps: int | None) -> list[str]:
     """What to say when a pick from a round of polished candidates (``propose --polish``) is applied without polish:
     the photos are then the generator's pictures of that look, less finished than the candidate was."""
-    if pick is None or polish_steps is not None:
+    found = polished_steps(state, pick) if polish_steps is None else None
+    if found is None:
         return []
-    index = pick_numbers(pick)[0]  # a pick parse_pick has accepted
-    steps = state["rounds"][index - 1].get("polish_steps")
+    index, steps = found
     return [f"round {index}'s sheet showed its candidates finished with {steps} steps of polish; these photos are "
-            f"not polished (polish them with {steps} steps for the picture you picked)"] if steps else []
+            f"not polished (polish them with {steps} steps for the picture you picked)"]
 
 
 def learned(state: dict) -> set[int]:

@@ -105,6 +105,8 @@ def show_apply(r: dict, out_dir: Path) -> None:
 
 
 def show_export(r: dict) -> None:
+    for warning in r["warnings"]:
+        err.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
     say.print(f"wrote {escape(r['file'])} ({r['format']}, {r['bytes'] / 1e6:.1f} MB)", highlight=False)
 
 
