@@ -108,31 +108,24 @@ def loss(net: VGG19Features, picture: torch.Tensor, photo: torch.Tensor, content
 def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: torch.Tensor, goal: Objective,
            steps: int = POLISH_STEPS, on_step: StepFn | None = None) -> torch.Tensor:
     """``start`` (1, 3, h, w), a picture of ``photo`` (the same shape, in [0, 1]), after ``steps`` evaluations of the
-    objective by L-BFGS with a strong-Wolfe line search: the best picture evaluated, (1, 3, h, w) fp32 in [0, 1] on
-    the CPU. Each evaluation is one forward and backward of the loss network over the picture, so the time is steps ×
-    that (``applying.stylise`` chooses a grid of bounded size, whatever the photo's).
+    objective by L-BFGS (:func:`minimise`): the best picture evaluated, (1, 3, h, w) fp32 in [0, 1] on the CPU. Each
+    evaluation is one forward and backward of the loss network over the picture, so the time is steps × that
+    (``applying.stylise`` chooses a grid of bounded size, whatever the photo's).
 
     The pixels are optimised as logits, so every iterate is a picture without clamping (clamping between steps would
-    corrupt L-BFGS's curvature pairs), and scaled so that the first step moves them by FIRST_STEP (L-BFGS's first step
-    is the gradient over its L1 norm, a few millionths of a logit on a 320-px grid, which its line search then spent
-    most of a small budget growing).
-
-    A picture under SMALLEST px on its short side (a sheet's candidate of a very wide photo) has no position of the
-    content layer, and is returned as it started, only squeezed into [EPSILON, 1 − EPSILON]."""
+    corrupt L-BFGS's curvature pairs). A picture under SMALLEST px on its short side (a sheet's candidate of a very
+    wide photo) has no position of the content layer, and is returned as it started, only squeezed into
+    [EPSILON, 1 − EPSILON]."""
     check_steps(steps)
+    start = start.float().clamp(EPSILON, 1 - EPSILON)
     if min(start.shape[-2:]) < SMALLEST:
-        return start.float().clamp(EPSILON, 1 - EPSILON).cpu().contiguous()
+        return start.cpu().contiguous()
     # Called from the inference-mode render: the optimisation needs autograd, and tensors of its own.
     with torch.inference_mode(False), torch.enable_grad():
         photo = runtime.images(photo.float().clone())
         with torch.no_grad(), runtime.autocast():
             content_target = inside(net(framed(photo), until=CONTENT_LAYER))[CONTENT_LAYER]
-        weights = on_grid(goal, *start.shape[-2:])
-        kept = [i for i, weight in enumerate(weights.tolist()) if weight > 0]  # a faded relu5_1 is left out whole:
-        goal = replace(goal, grams={k: v.to(runtime.device).clone()  # on too small a grid its Gram is 0/0
-                                    for i, (k, v) in enumerate(goal.grams.items()) if i in kept},
-                       layer_weights=weights[kept].to(runtime.device))
-        start = start.float().clamp(EPSILON, 1 - EPSILON)
+        goal = for_grid(goal, *start.shape[-2:], runtime.device)
         best = {"loss": float("inf"), "picture": start}  # the start, if no loss is finite
         done = 0
 
@@ -154,27 +147,47 @@ def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: tor
             return value.detach(), logits.grad
 
         pixels = torch.logit(start.to(runtime.device))
-        pixels = pixels.permute(0, 2, 3, 1).contiguous()  # contiguous, as L-BFGS needs its parameters
-        try:
-            first, gradient = evaluate(pixels)
-            # L-BFGS's first step is -gradient / ‖gradient‖₁ in the scaled pixels, scale × that in logits: its root mean
-            # square is FIRST_STEP when scale = FIRST_STEP · ‖gradient‖₁ / rms(gradient).
-            rms = max(float(gradient.norm()), 1e-30) / gradient.numel() ** 0.5
-            scale = max(FIRST_STEP * float(gradient.abs().sum()) / rms, 1e-6)
-            scaled = (pixels / scale).requires_grad_()
-            optimiser = torch.optim.LBFGS([scaled], max_iter=steps, max_eval=2 * steps, tolerance_grad=0.0,
-                                          tolerance_change=0.0, history_size=HISTORY, line_search_fn="strong_wolfe")
-            known = [(first, gradient)]  # the start, evaluated already: L-BFGS's own first call need not repeat it
-
-            def closure() -> torch.Tensor:
-                value, grad = known.pop() if known else evaluate(scaled * scale)
-                scaled.grad = grad * scale
-                return value
-
-            optimiser.step(closure)  # one step() of many iterations: a step() per iteration would evaluate again
-        except _Spent:               # the point its line search has just left
-            pass
+        minimise(evaluate, pixels.permute(0, 2, 3, 1).contiguous(), steps)  # contiguous, as L-BFGS needs
         return best["picture"].float().cpu().contiguous()
+
+
+def for_grid(goal: Objective, height: int, width: int, device: torch.device) -> Objective:
+    """``goal`` for a picture of ``height`` × ``width`` (:func:`on_grid`), on ``device``: a layer faded out is left
+    out whole (on too small a grid relu5_1 has no position, and its Gram would be 0/0)."""
+    weights = on_grid(goal, height, width)
+    kept = [i for i, weight in enumerate(weights.tolist()) if weight > 0]
+    return replace(goal, grams={name: gram.to(device).clone()
+                                for i, (name, gram) in enumerate(goal.grams.items()) if i in kept},
+                   layer_weights=weights[kept].to(device))
+
+
+def minimise(evaluate: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], pixels: torch.Tensor,
+             steps: int) -> None:
+    """L-BFGS with a strong-Wolfe line search over ``pixels``, from them, until ``evaluate`` (the objective and its
+    gradient at a point) raises _Spent or L-BFGS has taken ``steps`` iterations; ``evaluate`` keeps what it needs.
+
+    The pixels are scaled so that the first step moves them by FIRST_STEP: L-BFGS's first step is the gradient over
+    its L1 norm, a few millionths of a logit on a 320-px grid, which its line search then spent most of a small budget
+    growing."""
+    try:
+        first, gradient = evaluate(pixels)
+        # L-BFGS's first step is -gradient / ‖gradient‖₁ in the scaled pixels, scale × that in logits: its root mean
+        # square is FIRST_STEP when scale = FIRST_STEP · ‖gradient‖₁ / rms(gradient).
+        rms = max(float(gradient.norm()), 1e-30) / gradient.numel() ** 0.5
+        scale = max(FIRST_STEP * float(gradient.abs().sum()) / rms, 1e-6)
+        scaled = (pixels / scale).requires_grad_()
+        optimiser = torch.optim.LBFGS([scaled], max_iter=steps, max_eval=2 * steps, tolerance_grad=0.0,
+                                      tolerance_change=0.0, history_size=HISTORY, line_search_fn="strong_wolfe")
+        known = [(first, gradient)]  # the start, evaluated already: L-BFGS's own first call need not repeat it
+
+        def closure() -> torch.Tensor:
+            value, grad = known.pop() if known else evaluate(scaled * scale)
+            scaled.grad = grad * scale
+            return value
+
+        optimiser.step(closure)  # one step() of many iterations: a step() per iteration would evaluate again
+    except _Spent:               # the point its line search has just left
+        pass
 
 
 class _Spent(Exception):
