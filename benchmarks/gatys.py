@@ -30,8 +30,8 @@ CONTENT_WEIGHT = 1.0  # λ_c on the relative feature error at CONTENT_LAYER
 # between L-BFGS steps would corrupt its curvature pairs). Squeezing the photo into [ε, 1 − ε]
 # first keeps pure black and white pixels off the flat tails of the sigmoid.
 EPSILON = 0.02
-# The margin of the measure that leaves the edges out (``interior``): edges.MARGIN's default, whatever
-# --polish-margin sets.
+# The margin of the measure that leaves the edges out (``interior``): edges.MARGIN's default, fixed here so that the
+# measure stays the same whatever a probe sets edges.MARGIN to.
 EDGE = 16
 
 Record = tuple[int, float, float]  # (evaluation, seconds since start, style distance)
