@@ -8,7 +8,7 @@ own (wait4's rusage), and is reported as median (min–max) over ``--repeats`` r
 - a 512-px photo and a 12-megapixel photo (4000×3000) with the session's default look, polished with the default
   steps, end to end from the decoded photo to the full-size picture;
 - the seconds of one polish step on each grid;
-- the largest grid polish takes (``config.POLISH_MAX_PIXELS``: the 12-megapixel photo on a 1024-px working grid, as
+- the largest grid polish takes (``config.POLISH_MAX_PIXELS``: a square 9-megapixel photo on a 1024×1024 grid, as
   the finest strokes ``--stroke-scale`` allows give it), a few steps: the seconds a step and the peak memory;
 - whether the picked look is kept: for picks of a round-1 sheet, the polished picture of the sheet's photo, seen at
   the sheet's size, must be nearer its own candidate than any other (rank 1) and further from the photo than it;
@@ -70,16 +70,24 @@ def johnson(size: int) -> dict:
     return {"seconds": time.perf_counter() - started}
 
 
-def polished(session: str, height: int, width: int, steps: int, side: int | None = None) -> dict:
+def polished(session: str, height: int, width: int, steps: int, grid: int | None = None) -> dict:
     """Seconds to polish one photo of height×width with the session's default look, end to end (decoded bytes in,
-    full-size bytes out), and the seconds a step on the grid it polishes on; ``side``: a working side other than the
-    look's own (its strokes made finer, as ``--stroke-scale`` below 1 does)."""
+    full-size bytes out), and the seconds a step on the grid it polishes on; ``grid``: the long side of that grid
+    instead of the look's own (its strokes made finer, as ``--stroke-scale`` below 1 does), the grid reported."""
     import torch
 
+    from styleprefs.config import POLISH_MAX_PIXELS
+    from styleprefs.render import working_size
     from styleprefs.session import Session
     s = Session.open(Path(session), "cpu")
     look = s.preferred_z()
     goal = s.goal(look, learned=True)
+    side = None
+    if grid:
+        scale = s.split(look)[1]
+        side = int(grid * scale)
+        while (size := working_size(height, width, side, scale))[0] * size[1] > POLISH_MAX_PIXELS:
+            side -= 1
     photo = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8)
     photo[..., : height // 2, :] //= 2  # some structure, so the loss network's work is a real picture's
     s.stylise_batch(photo[..., :64, :64], look, finish=(goal, 1, None), as_bytes=True)  # warm-up
@@ -89,7 +97,8 @@ def polished(session: str, height: int, width: int, steps: int, side: int | None
                     **({"side": side} if side else {}))
     total = time.perf_counter() - started
     per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
-    return {"seconds": total, "seconds_per_step": per_step}
+    return {"seconds": total, "seconds_per_step": per_step,
+            **({"grid": list(working_size(height, width, side, s.split(look)[1]))} if side else {})}
 
 
 def by_steps(session: str, painting: str, photo: str, gatys_steps: int) -> dict:
@@ -251,9 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     yardstick = repeated(repeats, "johnson", size=512)
     small = repeated(repeats, "polished", session=str(session), height=384, width=512, steps=steps)
     large = repeated(repeats, "polished", session=str(session), height=big[0], width=big[1], steps=steps)
-    finest_side = int(POLISH_MAX_PIXELS ** 0.5)
-    finest = repeated(1, "polished", session=str(session), height=big[0], width=big[1], steps=FINEST_STEPS,
-                      side=finest_side)
+    finest = run_worker("polished", session=str(session), height=big[0], width=big[0], steps=FINEST_STEPS,
+                        grid=int(POLISH_MAX_PIXELS ** 0.5))
     table, _ = run_worker("by_steps", session=str(session), painting=str(args.painting), photo=str(args.photo),
                           gatys_steps=4 if args.quick else 80)
     picked = None
@@ -263,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     base = yardstick["median"]
     report = {"environment": {**cpu_report(), "commit": commit(), "date": time.strftime("%Y-%m-%d")},
               "session": str(session), "steps": steps, "johnson_512_fp32": yardstick, "photo_512": small,
-              f"photo_{big[1]}x{big[0]}": large, "largest_grid": {"side": finest_side, **finest},
+              f"photo_{big[1]}x{big[0]}": large,
+              "largest_grid": {"photo": [big[0], big[0]], **finest[0], "peak_gb": finest[1]},
               "ratio_512": small["median"] / base,
               "ratio_12mp": large["median"] / base, "by_steps": table["rows"],
               "picked": picked and picked["rows"],
@@ -283,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, r, target in (("512×384 photo", small, TARGET_512), (f"{big[1]}×{big[0]} photo", large, TARGET_12MP)):
         print(f"{name}: {r['median']:.1f} s ({r['min']:.1f}–{r['max']:.1f}), {r['median'] / base:.1f}× the "
               f"yardstick (target ≤ {target:.0f}×), {r['seconds_per_step']:.3f} s a step, peak {r['peak_gb']:.2f} GB")
-    print(f"the largest grid polish takes ({finest_side}-px working side, {big[1]}×{big[0]} photo): "
-          f"{finest['seconds_per_step']:.3f} s a step, peak {finest['peak_gb']:.2f} GB")
+    print(f"the largest grid polish takes ({'×'.join(map(str, finest[0]['grid']))}, a {big[0]}×{big[0]} photo): "
+          f"{finest[0]['seconds_per_step']:.3f} s a step, peak {finest[1]:.2f} GB")
     print("steps | removed, share of Gatys's | content distance (Gatys's) | the same over the interiors")
     for row in table["rows"]:
         print(f"{row['steps']:5d} | {row['removal']:.2f} | {row['content']:.3f} ({row['content_gatys']:.3f}) | "

@@ -12,13 +12,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from styleprefs import controls, edges, images, losses, polish, training
+from styleprefs.applying import polish_network
 from styleprefs.cli import app
 from styleprefs.config import MAX_POLISH_STEPS, POLISH_STEPS, POLISH_STYLE_GAIN, POLISH_STYLE_LAYERS, TrainSettings
 from styleprefs.device import resolve
 from styleprefs.errors import BadInput
 from styleprefs.export import export
 from styleprefs.session import Session
-from styleprefs.applying import polish_network
 from styleprefs.training import loss_network
 from tests.conftest import make_photo
 
@@ -48,7 +48,7 @@ def test_polishing_lowers_the_looks_own_loss_and_gives_a_picture(one_round):
         steps = []
         finished = polish.polish(net, rt, photo, start, goal, 8, on_step=lambda k, n: steps.append((k, n)))
     with torch.no_grad():
-        target = net(rt.images(photo))["relu4_1"]
+        target = edges.inside(net(edges.framed(rt.images(photo))))["relu4_1"]  # as polish takes it
         before = float(polish.loss(net, rt.images(start), rt.images(photo), target, goal, rt))
         after = float(polish.loss(net, rt.images(finished), rt.images(photo), target, goal, rt))
     assert after < 0.8 * before, (before, after)
@@ -262,10 +262,10 @@ def test_training_shows_the_loss_network_a_picture_in_a_mirrored_frame_and_keeps
 
 
 def test_polish_sees_a_flat_picture_as_flat_everywhere_inside_its_mirror():
-    """Inside the 16-px mirror, VGG19's zero padding still reached relu4_1 and relu5_1 near the picture's edges (a
-    flat picture's features there were up to 0.98 of their size away from its centre's), and optimised against that
-    polish drew a faint straight line one relu5_1 position inside the edges of a large photo's working grid. Padded
-    by reflection at every convolution, a flat picture is flat to polish at every layer, its edges included."""
+    """With VGG19's zero padding beyond the 16-px mirror, relu4_1 and relu5_1 reach the zeros near the picture's edges
+    (a flat picture's features there are up to 0.98 of their size away from its centre's), and optimised against
+    that, polish draws a faint straight line one relu5_1 position inside the edges of a large photo's working grid.
+    Padded by reflection at every convolution, a flat picture is flat to polish at every layer, its edges included."""
     runtime = resolve("cpu", "fp32")
     flat = torch.full((1, 3, 213, 320), 0.4)
 
@@ -309,7 +309,7 @@ def test_propose_polish_shows_finished_candidates_and_select_learns_from_them(on
     net, rt = polish_network(session.runtime), session.runtime
     photo = images.shrink(images.load_image(one_round / entry["preview"]), 48)[None]  # as the sheet shows it
     with torch.no_grad():
-        target = net(rt.images(photo))["relu4_1"]
+        target = edges.inside(net(edges.framed(rt.images(photo))))["relu4_1"]  # as polish takes it
         for look, finished, started in zip(r.z, shown, raw):
             goal = session.goal(look)
             before = float(polish.loss(net, rt.images(started[None]), rt.images(photo), target, goal, rt))
@@ -368,8 +368,8 @@ def test_relu5_1_fades_out_on_grids_too_small_for_it():
 
 def test_a_picture_too_small_for_relu5_1_is_still_polished(one_round):
     """Under 16 px a side (a sheet's candidate of a wide photo at 32 px), relu5_1 has no position: its Gram would be
-    0/0 and every loss NaN, and polish returned the picture it started from. Faded out, it is left out of the loss
-    whole, and the loss network stops before it."""
+    0/0, every loss NaN, and polish would give back the picture it started from. Faded out, it is left out of the
+    loss whole. Under 8 px relu4_1, the content layer, has none either: nothing to polish, and no error."""
     session = Session.open(one_round, "cpu")
     torch.manual_seed(0)
     photo, start = torch.rand(1, 3, 8, 32), torch.rand(1, 3, 8, 32)

@@ -10,8 +10,8 @@ So styleprefs measures surfaces, not frames: a painting by its interior (:class:
 inside a mirror of itself, with its features kept at its own positions (:func:`framed`, :func:`inside`,
 :class:`Mirrored`). Training (``TrainSettings.edges``), the targets and polish all see them so. Polish, which
 optimises one picture's pixels and so finds whatever the network answers to, also pads every convolution by
-reflection (``polish.PADDING``): beyond the 16-px mirror, relu5_1 still reached VGG19's zeros, and polish drew a
-faint straight line one relu5_1 position inside the edges of a large photo's working grid.
+reflection (``polish.PADDING``): with zeros beyond the 16-px mirror, relu5_1 reaches them, and polish draws a faint
+straight line one relu5_1 position inside the edges of a large photo's working grid.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ MARGIN = 16  # px of a picture mirrored around it, and of a painting's edges lef
 
 
 def framed(picture: torch.Tensor, margin: int | None = None) -> torch.Tensor:
-    """``picture`` (1, 3, h, w) inside a frame of MARGIN px mirrored from it. The loss network pads each convolution
+    """``picture`` (1, 3, h, w) inside a frame of MARGIN px mirrored from it. VGG19, as trained, pads each convolution
     with zeros, a black frame around any picture; optimised against it, the outermost pixels were pushed into a light
     or dark line along every edge. Inside the mirror, the edge pixels have neighbours like those of any other pixel.
     (A picture too small to mirror that far has its edge pixels repeated instead.) ``margin``: other than MARGIN."""

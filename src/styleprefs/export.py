@@ -142,8 +142,8 @@ def export(session: Session, fmt: str, out: Path, pick: str | None = None, strok
     size = write(LookModel(session.generator(), z, scale, side, strength, keep_colours), fmt, out)
     polished = rounds.polished_steps(session.state, pick)
     said = [f"round {polished[0]}'s sheet showed its candidates finished with {polished[1]} steps of polish; an "
-                "exported model gives the generator's pictures of that look, unpolished (styleprefs apply --polish "
-                "finishes them)"] if polished else []
+            "exported model gives the generator's pictures of that look, unpolished (styleprefs apply --pick "
+            f"{pick} --polish-steps {polished[1]} finishes them)"] if polished else []
     return {"format": fmt, "file": str(out), "bytes": size, "pick": pick, "working_side": side, "warnings": said,
             "stroke_scale": scale, "strength": strength, "keep_colours": keep_colours,
             "z": [round(float(v), 6) for v in z]}

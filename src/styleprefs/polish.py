@@ -9,9 +9,10 @@ picks. A generator small enough to train on a CPU in minutes gets only part of t
 over the pixels themselves (Gatys et al., 2016), started from the generator's output rather than from the photo, gets
 the rest in a few dozen evaluations: the look stays the one that was picked, only finished.
 
-Two things differ from training's loss, both because one picture can afford them (``config``): the style layers reach
-on to relu5_1 (``POLISH_STYLE_LAYERS``; faded out on grids too small for it, :func:`on_grid`), and the style term
-weighs ``POLISH_STYLE_GAIN`` times as much.
+Three things differ from training's loss, because one picture can afford them or because optimising one picture's
+pixels finds whatever the loss network answers to: the style layers reach on to relu5_1 (``POLISH_STYLE_LAYERS``;
+faded out on grids too small for it, :func:`on_grid`), the style term weighs ``POLISH_STYLE_GAIN`` times as much,
+and the loss network pads by reflection (PADDING).
 
 Each evaluation is one forward and backward of the loss network over the picture; ``applying.stylise`` chooses the
 grid it runs on (the output's own, or for large photos the look's working grid before the full-size composition),
@@ -42,8 +43,8 @@ DEEPEST, FADED_BELOW, WHOLE_FROM = "relu5_1", 128, 192
 SMALLEST = 8  # px of a picture's short side: one position of the content layer, relu4_1
 
 # How the loss network pads the pictures polish makes (``vgg.VGG19Features``): by reflection, so that beyond the
-# 16-px mirror (``edges.framed``) relu5_1 reaches no zeros, which drew a faint line one of its positions inside the
-# edges of a large photo's working grid.
+# 16-px mirror (``edges.framed``) relu5_1 reaches no zeros (against them, polish draws a faint line one relu5_1
+# position inside the edges of a large photo's working grid).
 PADDING = "reflect"
 
 StepFn = Callable[[int, int], None]  # (step done, steps in all)

@@ -144,14 +144,21 @@ def content_sampler(images: list[torch.Tensor], settings: TrainSettings,
     return CropSampler(images, settings.size)
 
 
-@lru_cache(maxsize=4)
 def loss_network(runtime: Runtime, style_layers: tuple[str, ...], padding: str = "zeros") -> VGG19Features:
     """VGG19 truncated after the deepest layer that training uses, its convolutions padded with ``padding``; built
-    once per device (it is frozen). Built outside inference mode whoever asks first, so that polish and training can
-    take gradients through the cached network."""
-    layers = tuple(dict.fromkeys((*style_layers, CONTENT_LAYER)))
+    once per device and padding (it is frozen)."""
+    return _built(runtime, tuple(dict.fromkeys((*style_layers, CONTENT_LAYER))), padding)
+
+
+@lru_cache(maxsize=4)
+def _built(runtime: Runtime, layers: tuple[str, ...], padding: str) -> VGG19Features:
+    """The cached network of :func:`loss_network` (every argument given, so that one network is one key). Built
+    outside inference mode whoever asks first, so that polish and training can take gradients through it."""
     with torch.inference_mode(False):
         return runtime.module(VGG19Features(layers, padding))
+
+
+loss_network.cache_clear = _built.cache_clear  # as an lru_cache'd function offers it
 
 
 def picture_network(runtime: Runtime, style_layers: tuple[str, ...], seen: str) -> VGG19Features | edges.Mirrored:

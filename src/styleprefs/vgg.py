@@ -93,8 +93,8 @@ class VGG19Features(nn.Module):
     """Frozen VGG19 truncated after the deepest requested layer; returns activations by name.
 
     ``padding``: how each convolution pads its input: "zeros", as the network was trained, or "reflect", each map
-    mirrored about its edges (repeated where a map is a single row or column wide), so that no position lies beside a
-    frame of zeros (``styleprefs.edges`` says why that matters)."""
+    mirrored about its edges (its edges repeated instead where it is a single position high or wide), so that no
+    position lies beside a frame of zeros (``styleprefs.edges`` says why that matters)."""
 
     def __init__(self, layers: tuple[str, ...], padding: str = "zeros"):
         super().__init__()
