@@ -48,7 +48,7 @@ def test_polishing_lowers_the_looks_own_loss_and_gives_a_picture(one_round):
         steps = []
         finished = polish.polish(net, rt, photo, start, goal, 8, on_step=lambda k, n: steps.append((k, n)))
     with torch.no_grad():
-        target = edges.inside(net(edges.framed(rt.images(photo))))["relu4_1"]  # as polish takes it
+        target = net(rt.images(photo))["relu4_1"]
         before = float(polish.loss(net, rt.images(start), rt.images(photo), target, goal, rt))
         after = float(polish.loss(net, rt.images(finished), rt.images(photo), target, goal, rt))
     assert after < 0.8 * before, (before, after)
@@ -270,12 +270,11 @@ def test_polish_sees_a_flat_picture_as_flat_everywhere_inside_its_mirror():
     flat = torch.full((1, 3, 213, 320), 0.4)
 
     def spread(net):
-        features = edges.inside(net(edges.framed(flat)))
         return {name: float((x - x[..., x.shape[-2] // 2, x.shape[-1] // 2][..., None, None]).abs().max()
-                            / x.abs().max()) for name, x in features.items()}
+                            / x.abs().max()) for name, x in net(flat).items()}
 
     assert max(spread(polish_network(runtime)).values()) < 1e-4
-    assert spread(loss_network(runtime, POLISH_STYLE_LAYERS))["relu5_1"] > 0.5  # as VGG19 pads
+    assert spread(edges.Mirrored(loss_network(runtime, POLISH_STYLE_LAYERS)))["relu5_1"] > 0.5  # as VGG19 pads
 
 
 def test_polish_aims_at_the_paintings_surface_not_at_its_edges():
@@ -309,7 +308,7 @@ def test_propose_polish_shows_finished_candidates_and_select_learns_from_them(on
     net, rt = polish_network(session.runtime), session.runtime
     photo = images.shrink(images.load_image(one_round / entry["preview"]), 48)[None]  # as the sheet shows it
     with torch.no_grad():
-        target = edges.inside(net(edges.framed(rt.images(photo))))["relu4_1"]  # as polish takes it
+        target = net(rt.images(photo))["relu4_1"]
         for look, finished, started in zip(r.z, shown, raw):
             goal = session.goal(look)
             before = float(polish.loss(net, rt.images(started[None]), rt.images(photo), target, goal, rt))

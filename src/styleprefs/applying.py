@@ -23,7 +23,6 @@ from .losses import Grams
 from .pipeline import Item
 from .store import SessionError, Store
 from .training import gram_stats, loss_network
-from .vgg import VGG19Features
 
 MIN_STROKE_SCALE, MAX_STROKE_SCALE = 0.015, 8.0  # down to a 256-px preview's strokes on a 16000-px photo's own pixels
 
@@ -98,10 +97,10 @@ def painting_grams(store: Store, config: dict, runtime: Runtime) -> Grams:
                       POLISH_STYLE_LAYERS)
 
 
-def polish_network(runtime: Runtime) -> VGG19Features:
-    """VGG19 as polish sees the pictures it makes: up to relu5_1, each convolution padded by reflection
-    (``polish.PADDING``)."""
-    return loss_network(runtime, POLISH_STYLE_LAYERS, polish.PADDING)
+def polish_network(runtime: Runtime) -> edges.Mirrored:
+    """VGG19 as polish sees the pictures it makes: up to relu5_1, each picture inside a mirror of itself
+    (``edges.Mirrored``) and each convolution padded by reflection (``polish.PADDING``)."""
+    return edges.Mirrored(loss_network(runtime, POLISH_STYLE_LAYERS, polish.PADDING))
 
 
 def goal_grams(store: Store, paintings: Grams, personal: str | None, layers: tuple[str, ...]) -> Grams:

@@ -29,9 +29,9 @@ import torch
 from . import controls, losses
 from .config import CONTENT_LAYER, MAX_POLISH_STEPS, POLISH_STEPS, POLISH_STYLE_GAIN, TrainSettings
 from .device import Runtime
-from .edges import framed, inside
+from .edges import Mirrored
 from .errors import BadInput
-from .vgg import FEATURE_NAMES, VGG19Features
+from .vgg import FEATURE_NAMES
 
 FIRST_STEP = 0.5  # the root mean square of the first step, in logits (a level of 8 bits is 0.016 at mid-grey)
 HISTORY = 20       # L-BFGS's curvature pairs kept
@@ -91,14 +91,14 @@ def on_grid(goal: Objective, height: int, width: int) -> torch.Tensor:
     return weights
 
 
-def loss(net: VGG19Features, picture: torch.Tensor, photo: torch.Tensor, content_target: torch.Tensor,
+def loss(net: Mirrored, picture: torch.Tensor, photo: torch.Tensor, content_target: torch.Tensor,
          goal: Objective, runtime: Runtime) -> torch.Tensor:
-    """The objective at ``picture`` (1, 3, h, w) in [0, 1], for ``photo`` whose content features (``inside`` the
-    photo ``framed``) are ``content_target``: the training loss of :class:`styleprefs.training.Trainer` without its
-    adversarial term. ``net`` pads by reflection (PADDING, ``applying.polish_network``); the network stops at the
-    deepest layer the goal keeps."""
+    """The objective at ``picture`` (1, 3, h, w) in [0, 1], for ``photo`` whose content features (through ``net``)
+    are ``content_target``: the training loss of :class:`styleprefs.training.Trainer` without its adversarial term.
+    ``net`` sees the picture as polish does (``applying.polish_network``: inside its mirror, padded by reflection,
+    PADDING), and stops at the deepest layer the goal keeps."""
     with runtime.autocast():
-        features = inside(net(framed(picture), until=max((*goal.grams, CONTENT_LAYER), key=FEATURE_NAMES.index)))
+        features = net(picture, until=max((*goal.grams, CONTENT_LAYER), key=FEATURE_NAMES.index))
     grams = {name: target[None] for name, target in goal.grams.items()}
     total = (goal.content * losses.content_loss(features[CONTENT_LAYER], content_target)
              + goal.style * losses.style_loss(features, grams, goal.layer_weights[None])
@@ -106,7 +106,7 @@ def loss(net: VGG19Features, picture: torch.Tensor, photo: torch.Tensor, content
     return total.sum()
 
 
-def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: torch.Tensor, goal: Objective,
+def polish(net: Mirrored, runtime: Runtime, photo: torch.Tensor, start: torch.Tensor, goal: Objective,
            steps: int = POLISH_STEPS, on_step: StepFn | None = None) -> torch.Tensor:
     """``start`` (1, 3, h, w), a picture of ``photo`` (the same shape, in [0, 1]), after ``steps`` evaluations of the
     objective by L-BFGS (:func:`minimise`): the best picture evaluated, (1, 3, h, w) fp32 in [0, 1] on the CPU. Each
@@ -125,7 +125,7 @@ def polish(net: VGG19Features, runtime: Runtime, photo: torch.Tensor, start: tor
     with torch.inference_mode(False), torch.enable_grad():
         photo = runtime.images(photo.float().clone())
         with torch.no_grad(), runtime.autocast():
-            content_target = inside(net(framed(photo), until=CONTENT_LAYER))[CONTENT_LAYER]
+            content_target = net(photo, until=CONTENT_LAYER)[CONTENT_LAYER]
         goal = for_grid(goal, *start.shape[-2:], runtime.device)
         best = {"loss": float("inf"), "picture": start}  # the start, if no loss is finite
         done = 0
