@@ -140,10 +140,8 @@ def export(session: Session, fmt: str, out: Path, pick: str | None = None, strok
         raise BadInput(f"this look works on a grid up to {working} px long (working side {side} ÷ stroke scale "
                        f"{scale:.3g}); export supports up to {MAX_EXPORT_GRID} px: raise --stroke-scale")
     size = write(LookModel(session.generator(), z, scale, side, strength, keep_colours), fmt, out)
-    polished = rounds.polished_steps(session.state, pick)
-    said = [f"round {polished[0]}'s sheet showed its candidates finished with {polished[1]} steps of polish; an "
-            "exported model gives the generator's pictures of that look, unpolished (styleprefs apply --pick "
-            f"{pick} --polish-steps {polished[1]} finishes them)"] if polished else []
+    said = rounds.unpolished(session.state, pick, "an exported model gives the generator's pictures of that look, "
+                                                  "unpolished")
     return {"format": fmt, "file": str(out), "bytes": size, "pick": pick, "working_side": side, "warnings": said,
             "stroke_scale": scale, "strength": strength, "keep_colours": keep_colours,
             "z": [round(float(v), 6) for v in z]}

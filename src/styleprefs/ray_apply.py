@@ -60,10 +60,8 @@ def apply_on_ray(session: Path | str, inputs: list[Path | str], out: Path | str,
     opened.look_to_apply(pick)  # a bad pick or a damaged session is refused here, not on every actor
     jobs = outputs.plan([Path(p) for p in inputs], Path(out), fmt, shard)
     existing, todo = partition(jobs, skip_existing)
-    polished = rounds.polished_steps(opened.state, pick)  # Ray's actors do not polish
-    result = ApplyResult(existing=[t for _, t in existing], warnings=[
-        f"round {polished[0]}'s sheet showed its candidates finished with {polished[1]} steps of polish; Ray's "
-        f"actors do not polish (styleprefs apply --pick {pick} --polish-steps {polished[1]} does)"] if polished else [])
+    result = ApplyResult(existing=[t for _, t in existing],
+                         warnings=rounds.unpolished(opened.state, pick, "Ray's actors do not polish"))
     if not todo:
         return result
     if not ray.is_initialized():

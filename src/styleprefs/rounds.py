@@ -104,25 +104,16 @@ def parse_pick(pick: str, rounds: list[Round]) -> tuple[torch.Tensor, int]:
     return z[candidate - 1], round_index
 
 
-def polished_steps(state: dict, pick: str | None) -> tuple[int, int] | None:
-    """(round, steps) where ``pick`` (ROUND:INDEX, accepted by parse_pick) is from a round of polished candidates
-    (``propose --polish``), else None."""
+def unpolished(state: dict, pick: str | None, pictures: str) -> list[str]:
+    """What to say where ``pick`` (ROUND:INDEX, accepted by parse_pick) is from a round of polished candidates
+    (``propose --polish``) and is given without polish (``pictures``: what is unpolished): the generator's pictures
+    of that look, less finished than the candidate was. Nothing for other picks."""
     if pick is None:
-        return None
+        return []
     index = pick_numbers(pick)[0]
     steps = state["rounds"][index - 1].get("polish_steps")
-    return (index, steps) if steps else None
-
-
-def unfinished(state: dict, pick: str | None, polish_steps: int | None) -> list[str]:
-    """What to say when a pick from a round of polished candidates (``propose --polish``) is applied without polish:
-    the photos are then the generator's pictures of that look, less finished than the candidate was."""
-    found = polished_steps(state, pick) if polish_steps is None else None
-    if found is None:
-        return []
-    index, steps = found
-    return [f"round {index}'s sheet showed its candidates finished with {steps} steps of polish; these photos are "
-            f"not polished (polish them with {steps} steps for the picture you picked)"]
+    return [f"round {index}'s sheet showed its candidates finished with {steps} steps of polish; {pictures} "
+            f"(styleprefs apply --pick {pick} --polish-steps {steps} finishes them)"] if steps else []
 
 
 def learned(state: dict) -> set[int]:

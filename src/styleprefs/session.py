@@ -361,7 +361,8 @@ class Session:
                               lambda todo: self.stylise_files(todo, look, side, stroke_scale, size, max_pixels,
                                                               max_batch, finish, strength, keep_colours),
                               on_progress)
-        result.warnings += rounds.unfinished(self.state, pick, polish_steps)
+        if polish_steps is None:
+            result.warnings += rounds.unpolished(self.state, pick, "these photos are not polished")
         return result
 
     def goal(self, look: torch.Tensor, learned: bool = False) -> polish.Objective:
