@@ -12,6 +12,9 @@ own (wait4's rusage), and is reported as median (min–max) over ``--repeats`` r
   the finest strokes ``--stroke-scale`` allows give it), a few steps: the seconds a step and the peak memory;
 - whether the picked look is kept: for picks of a round-1 sheet, the polished picture of the sheet's photo, seen at
   the sheet's size, must be nearer its own candidate than any other (rank 1) and further from the photo than it;
+  the painting's own distance to the photo is printed beside them (a candidate already further from the photo than
+  the painting is can come nearer the photo while it comes nearer the painting); ``--picks all`` scores every
+  candidate of the round;
 - how far a photo gets, step by step: style distance removed as a share of Gatys's (80 L-BFGS evaluations from the
   photo, benchmarks/gatys.py) and content distance, at 0 (the generator alone), 10, 20, 40 and 80 steps.
 
@@ -169,7 +172,7 @@ def kept(session: str, picks: list[int], steps: int) -> dict:
     seen = grams(shrink(photo, size))
     painting = grams(load_image(Path(s.config["styles"][0]["path"]), max_side=s.settings.style_size))
     rows = []
-    for pick in picks:
+    for pick in picks or range(1, len(candidates) + 1):
         look = first.z[pick - 1]
         finished = s.stylise_batch(photo[None], look, side=working, finish=(s.goal(look), steps, None))[0]
         mine = grams(shrink(finished, size))
@@ -180,7 +183,7 @@ def kept(session: str, picks: list[int], steps: int) -> dict:
                      "candidate_to_photo": distance(candidates[pick - 1], seen),
                      "to_painting": distance(mine, painting),
                      "candidate_to_painting": distance(candidates[pick - 1], painting)})
-    return {"rows": rows}
+    return {"rows": rows, "painting_to_photo": distance(painting, seen)}
 
 
 WORKERS = {"johnson": johnson, "polished": polished, "by_steps": by_steps, "kept": kept}
@@ -228,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json-out", type=Path, default=ROOT / "benchmarks" / "results" / "polish_cost.json")
     p.add_argument("--picked-session", type=Path, default=ROOT / ".bench" / "loop" / "session",
                    help="a session with a round 1, for the picked-look check (default: benchmarks/loop.py's)")
-    p.add_argument("--picks", default="2 7 11", help="the round-1 candidates of the picked-look check")
+    p.add_argument("--picks", default="2 7 11",
+                   help="the round-1 candidates of the picked-look check, or 'all' (default: 2 7 11, loop.py's picks)")
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny session, 1 repeat, a 2-MP photo")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
@@ -266,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                           gatys_steps=4 if args.quick else 80)
     picked = None
     if (args.picked_session / "state.json").exists():
-        picked, _ = run_worker("kept", session=str(args.picked_session), picks=[int(i) for i in args.picks.split()],
-                               steps=steps)
+        picks = [] if args.picks == "all" else [int(i) for i in args.picks.split()]
+        picked, _ = run_worker("kept", session=str(args.picked_session), picks=picks, steps=steps)
     base = yardstick["median"]
     report = {"environment": {**cpu_report(), "commit": commit(), "date": time.strftime("%Y-%m-%d")},
               "session": str(session), "steps": steps, "johnson_512_fp32": yardstick, "photo_512": small,
@@ -275,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
               "largest_grid": {"photo": [big[0], big[0]], **finest[0], "peak_gb": finest[1]},
               "ratio_512": small["median"] / base,
               "ratio_12mp": large["median"] / base, "by_steps": table["rows"],
-              "picked": picked and picked["rows"],
+              "picked": picked and picked["rows"], "painting_to_photo": picked and picked["painting_to_photo"],
               "targets": {"512 ≤ 30×": small["median"] / base <= TARGET_512,
                           "12 MP ≤ 100×": large["median"] / base <= TARGET_12MP,
                           "12 MP ≤ 3 GB": large["peak_gb"] <= TARGET_12MP_GB,
@@ -304,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         for row in picked["rows"]:
             print(f"{row['pick']:4d} | {row['rank']} of {row['of']} | {row['to_photo']:.3f} "
                   f"({row['candidate_to_photo']:.3f}) | {row['to_painting']:.3f} ({row['candidate_to_painting']:.3f})")
+        rows, painting = picked["rows"], picked["painting_to_photo"]
+        first = sum(r["rank"] == 1 for r in rows)
+        further = sum(r["to_photo"] > r["candidate_to_photo"] for r in rows)
+        beyond = sum(r["candidate_to_photo"] > painting for r in rows)
+        print(f"the painting itself is {painting:.3f} from the photo; of {len(rows)} picks, rank 1: {first}, further "
+              f"from the photo: {further}; candidates further from the photo than the painting: {beyond}")
     print("targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in report["targets"].items()))
     return 0
 
