@@ -156,6 +156,22 @@ def test_an_interrupted_upgrade_is_finished_by_the_next_open(tmp_path, monkeypat
     assert len(upgrades(root)) == 1 and not (root / migrate.STAGING).exists()
 
 
+@pytest.mark.parametrize("errno_", [13, 30])  # EACCES: a read-only folder; EROFS: a read-only file system
+def test_an_older_session_that_cannot_be_written_is_refused_in_one_line_that_says_how_to_use_it(tmp_path, monkeypatch,
+                                                                                            errno_):
+    root = version_1(tmp_path)
+    before = files(root)
+
+    def unwritable(store, timeout=30.0):
+        raise PermissionError(errno_, "Read-only file system" if errno_ == 30 else "Permission denied")
+
+    monkeypatch.setattr(Store, "lock", unwritable)
+    result = CliRunner().invoke(app, ["status", "--session", str(root)])
+    assert result.exit_code != 0 and "open it once where it can be, or copy it" in result.output
+    assert "tries again" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert files(root) == before
+
+
 @pytest.mark.parametrize("change, words", [("delete", "gone since init"), ("edit", "changed since init")])
 def test_a_session_whose_recorded_photo_went_is_refused_in_one_line_and_left_as_it_was(tmp_path, change, words):
     root = version_1(tmp_path)

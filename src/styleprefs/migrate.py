@@ -15,6 +15,7 @@ that cannot be read, or an input that has gone, stops the upgrade with one line,
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from dataclasses import asdict
@@ -35,6 +36,7 @@ V1_SETTINGS = {"style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1"), "st
 V2_SETTINGS = {"edges": "zero"}
 SCALE_1 = 0.0  # the stroke-scale dial's coordinate of looks from before the dial: controls.stroke_scale(0) is 1
 PICKS_FILES = ("selection.json", "chosen_grams.safetensors", PASSED_GRAMS)
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)  # a read-only folder, file or file system
 ACCEPTED = 2**62  # a recorded photo whose SHA-256 matches passed the pixel limit at init
 
 
@@ -73,6 +75,10 @@ def upgrade(store: Store, wait: float = 30.0) -> bool:
                 _move_in(store, staged)
             store.append_history({"command": "upgrade", "schema_version": SCHEMA_VERSION})
     except OSError as exc:
+        if exc.errno in UNWRITABLE:  # retrying changes nothing: say what will
+            raise SessionError(f"{store.root}: an older styleprefs made this session, and it is upgraded once, in "
+                               f"place, before use, but it cannot be written here ({exc.strerror or exc}); open it "
+                               "once where it can be, or copy it") from None
         raise SessionError(f"{store.root}: upgrading the session failed ({exc.strerror or exc}); it is whole, and the "
                            "next command tries again") from None
     return True
