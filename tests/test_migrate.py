@@ -5,7 +5,9 @@ and a refine after each, then stripped of what older version-1 sessions lacked. 
 applying it to one photo, in fp32.
 """
 
+import errno
 import json
+import os
 import shutil
 import tarfile
 import threading
@@ -156,14 +158,14 @@ def test_an_interrupted_upgrade_is_finished_by_the_next_open(tmp_path, monkeypat
     assert len(upgrades(root)) == 1 and not (root / migrate.STAGING).exists()
 
 
-@pytest.mark.parametrize("errno_", [13, 30])  # EACCES: a read-only folder; EROFS: a read-only file system
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS])  # a read-only folder, a read-only file system
 def test_an_older_session_that_cannot_be_written_is_refused_in_one_line_that_says_how_to_use_it(tmp_path, monkeypatch,
-                                                                                            errno_):
+                                                                                            code):
     root = version_1(tmp_path)
     before = files(root)
 
     def unwritable(store, timeout=30.0):
-        raise PermissionError(errno_, "Read-only file system" if errno_ == 30 else "Permission denied")
+        raise PermissionError(code, os.strerror(code))
 
     monkeypatch.setattr(Store, "lock", unwritable)
     result = CliRunner().invoke(app, ["status", "--session", str(root)])
