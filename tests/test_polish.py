@@ -65,6 +65,8 @@ def test_the_objective_is_the_loss_training_gives_that_look():
     weights = controls.loss_weights(z[None], 2, 2, settings.colour_centre)
     blend = weights.blend[0]
     assert torch.allclose(goal.grams["relu1_1"], (blend[0] + 3 * blend[1]) * torch.eye(64))
+    trained = training.blended_targets(grams, n_styles=2)(z[None])  # what init aims this z at
+    assert all(torch.allclose(goal.grams[name], trained[name][0]) for name in grams)
     assert torch.allclose(goal.layer_weights, weights.layers[0])
     assert goal.style == pytest.approx(POLISH_STYLE_GAIN * settings.style_weight * float(weights.strength[0]))
     assert goal.colour == pytest.approx(settings.colour_weight * float(weights.colour[0]))

@@ -245,8 +245,8 @@ def test_undo_returns_to_the_state_before_the_refine(session, learned):
     assert again.preference().picks == 1 and again.state["checkpoint"] == "checkpoints/001"
     assert [e["command"] for e in json.loads(again.store.path("history.json").read_text())["events"]][-4:] == \
         ["select", "undo", "select", "refine"]
+    assert again.undo()["undone"] == "checkpoints/001"
     with pytest.raises(BadInput, match="nothing to undo"):
-        again.undo()
         again.undo()
 
 

@@ -244,6 +244,12 @@ def test_the_picture_hardly_depends_on_the_number_of_threads(proposed_session, c
                                     session.runtime.bf16)
 
 
+def chroma(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) → (B, 2, H, W): B − Y and R − Y, what keep-colours keeps of the photo."""
+    y = render.luminance(x)
+    return torch.cat([x[:, 2:3] - y, x[:, 0:1] - y], dim=1)
+
+
 def test_the_strength_and_keep_colours_dials_are_exact():
     torch.manual_seed(0)
     photo, styled = torch.rand(2, 3, 20, 30) * 0.8 + 0.1, torch.rand(2, 3, 20, 30) * 0.8 + 0.1
@@ -251,14 +257,12 @@ def test_the_strength_and_keep_colours_dials_are_exact():
     assert torch.allclose(render.adjusted(styled, photo, strength=0.0), photo)
     assert torch.allclose(render.adjusted(styled, photo, strength=0.25), 0.75 * photo + 0.25 * styled)
     kept = render.adjusted(styled, photo, keep_colours=True)
-    inside = ((photo + render.luminance(styled) - render.luminance(photo)) - kept).abs().max() == 0  # no clamping here
-
-    def chroma(x):
-        y = render.luminance(x)
-        return torch.cat([x[:, 2:3] - y, x[:, 0:1] - y])
-    if inside:
-        assert torch.allclose(chroma(kept), chroma(photo), atol=1e-6)  # the photo's colours
-        assert torch.allclose(render.luminance(kept), render.luminance(styled), atol=1e-6)  # the look's light
+    unclamped = photo + render.luminance(styled) - render.luminance(photo)
+    inside = ((unclamped >= 0) & (unclamped <= 1)).all(1, keepdim=True)  # the pixels the clamp to [0, 1] leaves alone
+    assert inside.float().mean() > 0.3
+    assert torch.allclose(chroma(kept)[inside.expand(-1, 2, -1, -1)], chroma(photo)[inside.expand(-1, 2, -1, -1)],
+                          atol=1e-6)  # the photo's colours
+    assert torch.allclose(render.luminance(kept)[inside], render.luminance(styled)[inside], atol=1e-6)  # the look's light
     with pytest.raises(ValueError):
         render.adjusted(styled, photo, strength=1.5)
 
@@ -277,3 +281,5 @@ def test_apply_with_the_dials_gives_the_photo_at_strength_0_and_its_colours_when
     inside = ((kept > 0) & (kept < 1)).all(1, keepdim=True)  # pixels whose photo colours fit at the look's light
     assert inside.float().mean() > 0.5
     assert torch.allclose(render.luminance(kept)[inside], render.luminance(full)[inside], atol=1e-5)
+    colours = inside.expand(-1, 2, -1, -1)
+    assert torch.allclose(chroma(kept)[colours], chroma(photo.float() / 255)[colours], atol=1e-5)  # the photo's

@@ -1,6 +1,7 @@
 """`styleprefs pick`'s loopback server: what it serves, what it refuses, and its actions through the Session."""
 
 import http.client
+import inspect
 import json
 import os
 import signal
@@ -16,6 +17,9 @@ import pytest
 from styleprefs.server import Picker, serve
 from styleprefs.session import Session
 from styleprefs.store import Store
+
+
+COMMANDS_WAIT = inspect.signature(Store.lock).parameters["timeout"].default  # seconds a command waits for the lock
 
 
 @contextmanager
@@ -59,7 +63,14 @@ def test_it_serves_the_latest_round_on_loopback_only(one_round):
         assert body == (one_round / "rounds" / "001" / "candidate-03.png").read_bytes()
         state = json.loads(request(port, "GET", "/api/state")[1])
         assert (state["round"], state["n"], state["selection"], state["job"]["phase"]) == (1, 6, None, None)
-    assert picker.token  # a fresh one for each server
+    other = Picker(one_round, "cpu", None)
+    server = serve(other)
+    try:
+        assert server.server_address[0] == "127.0.0.1"  # bound to loopback: no other machine can reach it
+    finally:
+        server.server_close()
+        other.stop()
+    assert len(picker.token) >= 32 and other.token != picker.token  # a fresh one for each server
 
 
 @pytest.mark.parametrize("path,expected", [
@@ -130,7 +141,7 @@ def test_a_selection_while_another_command_holds_the_lock_fails_fast_and_says_wh
         status, body, _ = request(port, "POST", "/api/select", {"picks": [1]}, token=picker.token)
         waited = time.perf_counter() - started
     assert status == 409 and f"is locked by pid {os.getpid()}" in json.loads(body)["error"]
-    assert waited < 10
+    assert waited < COMMANDS_WAIT  # the server's own short wait (server.LOCK_WAIT), not a command's
     assert (one_round / "state.json").read_bytes() == before
 
 
