@@ -10,7 +10,8 @@ real CLI (``styleprefs apply --pick``) in a fresh process. Reported for each:
 * seconds: apply's own, decode to written file, and the process's wall time, Python's start included;
 * peak RSS of the process.
 
-A row with ``--stroke-scale`` set so the generator works on the photo's own grid shows what apply did before.
+A row with ``--stroke-scale`` set so the generator works on the photo's own grid shows the generator without full-size
+rendering, what that rendering is measured against.
 
     python benchmarks/fullsize.py                         # ~5 min after a session exists (init: ~2.5 min more)
     python benchmarks/fullsize.py --sides 1024 2048       # quicker
@@ -153,7 +154,7 @@ def main() -> int:
     rows = []
     runs = [(pick, s, 1.0) for pick in args.picks for s in args.sides]
     old_side = 2048 if 2048 in args.sides else args.sides[0]
-    # The generator on the photo's own grid, as apply did before full-size rendering.
+    # The generator on the photo's own grid, without full-size rendering: what that rendering is measured against.
     runs.append((args.picks[0], old_side, session.working_side(round_index) / old_side / own_scales[args.picks[0]]))
     for pick, long_side, stroke_scale in runs:
         photo = enlarge(args.photo, long_side, photos)

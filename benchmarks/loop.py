@@ -4,7 +4,7 @@ commands of examples/quickstart.sh), then a round of polished candidates (propos
 Also reports how different one round's proposals are from each other (mean pairwise style distance),
 next to the style distance between two different paintings, and how close each is to the painting.
 
-    python benchmarks/loop.py                       # defaults, bundled examples (~10 min on 2 cores)
+    python benchmarks/loop.py                       # defaults, bundled examples (about 6 min on 2 cores with bf16 units)
     python benchmarks/loop.py --steps 20 --refine-steps 5   # a quick smoke run
 """
 

@@ -7,7 +7,7 @@ difference), and an estimate of the physical limit: the generator's FLOPs per im
 FlopCounterMode) over this machine's measured matrix-multiply rate. The Gatys baseline's time to reach
 apply's style distance is measured by quality.py; its last figure is read from results/quality.json.
 
-    python benchmarks/speed.py                  # about 10 minutes on 2 idle CPU cores
+    python benchmarks/speed.py                  # about 4 minutes on 2 idle CPU cores with bf16 units
     python benchmarks/speed.py --quick          # a smoke run, under 2 minutes
     python benchmarks/speed.py --full           # also run the default init and refine end to end
     python benchmarks/speed.py --device cuda    # the same on a GPU (fp32 and bf16 rows)
@@ -63,8 +63,8 @@ def worker_apply(spec: dict) -> dict:
     the working grid apply runs it on (the rest of apply is decoding, resampling, the guided upsampling and writing).
 
     ``strokes``: "look" (the learned look's own stroke scale), "smallest" (the smallest a look can have: the largest
-    working grid, the dearest case) or "own grid" (the generator on the photo's own pixels, as apply did before
-    full-size rendering; over 4 megapixels that runs in tiles)."""
+    working grid, the dearest case) or "own grid" (the generator on the photo's own pixels, without full-size
+    rendering; over 4 megapixels that runs in tiles)."""
     import torch
     from styleprefs import pipeline, render, tiling
     from styleprefs.controls import SMALLEST_STROKES
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                 row("apply, 512 px, the smallest strokes a look has", precision, m["apply"], "s/image", rss,
                     f"working grid {m['grid'][1]}×{m['grid'][0]}: the dearest a look can be")
                 m, rss = measure("apply", {**spec, "strokes": "own grid"})
-                row("apply, 512 px, on its own grid (apply before full-size rendering)", precision, m["apply"],
+                row("apply, 512 px, on its own grid (no full-size rendering)", precision, m["apply"],
                     "s/image", rss, f"the generator at {m['grid'][1]}×{m['grid'][0]}")
 
     pipeline = pipeline_rows(args, session, row, cuda, fast_bf16) if args.only or not args.quick else {}

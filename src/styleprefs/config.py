@@ -39,7 +39,7 @@ POLISH_OWN_GRID = 2.5
 POLISH_STYLE_GAIN = 1.5
 # The most pixels polish works on at once (a forward and backward of VGG19 to relu5_1 over them): outputs polished at
 # their own size stay under it, and a look whose working grid could pass it (strokes made very small with
-# --stroke-scale) is refused before any photo is read. The default looks' largest grid is 736×552.
+# --stroke-scale) is refused before any photo is read. The default looks' largest grid is 735×551.
 POLISH_MAX_PIXELS = 1 << 20
 # Steps of polish (loss evaluations, each a forward and backward of the loss network over the picture): by default, and
 # at most.
