@@ -123,14 +123,20 @@ def test_diff_augment_shows_d_shifted_recoloured_cut_out_crops_and_passes_gradie
     assert not torch.allclose(out[0], out[1])  # each sample its own draw
     out.sum().backward()
     assert photo.grad.abs().sum() > 0
-    # With it, D sees augmented crops for both of its updates; a training step runs and G still learns.
+    # With it, D sees augmented crops (cut out: zero in every channel) and only with it; a training step runs and G
+    # still learns.
     rt, net, style, grams = painting_targets(painting, 64)
-    settings = TrainSettings(size=32, batch=2, diff_augment=True)
-    g = Generator(controls.z_dim(1), 4, 1)
-    trainer = Trainer(g, Discriminator(width=4), net, settings, rt, 1, lr=1e-2)
-    before = {k: v.clone() for k, v in g.state_dict().items()}
-    progress = list(trainer.run("init", 2, CropSampler([images.load_image(photos[0], max_side=64)], 32),
-                                CropSampler([style], 32), lambda b, gen: torch.randn(b, 3, generator=gen),
-                                blended_targets(grams, 1), torch.Generator().manual_seed(0)))
-    assert all(torch.isfinite(torch.tensor(list(p.losses.values()))).all() for p in progress)
-    assert any(not torch.equal(before[k], v) for k, v in g.state_dict().items())
+    for augmented in (True, False):
+        settings = TrainSettings(size=32, batch=2, diff_augment=augmented)
+        g, d = Generator(controls.z_dim(1), 4, 1), Discriminator(width=4)
+        seen = []
+        d.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach()))
+        trainer = Trainer(g, d, net, settings, rt, 1, lr=1e-2)
+        before = {k: v.clone() for k, v in g.state_dict().items()}
+        progress = list(trainer.run("init", 2, CropSampler([images.load_image(photos[0], max_side=64)], 32),
+                                    CropSampler([style], 32), lambda b, gen: torch.randn(b, 3, generator=gen),
+                                    blended_targets(grams, 1), torch.Generator().manual_seed(0)))
+        assert all(torch.isfinite(torch.tensor(list(p.losses.values()))).all() for p in progress)
+        assert any(not torch.equal(before[k], v) for k, v in g.state_dict().items())
+        cut_out = [float((crops == 0).all(1).float().mean()) for crops in seen]
+        assert seen and (all(c > 0.05 for c in cut_out) if augmented else all(c == 0 for c in cut_out)), cut_out
