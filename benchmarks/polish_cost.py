@@ -85,7 +85,7 @@ def polished(session: str, height: int, width: int, steps: int, grid: int | None
     s = Session.open(Path(session), "cpu")
     look = s.preferred_z()
     goal = s.goal(look, learned=True)
-    side = None
+    side = size = None  # the working side that gives a grid of about ``grid``, and that grid
     if grid:
         scale = s.split(look)[1]
         side = int(grid * scale)
@@ -101,7 +101,7 @@ def polished(session: str, height: int, width: int, steps: int, grid: int | None
     total = time.perf_counter() - started
     per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
     return {"seconds": total, "seconds_per_step": per_step,
-            **({"grid": list(working_size(height, width, side, s.split(look)[1]))} if side else {})}
+            **({"grid": list(size)} if side else {})}
 
 
 def by_steps(session: str, painting: str, photo: str, gatys_steps: int) -> dict:
